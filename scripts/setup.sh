@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what camfleet needs on a Debian machine, and nothing when all is there.
+#   - nats-server and ffmpeg from Debian's packages (needs root, or sudo)
+#   - the npm dependencies, from package-lock.json
+# Safe to run again: every step checks first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'camfleet setup: %s\n' "$*" >&2; }
+
+# Debian packages, by the command each one provides.
+declare -A APT_FOR=(
+  [nats-server]=nats-server
+  [ffmpeg]=ffmpeg
+  [ffprobe]=ffmpeg
+  [setpriv]=util-linux
+)
+missing=()
+for cmd in "${!APT_FOR[@]}"; do
+  # nats-server lives in /usr/sbin, which is not on every user's PATH.
+  if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ]; then
+    missing+=("${APT_FOR[$cmd]}")
+  fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  # Deduplicate: ffmpeg provides two commands.
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { say "need root (or sudo) to install: ${missing[*]}"; exit 1; }
+    SUDO="sudo"
+  fi
+  say "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# npm dependencies: reinstall only when the lock file changed since the last install.
+stamp=node_modules/.camfleet-lock-hash
+want=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  say "installing npm dependencies"
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$want" >"$stamp"
+fi
