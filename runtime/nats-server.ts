@@ -1,0 +1,514 @@
+// One supervised nats-server child process: the embedded NATS of `camfleet node`
+// (when NATS_URL is unset) and the real server behind every integration test.
+//
+// Everything binds to 127.0.0.1. With `--addr 127.0.0.1` the server also
+// advertises only loopback client URLs (INFO connect_urls), so clients of a
+// cluster never learn, and never reconnect to, a non-loopback address; the
+// monitor follows --addr too.
+//
+// Orphans: where util-linux `setpriv` exists the server runs under
+// `setpriv --pdeathsig KILL`, so the kernel kills it when this process dies in
+// any way, kill -9 included. Without setpriv there is no such guard. The same
+// holds for a normal exit: call stop() first for a clean JetStream shutdown.
+
+import { spawn, type ChildProcess } from "node:child_process";
+import { constants as fsConstants } from "node:fs";
+import { access, mkdir } from "node:fs/promises";
+import { request } from "node:http";
+import { connect as tcpConnect, createServer } from "node:net";
+import { delimiter, join, resolve } from "node:path";
+
+export interface NatsClusterOptions {
+  /** Cluster name (`--cluster_name`); the same on every member. */
+  name: string;
+  /** Route listen port on 127.0.0.1. 0 or omitted: a free port, chosen on the first start. */
+  port?: number;
+  /**
+   * Route URLs of the members, e.g. `nats-route://127.0.0.1:6222`. Listing this
+   * server's own route is fine (the server skips itself), so every member can be
+   * given the same list.
+   */
+  routes: string[];
+}
+
+export interface NatsServerOptions {
+  /** `server_name`. Required, and unique within a cluster (JetStream clustering needs it). */
+  name: string;
+  /** Client port on 127.0.0.1. 0 or omitted: a free port, chosen on the first start and kept for restarts. */
+  port?: number;
+  /** HTTP monitoring port on 127.0.0.1, used for readiness (`/healthz`). 0 or omitted: as for `port`. */
+  monitorPort?: number;
+  /** JetStream store directory; created if missing. Kept across restarts, never deleted here. */
+  storeDir: string;
+  /** Makes this server a member of a cluster. Omitted: a standalone server. */
+  cluster?: NatsClusterOptions;
+  /**
+   * Milliseconds start() waits for the server to be ready before it gives up,
+   * kills the process and rejects. Default 10000. In a cluster, ready means
+   * JetStream has a meta leader, which needs a quorum of members running.
+   */
+  readyTimeoutMs?: number;
+  /** Path of the nats-server binary. Default: `nats-server` on PATH, else /usr/sbin/nats-server. */
+  binary?: string;
+  /**
+   * Environment of the child. Default: process.env. Keep the inherited variables:
+   * the test suite finds leaked processes by a variable every child inherits.
+   */
+  env?: NodeJS.ProcessEnv;
+  /** Called with each line the server writes to stderr (its log). */
+  onLog?: (line: string) => void;
+  /**
+   * Called when the server exits without stop(), kill() or restart() asking it
+   * to (a crash, or a signal from outside). Not called for a failed start():
+   * start() rejects instead.
+   */
+  onExit?: (exit: NatsServerExit) => void;
+}
+
+export interface NatsServerExit {
+  /** Exit code, or null when a signal ended the process. */
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+const MESSAGE_TAIL_LINES = 15;
+
+/** start() failed: the server exited, never became ready, or could not be spawned. */
+export class NatsServerStartError extends Error {
+  override name = "NatsServerStartError";
+  /** server_name of the server that failed. */
+  readonly serverName: string;
+  /** The last lines the server wrote to stderr; usually says why (e.g. "address already in use"). */
+  readonly stderr: string;
+  /** Exit code when the process exited on its own before it was ready. */
+  readonly exitCode?: number | null;
+  readonly signal?: NodeJS.Signals | null;
+
+  constructor(
+    serverName: string,
+    reason: string,
+    fields: { stderr: string; exitCode?: number | null; signal?: NodeJS.Signals | null; cause?: unknown },
+  ) {
+    // The message carries the last lines (the fatal one is last); `stderr` has more.
+    const tail = fields.stderr.trim().split("\n").slice(-MESSAGE_TAIL_LINES).join("\n");
+    super(
+      `nats-server "${serverName}" failed to start: ${reason}` + (tail ? `\n--- stderr (tail) ---\n${tail}` : ""),
+      fields.cause === undefined ? undefined : { cause: fields.cause },
+    );
+    this.serverName = serverName;
+    this.stderr = fields.stderr;
+    this.exitCode = fields.exitCode;
+    this.signal = fields.signal;
+  }
+}
+
+/** No nats-server binary was found where we looked. */
+export class NatsServerNotFoundError extends NatsServerStartError {
+  override name = "NatsServerNotFoundError";
+  /** Paths that were tried, in order. */
+  readonly searched: string[];
+
+  constructor(serverName: string, searched: string[]) {
+    super(
+      serverName,
+      `no nats-server binary found (looked at ${searched.join(", ")}); ` +
+        "install it (Debian: apt-get install nats-server) or pass the `binary` option",
+      { stderr: "" },
+    );
+    this.searched = searched;
+  }
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago. Another process may take it before it is used. */
+export function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const addr = srv.address();
+      const port = typeof addr === "object" && addr !== null ? addr.port : 0;
+      srv.close(() => (port > 0 ? resolvePort(port) : reject(new Error("could not read the bound port"))));
+    });
+  });
+}
+
+const HOST = "127.0.0.1";
+const DEFAULT_READY_TIMEOUT_MS = 10_000;
+const DEFAULT_STOP_TIMEOUT_MS = 10_000;
+const READY_POLL_INTERVAL_MS = 50;
+/** Bound on a single readiness probe, so one stuck request cannot eat the whole deadline. */
+const PROBE_TIMEOUT_MS = 1_000;
+/** Bound on waiting for stderr to drain after exit, so a start error carries the server's last words. */
+const STDERR_DRAIN_MS = 1_000;
+const STDERR_TAIL_LINES = 60;
+
+interface Running {
+  child: ChildProcess;
+  exited: Promise<NatsServerExit>;
+  /** Settles when stderr has ended (after exit, unless something else holds the pipe). */
+  closed: Promise<void>;
+  /** Set when we asked the process to go, so its exit is not reported through onExit. */
+  expected: boolean;
+  /** Why spawning failed, when it did. */
+  spawnError?: Error;
+}
+
+export class NatsServerProcess {
+  readonly #opts: NatsServerOptions;
+  readonly #storeDir: string;
+  #port: number | undefined;
+  #monitorPort: number | undefined;
+  #clusterPort: number | undefined;
+  #running: Running | undefined;
+  /** Present while start() runs; stop()/kill() abort a start that has not spawned yet. */
+  #startAbort: AbortController | undefined;
+  #stderrLines: string[] = [];
+
+  constructor(opts: NatsServerOptions) {
+    if (!opts.name) throw new TypeError("NatsServerOptions.name is required");
+    if (!opts.storeDir) throw new TypeError("NatsServerOptions.storeDir is required");
+    this.#opts = opts;
+    this.#storeDir = resolve(opts.storeDir);
+    this.#port = opts.port || undefined;
+    this.#monitorPort = opts.monitorPort || undefined;
+    this.#clusterPort = opts.cluster?.port || undefined;
+  }
+
+  get name(): string {
+    return this.#opts.name;
+  }
+
+  /** Client URL, `nats://127.0.0.1:PORT`. Known once start() has chosen the ports. */
+  get url(): string {
+    return `nats://${HOST}:${this.port}`;
+  }
+
+  get port(): number {
+    return this.#known(this.#port, "port");
+  }
+
+  get monitorPort(): number {
+    return this.#known(this.#monitorPort, "monitorPort");
+  }
+
+  /** Route port; undefined for a standalone server. */
+  get clusterPort(): number | undefined {
+    return this.#opts.cluster ? this.#known(this.#clusterPort, "clusterPort") : undefined;
+  }
+
+  /** Route URL other members use to reach this one. Undefined for a standalone server. */
+  get routeUrl(): string | undefined {
+    const port = this.clusterPort;
+    return port === undefined ? undefined : `nats-route://${HOST}:${port}`;
+  }
+
+  get storeDir(): string {
+    return this.#storeDir;
+  }
+
+  /** pid of the nats-server process while one is running (setpriv execs it, so it is the server itself). */
+  get pid(): number | undefined {
+    return this.#running?.child.pid;
+  }
+
+  get running(): boolean {
+    return this.#running !== undefined;
+  }
+
+  /** The last lines of the server's log (stderr) of the current or most recent run. */
+  stderrTail(): string {
+    return this.#stderrLines.join("\n");
+  }
+
+  /**
+   * Spawns the server and resolves once it is ready. On failure it rejects with
+   * NatsServerStartError and no process is left behind.
+   */
+  async start(): Promise<void> {
+    if (this.#running || this.#startAbort) throw new Error(`nats-server "${this.name}" is already started`);
+    const abort = new AbortController();
+    this.#startAbort = abort;
+    try {
+      await this.#start(abort.signal);
+    } finally {
+      this.#startAbort = undefined;
+    }
+  }
+
+  /** SIGTERM (a clean JetStream shutdown), then SIGKILL after timeoutMs (default 10000). Resolves once it has exited. */
+  async stop(opts: { timeoutMs?: number } = {}): Promise<void> {
+    this.#startAbort?.abort();
+    const run = this.#running;
+    if (!run) return;
+    run.expected = true;
+    run.child.kill("SIGTERM");
+    const timeoutMs = opts.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
+    if ((await withTimeout(run.exited, timeoutMs)) === timedOut) run.child.kill("SIGKILL");
+    await run.exited;
+  }
+
+  /** SIGKILL, like a crash or `kill -9`. Resolves once it has exited. */
+  async kill(): Promise<void> {
+    this.#startAbort?.abort();
+    const run = this.#running;
+    if (!run) return;
+    run.expected = true;
+    run.child.kill("SIGKILL");
+    await run.exited;
+  }
+
+  /** stop() if running, then start() again with the same ports and store dir. */
+  async restart(opts: { timeoutMs?: number } = {}): Promise<void> {
+    await this.stop(opts);
+    await this.start();
+  }
+
+  async #start(signal: AbortSignal): Promise<void> {
+    const o = this.#opts;
+    const binary = await resolveBinary(o.name, o.binary);
+    // pdeathsig: if this process dies (even by SIGKILL) the kernel kills the server,
+    // so no orphan keeps ports and the store dir. It is tied to the thread that
+    // forks, which for child_process is Node's main thread.
+    const setpriv = await findExecutable("setpriv", ["/usr/bin/setpriv", "/bin/setpriv"]);
+    await mkdir(this.#storeDir, { recursive: true });
+    this.#port ??= await freePort();
+    this.#monitorPort ??= await freePort();
+    if (o.cluster) this.#clusterPort ??= await freePort();
+    if (signal.aborted) {
+      throw new NatsServerStartError(o.name, "stopped before it was spawned", { stderr: "" });
+    }
+
+    const args = this.#args();
+    const [command, argv] = setpriv
+      ? [setpriv, ["--pdeathsig", "KILL", "--", binary, ...args]]
+      : [binary, args];
+    this.#stderrLines = [];
+    // Own process group: a Ctrl-C in the terminal (SIGINT to the foreground group)
+    // reaches only the parent, which then stops the server in order, after its
+    // clients have drained. The parent-death signal still ends it with the parent.
+    const child = spawn(command, argv, { env: o.env ?? process.env, stdio: ["ignore", "ignore", "pipe"], detached: true });
+    const run = this.#track(child);
+
+    const deadline = Date.now() + (o.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS);
+    try {
+      await this.#waitReady(run, deadline);
+    } catch (err) {
+      run.expected = true;
+      child.kill("SIGKILL");
+      await run.exited;
+      await withTimeout(run.closed, STDERR_DRAIN_MS);
+      const stderr = this.stderrTail();
+      if (err instanceof NotReady) {
+        // exitCode/signal only describe an exit of the server's own, not our SIGKILL.
+        throw new NatsServerStartError(o.name, err.message, {
+          stderr,
+          exitCode: err.exit?.code,
+          signal: err.exit?.signal,
+          cause: run.spawnError,
+        });
+      }
+      throw new NatsServerStartError(o.name, "unexpected error while waiting for readiness", { stderr, cause: err });
+    }
+  }
+
+  #args(): string[] {
+    const o = this.#opts;
+    const args = [
+      "--server_name", o.name,
+      "--addr", HOST, // clients, the monitor (it follows --addr) and the advertised connect_urls
+      "--port", String(this.#port),
+      "--http_port", String(this.#monitorPort),
+      "--jetstream",
+      "--store_dir", this.#storeDir,
+    ];
+    if (o.cluster) {
+      args.push("--cluster_name", o.cluster.name, "--cluster", `nats://${HOST}:${this.#clusterPort}`);
+      if (o.cluster.routes.length > 0) args.push("--routes", o.cluster.routes.join(","));
+    }
+    return args;
+  }
+
+  #track(child: ChildProcess): Running {
+    let onExit!: (e: NatsServerExit) => void;
+    const exited = new Promise<NatsServerExit>((res) => (onExit = res));
+    let onClosed!: () => void;
+    const closed = new Promise<void>((res) => (onClosed = res));
+    const run: Running = { child, exited, closed, expected: false };
+    this.#running = run;
+
+    let partial = "";
+    child.stderr?.setEncoding("utf8");
+    child.stderr?.on("data", (chunk: string) => {
+      const lines = (partial + chunk).split("\n");
+      partial = lines.pop() ?? "";
+      for (const line of lines) this.#logLine(line);
+    });
+    child.stderr?.on("close", () => {
+      if (partial) this.#logLine(partial);
+      partial = "";
+      onClosed();
+    });
+    // 'error' without 'exit' happens when the spawn itself fails (e.g. EACCES).
+    child.once("error", (err) => {
+      run.spawnError = err;
+      onExit({ code: null, signal: null });
+      onClosed();
+    });
+    child.once("exit", (code, signal) => onExit({ code, signal }));
+    void exited.then((exit) => {
+      if (this.#running === run) this.#running = undefined;
+      if (!run.expected) this.#opts.onExit?.(exit);
+    });
+    return run;
+  }
+
+  #logLine(line: string): void {
+    this.#stderrLines.push(line);
+    if (this.#stderrLines.length > STDERR_TAIL_LINES) this.#stderrLines.shift();
+    this.#opts.onLog?.(line);
+  }
+
+  /**
+   * Ready = /healthz answers 200 (JetStream is up; in a cluster it has a meta
+   * leader) and the client port greets us with an INFO naming this server. The
+   * second check matters: the monitor starts before the client listener, so
+   * /healthz can be green just before the server dies on a taken client port,
+   * and a port squatter could answer /healthz for a server that failed.
+   */
+  async #waitReady(run: Running, deadline: number): Promise<void> {
+    let exit: NatsServerExit | undefined;
+    void run.exited.then((e) => (exit = e));
+    let lastProblem = "no answer yet";
+    for (;;) {
+      if (exit) {
+        const why = run.spawnError ? `could not be spawned (${run.spawnError.message})` : `exited before it was ready (${describeExit(exit)})`;
+        throw new NotReady(why, exit);
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new NotReady(`not ready within ${this.#opts.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS} ms (${lastProblem})`);
+      }
+      const probeMs = Math.min(left, PROBE_TIMEOUT_MS);
+      const health = await probeHealthz(this.#monitorPort!, probeMs);
+      if (health.ok) {
+        const info = await probeInfo(this.#port!, probeMs);
+        if (info.ok && info.serverName === this.name) {
+          if (exit) continue; // it died while we probed: report the exit, not success
+          return;
+        }
+        lastProblem = info.ok ? `client port answered as "${info.serverName}"` : `client port: ${info.problem}`;
+      } else {
+        lastProblem = `/healthz: ${health.problem}`;
+      }
+      await withTimeout(run.exited, Math.min(READY_POLL_INTERVAL_MS, Math.max(0, deadline - Date.now())));
+    }
+  }
+
+  #known(value: number | undefined, what: string): number {
+    if (value === undefined) throw new Error(`nats-server "${this.name}": ${what} is chosen by start(); call it first`);
+    return value;
+  }
+}
+
+class NotReady extends Error {
+  constructor(
+    message: string,
+    readonly exit?: NatsServerExit,
+  ) {
+    super(message);
+  }
+}
+
+function describeExit(exit: NatsServerExit): string {
+  return exit.signal ? `signal ${exit.signal}` : `exit code ${exit.code}`;
+}
+
+const timedOut = Symbol("timedOut");
+
+/** Races `p` against a timer that is cleared either way, so no timer outlives the wait. */
+async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | typeof timedOut> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<typeof timedOut>((res) => (timer = setTimeout(() => res(timedOut), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+type Probe<T> = ({ ok: true } & T) | { ok: false; problem: string };
+
+function probeHealthz(port: number, timeoutMs: number): Promise<Probe<object>> {
+  return new Promise((res) => {
+    const req = request({ host: HOST, port, path: "/healthz", timeout: timeoutMs }, (resp) => {
+      let body = "";
+      resp.setEncoding("utf8");
+      resp.on("data", (c: string) => (body += c));
+      resp.on("end", () =>
+        res(resp.statusCode === 200 ? { ok: true } : { ok: false, problem: `HTTP ${resp.statusCode} ${body.trim()}` }),
+      );
+      resp.on("error", (err) => res({ ok: false, problem: err.message }));
+    });
+    req.on("timeout", () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.on("error", (err) => res({ ok: false, problem: err.message }));
+    req.end();
+  });
+}
+
+/** Reads the INFO line a NATS server sends first on every client connection. */
+function probeInfo(port: number, timeoutMs: number): Promise<Probe<{ serverName: string }>> {
+  return new Promise((res) => {
+    const sock = tcpConnect({ host: HOST, port });
+    let buf = "";
+    const done = (result: Probe<{ serverName: string }>) => {
+      sock.destroy();
+      res(result);
+    };
+    sock.setTimeout(timeoutMs, () => done({ ok: false, problem: `no INFO within ${timeoutMs} ms` }));
+    sock.setEncoding("utf8");
+    sock.on("data", (chunk: string) => {
+      buf += chunk;
+      const end = buf.indexOf("\r\n");
+      if (end < 0) return;
+      const line = buf.slice(0, end);
+      if (!line.startsWith("INFO ")) return done({ ok: false, problem: "not a NATS server" });
+      try {
+        const info = JSON.parse(line.slice(5)) as { server_name?: unknown };
+        done({ ok: true, serverName: String(info.server_name) });
+      } catch (err) {
+        done({ ok: false, problem: `bad INFO: ${(err as Error).message}` });
+      }
+    });
+    sock.on("error", (err) => done({ ok: false, problem: err.message }));
+    sock.on("end", () => done({ ok: false, problem: "closed before INFO" }));
+  });
+}
+
+async function isExecutable(path: string): Promise<boolean> {
+  try {
+    await access(path, fsConstants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function findExecutable(name: string, fallbacks: string[]): Promise<string | undefined> {
+  const dirs = (process.env.PATH ?? "").split(delimiter).filter(Boolean);
+  for (const path of [...dirs.map((d) => join(d, name)), ...fallbacks]) {
+    if (await isExecutable(path)) return path;
+  }
+  return undefined;
+}
+
+async function resolveBinary(serverName: string, explicit: string | undefined): Promise<string> {
+  if (explicit) {
+    const found = explicit.includes("/") ? ((await isExecutable(explicit)) ? explicit : undefined) : await findExecutable(explicit, []);
+    if (found) return found;
+    throw new NatsServerNotFoundError(serverName, [explicit]);
+  }
+  const fallback = "/usr/sbin/nats-server";
+  const found = await findExecutable("nats-server", [fallback]);
+  if (found) return found;
+  throw new NatsServerNotFoundError(serverName, ["nats-server on PATH", fallback]);
+}
