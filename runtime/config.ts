@@ -1,0 +1,226 @@
+import { homedir, hostname } from "node:os";
+import { join } from "node:path";
+import { z } from "zod";
+import { redact } from "../subjects/index.ts";
+
+/**
+ * Configuration from environment variables (DESIGN.md, Configuration).
+ * Every variable is validated; a bad value stops start-up with one line per
+ * variable, naming it and what is allowed. The single-worker names are
+ * accepted as aliases; when both are set, the camfleet name wins.
+ */
+
+/** Which command is starting: decides defaults that differ between them. */
+export type Role = "node" | "gateway" | "up" | "detector" | "client";
+
+export interface Config {
+  /** NATS servers to connect to; undefined = start an embedded nats-server. */
+  natsServers?: string[];
+  /** This node's id; default derived from the host name. */
+  nodeId: string;
+  /** Cameras this node runs at most. Default 32. */
+  maxCameras: number;
+  /** HTTP port: /metrics, /healthz, /readyz on a node (default 9108); the gateway (default 8080). 0 = any free port. */
+  httpPort: number;
+  /** Address HTTP servers bind to. Default 127.0.0.1; set 0.0.0.0 to serve other machines. */
+  httpHost: string;
+  /** WHIP endpoint template; `{camera}` stands for the camera id. */
+  whipUrl: string;
+  /** gRPC detector address, host:port. Default 127.0.0.1:50051. */
+  aiEndpoint: string;
+  /** Frames per second sent to the detector at most, for cameras that do not say. Default 1. */
+  aiMaxFps: number;
+  /** Analyse every n-th frame instead (single-worker AI_PROCESS_EVERY_N); unset = use the rate. */
+  aiEveryN?: number;
+  /** Deadline of one detector call, ms. Default 2000. */
+  aiTimeoutMs: number;
+  /** Lease time-to-live, ms. Default 5000. */
+  leaseTtlMs: number;
+  logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+  /** Allow `file:` and `testsrc:` sources. Default off; on for `camfleet up`. */
+  allowLocalSources: boolean;
+  /** Where `camfleet detector` listens, host:port. Default 127.0.0.1:50051. */
+  detectorListen: string;
+  /** Bearer token the HTTP gateway requires; unset = no auth. Never logged. */
+  apiToken?: string;
+  /** Where the embedded nats-server keeps its JetStream store. */
+  dataDir: string;
+  /** Client port of the embedded nats-server. Default 4222; 0 = any free port. */
+  embeddedNatsPort: number;
+  /** Replicas of streams and buckets; unset = 1 on a single server, 3 on a cluster of three or more. */
+  replicas?: number;
+}
+
+const DEFAULT_HTTP_PORT: Record<Role, number> = { node: 9108, gateway: 8080, up: 8080, detector: 9108, client: 9108 };
+
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+  readonly problems: string[];
+  constructor(problems: string[]) {
+    super(problems.join("\n"));
+    this.problems = problems;
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+const SECRET_VARS = new Set(["CAMFLEET_API_TOKEN"]);
+
+const int = (min: number, max: number) =>
+  z
+    .string()
+    .trim()
+    .regex(/^-?\d+$/, `must be a whole number from ${min} to ${max}`)
+    .transform(Number)
+    .pipe(z.number().min(min, `must be a whole number from ${min} to ${max}`).max(max, `must be a whole number from ${min} to ${max}`));
+
+const num = (min: number, max: number) =>
+  z
+    .string()
+    .trim()
+    .refine((s) => s !== "" && Number.isFinite(Number(s)), `must be a number greater than ${min} and at most ${max}`)
+    .transform(Number)
+    .pipe(z.number().gt(min, `must be a number greater than ${min} and at most ${max}`).max(max, `must be a number greater than ${min} and at most ${max}`));
+
+const BOOL_WORDS: Record<string, boolean> = { true: true, "1": true, yes: true, on: true, false: false, "0": false, no: false, off: false };
+const bool = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .refine((s) => s in BOOL_WORDS, "must be one of true, false, 1, 0, yes, no, on, off")
+  .transform((s) => BOOL_WORDS[s] as boolean);
+
+const hostPort = z
+  .string()
+  .trim()
+  .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "must be host:port, e.g. 127.0.0.1:50051")
+  .refine((s) => Number(s.slice(s.lastIndexOf(":") + 1)) <= 65535, "must have a port from 0 to 65535");
+
+const natsServers = z
+  .string()
+  .trim()
+  .min(1, "must not be empty")
+  .transform((s) => s.split(",").map((u) => u.trim()).filter((u) => u !== ""))
+  .refine(
+    (list) => list.length > 0 && list.every((u) => /^[A-Za-z0-9.-]+:\d{1,5}$/.test(u) || isServerUrl(u)),
+    "must be a comma-separated list of nats://host:port URLs",
+  );
+
+function isServerUrl(u: string): boolean {
+  return /^(nats|tls|ws|wss):\/\//.test(u) && URL.canParse(u) && new URL(u).hostname !== "";
+}
+
+const httpUrl = z
+  .string()
+  .trim()
+  .refine((s) => URL.canParse(s.replaceAll("{camera}", "x")) && /^https?:/.test(s), "must be an http:// or https:// URL");
+
+const id = z.string().trim().regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-'");
+
+/** Variable name → (schema, alias). Parsed one by one so each error names its variable. */
+const VARS = {
+  NATS_URL: { schema: natsServers },
+  NODE_ID: { schema: id, alias: "WORKER_ID" },
+  MAX_CAMERAS: { schema: int(1, 10_000) },
+  HTTP_PORT: { schema: int(0, 65_535), alias: "WORKER_PORT" },
+  HTTP_HOST: { schema: z.string().trim().min(1, "must not be empty") },
+  WHIP_URL: { schema: httpUrl },
+  MEDIAMTX_WHIP: { schema: httpUrl },
+  AI_ENDPOINT: { schema: hostPort },
+  AI_MAX_FPS: { schema: num(0, 60) },
+  AI_PROCESS_EVERY_N: { schema: int(1, 10_000) },
+  AI_TIMEOUT_MS: { schema: int(10, 60_000) },
+  LEASE_TTL_MS: { schema: int(1_000, 600_000) },
+  LOG_LEVEL: { schema: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"], "must be one of fatal, error, warn, info, debug, trace, silent") },
+  ALLOW_LOCAL_SOURCES: { schema: bool },
+  DETECTOR_LISTEN: { schema: hostPort },
+  CAMFLEET_API_TOKEN: { schema: z.string().min(1, "must not be empty") },
+  CAMFLEET_DATA_DIR: { schema: z.string().trim().min(1, "must not be empty") },
+  CAMFLEET_NATS_PORT: { schema: int(0, 65_535) },
+  CAMFLEET_REPLICAS: { schema: int(1, 5) },
+} as const satisfies Record<string, { schema: z.ZodType; alias?: string }>;
+
+type VarName = keyof typeof VARS;
+type Parsed = { [K in VarName]?: z.output<(typeof VARS)[K]["schema"]> };
+
+/** Every variable camfleet reads, with its single-worker alias; for docs and --help. */
+export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; alias?: string }> = Object.entries(VARS).map(([name, v]) => ({
+  name,
+  ...("alias" in v ? { alias: v.alias } : {}),
+}));
+
+export function loadConfig(env: Env, role: Role): Config {
+  const problems: string[] = [];
+  const parsed: Parsed = {};
+  for (const [name, spec] of Object.entries(VARS) as Array<[VarName, (typeof VARS)[VarName]]>) {
+    const alias = "alias" in spec ? spec.alias : undefined;
+    const source = env[name] !== undefined ? name : alias !== undefined && env[alias] !== undefined ? alias : undefined;
+    if (source === undefined) continue;
+    const raw = env[source] as string;
+    const result = spec.schema.safeParse(raw);
+    if (result.success) {
+      (parsed as Record<string, unknown>)[name] = result.data;
+    } else {
+      const shown = SECRET_VARS.has(name) ? "" : ` (got ${JSON.stringify(redact(raw))})`;
+      const label = source === name ? name : `${source} (alias of ${name})`;
+      problems.push(`${label} ${result.error.issues[0]?.message ?? "is invalid"}${shown}`);
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  return {
+    ...(parsed.NATS_URL !== undefined ? { natsServers: parsed.NATS_URL } : {}),
+    nodeId: parsed.NODE_ID ?? defaultNodeId(),
+    maxCameras: parsed.MAX_CAMERAS ?? 32,
+    httpPort: parsed.HTTP_PORT ?? DEFAULT_HTTP_PORT[role],
+    httpHost: parsed.HTTP_HOST ?? "127.0.0.1",
+    whipUrl: whipTemplate(parsed.WHIP_URL, parsed.MEDIAMTX_WHIP),
+    aiEndpoint: parsed.AI_ENDPOINT ?? "127.0.0.1:50051",
+    aiMaxFps: parsed.AI_MAX_FPS ?? 1,
+    ...(parsed.AI_PROCESS_EVERY_N !== undefined ? { aiEveryN: parsed.AI_PROCESS_EVERY_N } : {}),
+    aiTimeoutMs: parsed.AI_TIMEOUT_MS ?? 2000,
+    leaseTtlMs: parsed.LEASE_TTL_MS ?? 5000,
+    logLevel: parsed.LOG_LEVEL ?? "info",
+    allowLocalSources: parsed.ALLOW_LOCAL_SOURCES ?? role === "up",
+    detectorListen: parsed.DETECTOR_LISTEN ?? "127.0.0.1:50051",
+    ...(parsed.CAMFLEET_API_TOKEN !== undefined ? { apiToken: parsed.CAMFLEET_API_TOKEN } : {}),
+    dataDir: parsed.CAMFLEET_DATA_DIR ?? join(env.XDG_DATA_HOME ?? join(homedir(), ".local", "share"), "camfleet"),
+    embeddedNatsPort: parsed.CAMFLEET_NATS_PORT ?? 4222,
+    ...(parsed.CAMFLEET_REPLICAS !== undefined ? { replicas: parsed.CAMFLEET_REPLICAS } : {}),
+  };
+}
+
+/**
+ * WHIP_URL as a template with `{camera}`. A URL without it gets
+ * `/{camera}` appended; the single-worker MEDIAMTX_WHIP=http://host:8889
+ * means http://host:8889/camera_{camera}/whip.
+ */
+export function whipTemplate(whipUrl: string | undefined, mediamtxWhip: string | undefined): string {
+  if (whipUrl !== undefined) {
+    return whipUrl.includes("{camera}") ? whipUrl : `${whipUrl.replace(/\/+$/, "")}/{camera}`;
+  }
+  if (mediamtxWhip !== undefined) return `${mediamtxWhip.replace(/\/+$/, "")}/camera_{camera}/whip`;
+  return "http://127.0.0.1:8080/whip/{camera}";
+}
+
+/** The WHIP URL of one camera. */
+export function whipUrlFor(template: string, camera: string): string {
+  return template.replaceAll("{camera}", encodeURIComponent(camera));
+}
+
+/** A node id from the host name, made into a valid id token. */
+export function defaultNodeId(host: string = hostname()): string {
+  const cleaned = host.replace(/[^A-Za-z0-9_-]/g, "-").replace(/^-+|-+$/g, "").slice(0, 64);
+  return cleaned === "" ? "node" : cleaned;
+}
+
+/** The config as it may be logged: secrets out, URLs redacted. */
+export function describeConfig(config: Config): Record<string, unknown> {
+  const { apiToken, natsServers, ...rest } = config;
+  return {
+    ...rest,
+    natsServers: natsServers?.map(redact) ?? "embedded",
+    whipUrl: redact(config.whipUrl),
+    apiToken: apiToken === undefined ? "unset" : "set",
+  };
+}

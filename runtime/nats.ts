@@ -1,0 +1,130 @@
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { redact } from "../subjects/index.ts";
+import type { Logger } from "./logger.ts";
+import type { NodeMetrics } from "./metrics.ts";
+
+export type { NatsConnection } from "@nats-io/transport-node";
+
+export interface ConnectOptions {
+  servers: string[];
+  /** Connection name the server shows in its monitoring (e.g. `camfleet-node-<id>`). */
+  name: string;
+  logger: Logger;
+  metrics?: NodeMetrics;
+  /** First reconnect delay, ms; doubles per failed attempt up to `maxReconnectDelayMs`. Default 250. */
+  reconnectDelayMs?: number;
+  /** Longest reconnect delay, ms. Default 5000. */
+  maxReconnectDelayMs?: number;
+  /** Timeout of one connect attempt, ms. Default 5000. */
+  connectTimeoutMs?: number;
+  /**
+   * Keep trying the first connect until it works (a node started before its
+   * cluster), instead of failing at once (a command-line client). Default false.
+   */
+  retryFirstConnect?: boolean;
+  /** Stops the first-connect retries (e.g. on SIGTERM during start-up). */
+  signal?: AbortSignal;
+}
+
+/**
+ * Connects to NATS and keeps reconnecting for ever, with exponential backoff
+ * and jitter. Each change of connection state is logged once (not once per
+ * failed attempt) and counted in the node metrics.
+ */
+export async function connectNats(options: ConnectOptions): Promise<NatsConnection> {
+  const base = options.reconnectDelayMs ?? 250;
+  const max = options.maxReconnectDelayMs ?? 5000;
+  const log = options.logger;
+  let attempt = 0;
+  const backoff = () => {
+    const delay = Math.min(max, base * 2 ** attempt);
+    attempt += 1;
+    // Half fixed, half random: spreads a fleet's reconnects after a server restart.
+    return delay / 2 + Math.random() * (delay / 2);
+  };
+  const open = () =>
+    connect({
+      servers: options.servers,
+      name: options.name,
+      maxReconnectAttempts: -1,
+      reconnectJitter: 0, // jitter comes from backoff()
+      reconnectDelayHandler: backoff,
+      timeout: options.connectTimeoutMs ?? 5000,
+      pingInterval: 10_000,
+      maxPingOut: 2,
+    });
+
+  let nc: NatsConnection | undefined;
+  let warned = false;
+  while (nc === undefined) {
+    try {
+      nc = await open();
+    } catch (err) {
+      if (!(options.retryFirstConnect ?? false) || options.signal?.aborted) throw err;
+      if (!warned) log.warn({ servers: options.servers.map(redact), err }, "NATS not reachable yet; retrying until it is");
+      warned = true;
+      await abortableDelay(backoff(), options.signal);
+    }
+  }
+  attempt = 0;
+  options.metrics?.natsConnected.set(1);
+  log.info({ server: redact(nc.getServer()) }, "connected to NATS");
+  void watchStatus(nc, log, options.metrics, () => {
+    attempt = 0;
+  });
+  return nc;
+}
+
+async function watchStatus(nc: NatsConnection, log: Logger, metrics: NodeMetrics | undefined, onReconnect: () => void): Promise<void> {
+  let reconnecting = false;
+  for await (const s of nc.status()) {
+    switch (s.type) {
+      case "disconnect":
+        metrics?.natsConnected.set(0);
+        log.warn({ server: redact(s.server) }, "disconnected from NATS; reconnecting");
+        break;
+      case "reconnecting":
+        // Fires once per attempt: log only the first of an outage.
+        if (!reconnecting) log.debug("reconnecting to NATS");
+        reconnecting = true;
+        break;
+      case "reconnect":
+        reconnecting = false;
+        onReconnect();
+        metrics?.natsConnected.set(1);
+        metrics?.natsReconnects.inc();
+        log.info({ server: redact(s.server) }, "reconnected to NATS");
+        break;
+      case "ldm":
+        log.warn({ server: redact(s.server) }, "NATS server entering lame-duck mode; will move to another");
+        break;
+      case "error":
+        log.error({ err: s.error }, "NATS connection error");
+        break;
+      case "staleConnection":
+        log.warn("NATS connection is stale (no PONG); reconnecting");
+        break;
+      case "slowConsumer":
+        log.warn({ subject: s.sub.getSubject(), pending: s.pending }, "slow consumer: messages are piling up");
+        break;
+      case "close":
+        metrics?.natsConnected.set(0);
+        log.info("NATS connection closed");
+        return;
+      default:
+        break;
+    }
+  }
+}
+
+function abortableDelay(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    }
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
