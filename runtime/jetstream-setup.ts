@@ -1,0 +1,95 @@
+import { jetstreamManager, JetStreamApiCodes, JetStreamApiError, type StreamConfig } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { BUCKETS, STREAMS, subjects } from "../subjects/index.ts";
+import type { Logger } from "./logger.ts";
+
+const NS_PER_MS = 1_000_000;
+/** JSStreamNameExistErr: the client library has no constant for it. */
+const STREAM_NAME_IN_USE = 10058;
+
+export interface StreamLimits {
+  /** How long events are kept, ms. Status default 24 h, detections 7 days. */
+  maxAgeMs: number;
+  /** Bytes kept at most; -1 = no limit. Status default 1 GiB, detections 4 GiB. */
+  maxBytes: number;
+}
+
+export interface JetStreamSetupOptions {
+  /** Replicas of every stream and bucket; default: 1 on a single server, 3 on a cluster of three or more. */
+  replicas?: number;
+  status?: Partial<StreamLimits>;
+  detections?: Partial<StreamLimits>;
+  logger?: Logger;
+}
+
+const DEFAULT_LIMITS: Record<"status" | "detections", StreamLimits> = {
+  status: { maxAgeMs: 24 * 3600_000, maxBytes: 1024 ** 3 },
+  detections: { maxAgeMs: 7 * 24 * 3600_000, maxBytes: 4 * 1024 ** 3 },
+};
+
+/** Window in which JetStream drops a repeated Nats-Msg-Id: a retried publish is never a duplicate. */
+const DUPLICATE_WINDOW_MS = 2 * 60_000;
+
+/**
+ * Replicas when none are configured. A server's INFO lists the client URLs of
+ * every server in its cluster, so its length is the cluster size.
+ */
+export function defaultReplicas(nc: NatsConnection): number {
+  const size = Math.max(1, nc.info?.connect_urls?.length ?? 1);
+  return size >= 3 ? 3 : 1;
+}
+
+/**
+ * Makes sure the streams and KV buckets of DESIGN.md exist with the wanted
+ * settings. Safe to run on every node start, concurrently from many nodes:
+ * "already exists" is success, and a stream whose limits differ is updated.
+ */
+export async function ensureJetStream(nc: NatsConnection, options: JetStreamSetupOptions = {}): Promise<{ replicas: number }> {
+  const replicas = options.replicas ?? defaultReplicas(nc);
+  const jsm = await jetstreamManager(nc);
+
+  const streams: Array<{ name: string; subject: string; limits: StreamLimits }> = [
+    { name: STREAMS.status, subject: subjects.statusAll, limits: { ...DEFAULT_LIMITS.status, ...options.status } },
+    { name: STREAMS.detections, subject: subjects.detectionsAll, limits: { ...DEFAULT_LIMITS.detections, ...options.detections } },
+  ];
+  for (const s of streams) {
+    const want: Partial<StreamConfig> & { name: string } = {
+      name: s.name,
+      subjects: [s.subject],
+      num_replicas: replicas,
+      max_age: s.limits.maxAgeMs * NS_PER_MS,
+      max_bytes: s.limits.maxBytes,
+      duplicate_window: DUPLICATE_WINDOW_MS * NS_PER_MS,
+    };
+    try {
+      const info = await jsm.streams.info(s.name);
+      const have = info.config;
+      if (have.num_replicas !== want.num_replicas || have.max_age !== want.max_age || have.max_bytes !== want.max_bytes) {
+        await jsm.streams.update(s.name, { ...have, ...want });
+        options.logger?.info({ stream: s.name, replicas }, "updated stream limits");
+      }
+    } catch (err) {
+      if (!(err instanceof JetStreamApiError) || err.code !== JetStreamApiCodes.StreamNotFound) throw err;
+      await addIgnoringRace(() => jsm.streams.add(want));
+      options.logger?.info({ stream: s.name, replicas }, "created stream");
+    }
+  }
+
+  const kvm = new Kvm(nc);
+  // History 1: only the current value matters; compare-and-set works on the latest revision.
+  await kvm.create(BUCKETS.cameras, { replicas, history: 5 });
+  await kvm.create(BUCKETS.leases, { replicas, history: 1 });
+  await kvm.create(BUCKETS.nodes, { replicas, history: 1 });
+  return { replicas };
+}
+
+/** Two nodes starting together may both try to add; the loser's add fails with "name in use". */
+async function addIgnoringRace(add: () => Promise<unknown>): Promise<void> {
+  try {
+    await add();
+  } catch (err) {
+    if (err instanceof JetStreamApiError && err.code === STREAM_NAME_IN_USE) return;
+    throw err;
+  }
+}

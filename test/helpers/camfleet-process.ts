@@ -1,0 +1,109 @@
+// Runs the real `camfleet` command (bin/camfleet.js) as a child process and
+// reads its JSON log lines, so tests drive the program the way a user does.
+
+import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import type { RegisterCleanup } from "./nats-harness.ts";
+
+const BIN = fileURLToPath(new URL("../../bin/camfleet.js", import.meta.url));
+
+export interface CamfleetProcess {
+  child: ChildProcess;
+  /** Every stdout line so far, parsed when it is JSON. */
+  lines: Array<Record<string, unknown>>;
+  stderr(): string;
+  /** Resolves with the first log line (past or future) that matches; rejects at the deadline or if the process exits. */
+  waitForLog(match: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
+  /** Resolves when the process has exited. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** SIGTERM, then SIGKILL after `timeoutMs`; resolves on exit. */
+  stop(timeoutMs?: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+export function runCamfleet(args: string[], opts: { env?: Record<string, string | undefined>; onCleanup: RegisterCleanup }): CamfleetProcess {
+  // Inherit the environment: the suite's leak check follows a variable every child carries.
+  const env = { ...process.env, LOG_LEVEL: "debug", ...opts.env };
+  const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+  const lines: Array<Record<string, unknown>> = [];
+  let stderr = "";
+  const waiters = new Set<() => void>();
+  let buf = "";
+  child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
+    buf += chunk;
+    let nl: number;
+    while ((nl = buf.indexOf("\n")) >= 0) {
+      const text = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      try {
+        lines.push(JSON.parse(text) as Record<string, unknown>);
+      } catch {
+        lines.push({ raw: text });
+      }
+      for (const w of waiters) w();
+    }
+  });
+  child.stderr!.setEncoding("utf8").on("data", (chunk: string) => {
+    stderr += chunk;
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once("exit", (code, signal) => {
+      for (const w of waiters) w();
+      resolve({ code, signal });
+    });
+  });
+
+  const stop = async (timeoutMs = 10_000) => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+      const result = await exited;
+      clearTimeout(timer);
+      return result;
+    }
+    return exited;
+  };
+  opts.onCleanup(async () => {
+    await stop(5_000);
+  });
+
+  const waitForLog = (match: (line: Record<string, unknown>) => boolean, timeoutMs = 15_000) =>
+    new Promise<Record<string, unknown>>((resolve, reject) => {
+      const check = () => {
+        const found = lines.find(match);
+        if (found !== undefined) return finish(() => resolve(found));
+        if (child.exitCode !== null || child.signalCode !== null) {
+          return finish(() => reject(new Error(`camfleet exited (${child.exitCode ?? child.signalCode}) before the awaited log line\nstderr: ${stderr}\nstdout: ${JSON.stringify(lines.slice(-10))}`)));
+        }
+      };
+      const timer = setTimeout(
+        () => finish(() => reject(new Error(`no matching log line within ${timeoutMs} ms\nstderr: ${stderr}\nlast lines: ${JSON.stringify(lines.slice(-10))}`))),
+        timeoutMs,
+      );
+      const finish = (settle: () => void) => {
+        clearTimeout(timer);
+        waiters.delete(check);
+        settle();
+      };
+      waiters.add(check);
+      check();
+    });
+
+  return { child, lines, stderr: () => stderr, waitForLog, exited, stop };
+}
+
+/** True while a process with this pid exists and is not a zombie. */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    // A zombie has exited; it only waits for its parent to reap it.
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return false;
+  }
+}
