@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { Command } from "commander";
-import { ConfigError, createLogger, createRegistry, FleetNode, loadConfig, type Config, type Logger, type Role } from "../runtime/index.ts";
+import { simKind } from "../actors/index.ts";
+import { ConfigError, createLogger, createRegistry, FleetNode, KindRegistry, loadConfig, type Config, type Logger, type Role } from "../runtime/index.ts";
 
 /**
  * The `camfleet` command. Services (`up`, `node`, …) run until SIGINT or
@@ -82,6 +83,7 @@ function startNode(ctx: { config: Config; logger: Logger; signal: AbortSignal })
     logger: ctx.logger,
     registry: createRegistry({ node: ctx.config.nodeId }),
     version: VERSION,
+    kinds: new KindRegistry().register(simKind),
     signal: ctx.signal,
   });
 }

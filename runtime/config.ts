@@ -34,7 +34,7 @@ export interface Config {
   aiEveryN?: number;
   /** Deadline of one detector call, ms. Default 2000. */
   aiTimeoutMs: number;
-  /** Lease time-to-live, ms. Default 5000. */
+  /** Lease time-to-live, ms. Default 3000: failover in about 3 s, fence margin 750 ms. */
   leaseTtlMs: number;
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
   /** Allow `file:` and `testsrc:` sources. Default off; on for `camfleet up`. */
@@ -49,6 +49,8 @@ export interface Config {
   embeddedNatsPort: number;
   /** Replicas of streams and buckets; unset = 1 on a single server, 3 on a cluster of three or more. */
   replicas?: number;
+  /** Actor kind that runs each camera: `sim` (simulated, no media) until the camera actor lands. */
+  actorKind: string;
 }
 
 const DEFAULT_HTTP_PORT: Record<Role, number> = { node: 9108, gateway: 8080, up: 8080, detector: 9108, client: 9108 };
@@ -138,6 +140,7 @@ const VARS = {
   CAMFLEET_DATA_DIR: { schema: z.string().trim().min(1, "must not be empty") },
   CAMFLEET_NATS_PORT: { schema: int(0, 65_535) },
   CAMFLEET_REPLICAS: { schema: int(1, 5) },
+  CAMFLEET_ACTOR_KIND: { schema: id },
 } as const satisfies Record<string, { schema: z.ZodType; alias?: string }>;
 
 type VarName = keyof typeof VARS;
@@ -179,7 +182,7 @@ export function loadConfig(env: Env, role: Role): Config {
     aiMaxFps: parsed.AI_MAX_FPS ?? 1,
     ...(parsed.AI_PROCESS_EVERY_N !== undefined ? { aiEveryN: parsed.AI_PROCESS_EVERY_N } : {}),
     aiTimeoutMs: parsed.AI_TIMEOUT_MS ?? 2000,
-    leaseTtlMs: parsed.LEASE_TTL_MS ?? 5000,
+    leaseTtlMs: parsed.LEASE_TTL_MS ?? 3000,
     logLevel: parsed.LOG_LEVEL ?? "info",
     allowLocalSources: parsed.ALLOW_LOCAL_SOURCES ?? role === "up",
     detectorListen: parsed.DETECTOR_LISTEN ?? "127.0.0.1:50051",
@@ -187,6 +190,7 @@ export function loadConfig(env: Env, role: Role): Config {
     dataDir: parsed.CAMFLEET_DATA_DIR ?? join(env.XDG_DATA_HOME ?? join(homedir(), ".local", "share"), "camfleet"),
     embeddedNatsPort: parsed.CAMFLEET_NATS_PORT ?? 4222,
     ...(parsed.CAMFLEET_REPLICAS !== undefined ? { replicas: parsed.CAMFLEET_REPLICAS } : {}),
+    actorKind: parsed.CAMFLEET_ACTOR_KIND ?? "sim",
   };
 }
 

@@ -1,4 +1,15 @@
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { JetStreamApiError, JetStreamError } from "@nats-io/jetstream";
+import { jserrors } from "@nats-io/jetstream/internal";
+import {
+  ClosedConnectionError,
+  connect,
+  ConnectionError,
+  DrainingConnectionError,
+  NoRespondersError,
+  RequestError,
+  TimeoutError,
+  type NatsConnection,
+} from "@nats-io/transport-node";
 import { redact } from "../subjects/index.ts";
 import type { Logger } from "./logger.ts";
 import type { NodeMetrics } from "./metrics.ts";
@@ -127,4 +138,22 @@ function abortableDelay(ms: number, signal: AbortSignal | undefined): Promise<vo
     }
     signal?.addEventListener("abort", done, { once: true });
   });
+}
+
+/**
+ * True for failures that say "NATS or JetStream cannot answer right now"
+ * (timeouts, no responders during a leader election, a lost connection):
+ * worth a retry, and reported to callers as UNAVAILABLE, not as a bug.
+ */
+export function isTransientNatsError(err: unknown): boolean {
+  return (
+    err instanceof TimeoutError ||
+    err instanceof NoRespondersError ||
+    err instanceof ConnectionError ||
+    err instanceof ClosedConnectionError ||
+    err instanceof DrainingConnectionError ||
+    err instanceof RequestError ||
+    err instanceof jserrors.JetStreamNotEnabled ||
+    (err instanceof JetStreamError && !(err instanceof JetStreamApiError))
+  );
 }

@@ -1,47 +1,132 @@
+import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import { Kvm, type KV } from "@nats-io/kv";
+import type { Subscription } from "@nats-io/transport-node";
 import type { Registry } from "prom-client";
+import { Counter } from "prom-client";
+import {
+  BUCKETS,
+  kvKeys,
+  STREAMS,
+  StatusEventSchema,
+  subjects,
+  type CameraSpec,
+  type CameraState,
+  type NodeInfo,
+  type StatusEvent,
+} from "../subjects/index.ts";
+import { ClusterView } from "./cluster-view.ts";
 import type { Config } from "./config.ts";
 import { describeConfig } from "./config.ts";
+import { serveCameraStatus, serveControl } from "./control-server.ts";
 import { startEmbeddedNats } from "./embedded-nats.ts";
 import { ensureJetStream } from "./jetstream-setup.ts";
+import type { ActorContext, KindRegistry, StatusReport, StopReason } from "./kinds.ts";
+import { LeaseKeeper, leaseTiming, type LeaseLossReason } from "./leases.ts";
 import type { Logger } from "./logger.ts";
 import { NodeMetrics } from "./metrics.ts";
 import { connectNats, type NatsConnection } from "./nats.ts";
 import type { NatsServerProcess } from "./nats-server.ts";
 import { startOpsServer, type OpsServer } from "./ops-http.ts";
+import { fairShare, handoverCount, rankCandidates, rendezvousScore, type NodeLoad } from "./placement.ts";
+import { ActorSlot, type BackoffPolicy } from "./supervisor.ts";
+
+export interface PlacementTuning {
+  /** A node that is the k-th best home for an unowned camera waits k times this before claiming, ms. Default 150. */
+  claimStaggerMs: number;
+  /** Claims in flight at once per node. Default 64. */
+  maxClaimsInFlight: number;
+  /** Membership must be unchanged this long before a node hands cameras over to even the load, ms. Default 1500. */
+  settleMs: number;
+  /** A node does not reclaim a camera it handed over for this long, ms. Default 3000. */
+  handoverCooldownMs: number;
+  /** Periodic StatusEvent interval while an actor runs, ms. Default 5000. */
+  summaryIntervalMs: number;
+}
+
+export const DEFAULT_PLACEMENT: PlacementTuning = {
+  claimStaggerMs: 150,
+  maxClaimsInFlight: 64,
+  settleMs: 1500,
+  handoverCooldownMs: 3000,
+  summaryIntervalMs: 5000,
+};
 
 export interface FleetNodeOptions {
   config: Config;
   logger: Logger;
   registry: Registry;
   version: string;
+  kinds: KindRegistry;
+  placement?: Partial<PlacementTuning>;
+  backoff?: BackoffPolicy;
   /** Aborts a start that is still waiting for NATS. */
   signal?: AbortSignal;
 }
 
+interface Owned {
+  slot: ActorSlot;
+  specRevision: number;
+  statusSub: Subscription;
+}
+
 /**
- * A camfleet node process: NATS (embedded when NATS_URL is unset), the
- * JetStream streams and buckets, and /metrics, /healthz, /readyz.
- * Leases, placement and control are added by the runtime issue.
+ * A camfleet node: connects to NATS (embedded when NATS_URL is unset), keeps
+ * its heartbeat in camfleet_nodes, claims the cameras it is the best home
+ * for through leases in camfleet_leases, runs one supervised actor per owned
+ * camera, serves the control subjects, and hands everything over on drain
+ * or shutdown.
  */
 export class FleetNode {
   readonly id: string;
   readonly metrics: NodeMetrics;
-  private nc?: NatsConnection;
-  private embedded?: NatsServerProcess;
-  private ops?: OpsServer;
-  private setUp = false;
-  private stopping?: Promise<void>;
+  readonly #options: FleetNodeOptions;
+  readonly #tuning: PlacementTuning;
+  readonly #timing: ReturnType<typeof leaseTiming>;
+  readonly #startedTs = Date.now();
+  readonly #owned = new Map<string, Owned>();
+  readonly #claiming = new Set<string>();
+  /** When this node first saw each enabled camera without a live holder (monotonic ms). */
+  readonly #unownedSince = new Map<string, number>();
+  /** Cameras this node handed over, and until when it leaves them to others. */
+  readonly #cooldown = new Map<string, number>();
+  readonly #restarts: Counter<"camera">;
+  #nc?: NatsConnection;
+  #js?: JetStreamClient;
+  #jsm?: JetStreamManager;
+  #embedded?: NatsServerProcess;
+  #ops?: OpsServer;
+  #view?: ClusterView;
+  #leases?: LeaseKeeper;
+  #nodesKv?: KV;
+  #control?: { stop(): void };
+  #timers: NodeJS.Timeout[] = [];
+  #ready = false;
+  #draining = false;
+  #stopping?: Promise<void>;
+  #reconcileQueued = false;
+  #membership = "";
+  #membershipChangedAt = performance.now();
+  #lastHandoverAt = 0;
 
-  private constructor(private readonly options: FleetNodeOptions) {
+  private constructor(options: FleetNodeOptions) {
+    this.#options = options;
     this.id = options.config.nodeId;
+    this.#tuning = { ...DEFAULT_PLACEMENT, ...options.placement };
+    this.#timing = leaseTiming(options.config.leaseTtlMs);
     this.metrics = new NodeMetrics(options.registry);
     this.metrics.capacity.set(options.config.maxCameras);
+    this.#restarts = new Counter({
+      name: "camfleet_actor_restarts_total",
+      help: "Actors restarted by their supervisor after a failure",
+      labelNames: ["camera"],
+      registers: [options.registry],
+    });
   }
 
   static async start(options: FleetNodeOptions): Promise<FleetNode> {
     const node = new FleetNode(options);
     try {
-      await node.boot();
+      await node.#boot();
     } catch (err) {
       await node.stop();
       throw err;
@@ -49,71 +134,374 @@ export class FleetNode {
     return node;
   }
 
-  /** NATS client URL the node uses (the embedded server's, when there is one). */
+  /** NATS client URLs the node uses (the embedded server's, when there is one). */
   get natsServers(): string[] {
-    return this.embedded !== undefined ? [this.embedded.url] : (this.options.config.natsServers ?? []);
+    return this.#embedded !== undefined ? [this.#embedded.url] : (this.#options.config.natsServers ?? []);
   }
 
   get opsUrl(): string | undefined {
-    return this.ops?.url;
+    return this.#ops?.url;
   }
 
-  get connection(): NatsConnection {
-    if (this.nc === undefined) throw new Error("node is not connected");
-    return this.nc;
+  /** Cameras this node runs now. */
+  ownedCameras(): string[] {
+    return [...this.#owned.keys()];
   }
 
-  private async boot(): Promise<void> {
-    const { config, logger: log } = this.options;
-    log.info({ config: describeConfig(config), version: this.options.version }, "starting node");
+  async #boot(): Promise<void> {
+    const { config, logger: log } = this.#options;
+    const kind = this.#options.kinds.get(config.actorKind); // fail fast on an unknown kind
+    log.info({ config: describeConfig(config), version: this.#options.version, actorKind: kind.name }, "starting node");
+    if (kind.name === "sim") log.warn("actor kind sim: cameras are simulated, no source is opened");
     // Ops first, so /healthz answers and /readyz explains while NATS comes up.
-    this.ops = await startOpsServer({
+    this.#ops = await startOpsServer({
       host: config.httpHost,
       port: config.httpPort,
-      registry: this.options.registry,
-      notReadyReason: () => this.notReadyReason(),
+      registry: this.#options.registry,
+      notReadyReason: () => this.#notReadyReason(),
       logger: log,
     });
-    log.info({ url: this.ops.url }, "serving /metrics, /healthz, /readyz");
+    log.info({ url: this.#ops.url }, "serving /metrics, /healthz, /readyz");
 
     if (config.natsServers === undefined) {
-      this.embedded = await startEmbeddedNats({ dataDir: config.dataDir, port: config.embeddedNatsPort, logger: log });
+      this.#embedded = await startEmbeddedNats({ dataDir: config.dataDir, port: config.embeddedNatsPort, logger: log });
     }
-    this.nc = await connectNats({
+    const nc = await connectNats({
       servers: this.natsServers,
       name: `camfleet-node-${this.id}`,
       logger: log,
       metrics: this.metrics,
       retryFirstConnect: true,
-      ...(this.options.signal !== undefined ? { signal: this.options.signal } : {}),
+      ...(this.#options.signal !== undefined ? { signal: this.#options.signal } : {}),
     });
-    const { replicas } = await ensureJetStream(this.nc, { ...(config.replicas !== undefined ? { replicas: config.replicas } : {}), logger: log });
-    this.setUp = true;
-    log.info({ replicas }, "node ready");
+    this.#nc = nc;
+    const { replicas } = await ensureJetStream(nc, { ...(config.replicas !== undefined ? { replicas: config.replicas } : {}), logger: log });
+    this.#js = jetstream(nc);
+    this.#jsm = await jetstreamManager(nc);
+
+    const kvm = new Kvm(nc);
+    const [cameras, leases, nodes] = await Promise.all([kvm.open(BUCKETS.cameras), kvm.open(BUCKETS.leases), kvm.open(BUCKETS.nodes)]);
+    this.#nodesKv = nodes;
+    this.#leases = new LeaseKeeper({
+      kv: leases,
+      node: this.id,
+      ttlMs: config.leaseTtlMs,
+      logger: log,
+      metrics: this.metrics,
+      onLost: (camera, reason) => this.#leaseLost(camera, reason),
+    });
+    this.#view = new ClusterView({ cameras, leases, nodes, ttlMs: config.leaseTtlMs, logger: log });
+    this.#view.onChange(() => this.#queueReconcile());
+    await this.#heartbeat();
+    await this.#view.start();
+
+    this.#control = serveControl({
+      nc,
+      cameras,
+      node: this.id,
+      allowLocalSources: config.allowLocalSources,
+      logger: log,
+      metrics: this.metrics,
+      lease: (camera) => {
+        const view = this.#view;
+        return view !== undefined && view.holder(camera) !== undefined ? view.leases.get(camera)?.value : undefined;
+      },
+      nodes: () => this.#view?.liveNodes() ?? [],
+      state: (spec) => this.#stateOf(spec),
+      drain: () => this.drain(),
+    });
+    void this.#watchConnection(nc);
+
+    this.#leases.start();
+    this.#timers.push(setInterval(() => void this.#heartbeat(), this.#timing.renewEveryMs));
+    // Ages cross thresholds without any watch event: re-evaluate on a tick too.
+    this.#timers.push(setInterval(() => this.#queueReconcile(), Math.max(50, Math.min(250, this.#tuning.claimStaggerMs))));
+    this.#ready = true;
+    log.info({ replicas, leaseTtlMs: config.leaseTtlMs, capacity: config.maxCameras }, "node ready");
+    this.#queueReconcile();
   }
 
-  private notReadyReason(): string | undefined {
-    if (this.nc === undefined) return "connecting to NATS";
-    if (this.nc.isClosed()) return "NATS connection closed";
-    if (!this.setUp) return "setting up JetStream streams and buckets";
+  #notReadyReason(): string | undefined {
+    if (this.#nc === undefined) return "connecting to NATS";
+    if (this.#nc.isClosed()) return "NATS connection closed";
+    if (!this.#ready) return "setting up JetStream streams and buckets";
     return undefined;
   }
 
-  /** Stops everything this node started, in reverse order. Idempotent. */
-  stop(): Promise<void> {
-    this.stopping ??= (async () => {
-      const log = this.options.logger;
-      if (this.nc !== undefined && !this.nc.isClosed()) {
-        // drain: finish in-flight handlers and flush publishes before closing.
-        await this.nc.drain().catch((err: unknown) => log.warn({ err }, "draining the NATS connection failed"));
+  async #watchConnection(nc: NatsConnection): Promise<void> {
+    for await (const s of nc.status()) {
+      if (s.type === "reconnect") {
+        // While cut off this node could not see renewals: judge nobody by that gap.
+        this.#view?.reconnected();
+        void this.#leases?.renewAll();
+        void this.#heartbeat();
       }
-      await this.ops?.close();
-      if (this.embedded !== undefined) {
-        await this.embedded.stop();
+    }
+  }
+
+  async #heartbeat(): Promise<void> {
+    if (this.#nodesKv === undefined || this.#stopping !== undefined) return;
+    const info: NodeInfo = {
+      node: this.id,
+      version: this.#options.version,
+      started_ts: this.#startedTs,
+      heartbeat_ts: Date.now(),
+      capacity: this.#options.config.maxCameras,
+      cameras: this.#owned.size,
+      ...(this.#ops !== undefined ? { http_url: this.#ops.url } : {}),
+      ...(this.#draining ? { draining: true } : {}),
+    };
+    try {
+      await this.#nodesKv.put(kvKeys.node(this.id), JSON.stringify(info));
+    } catch (err) {
+      this.#options.logger.debug({ err }, "heartbeat failed");
+    }
+  }
+
+  #queueReconcile(): void {
+    if (this.#reconcileQueued) return;
+    this.#reconcileQueued = true;
+    setImmediate(() => {
+      this.#reconcileQueued = false;
+      this.#reconcile();
+    });
+  }
+
+  /** Brings what this node runs in line with the specs and the cluster. Synchronous decisions; I/O is started, not awaited. */
+  #reconcile(): void {
+    const view = this.#view;
+    const leases = this.#leases;
+    if (view === undefined || leases === undefined || !this.#ready || this.#stopping !== undefined) return;
+    const now = performance.now();
+
+    // 1. What we run against what is wanted.
+    for (const [camera, owned] of this.#owned) {
+      const spec = view.cameras.get(camera);
+      if (spec === undefined) void this.#release(camera, "deleted");
+      else if (!spec.value.enabled) void this.#release(camera, "disabled");
+      else if (spec.revision !== owned.specRevision) {
+        owned.specRevision = spec.revision;
+        void owned.slot.update(spec.value);
+      }
+    }
+    if (this.#draining) return;
+
+    // 2. Load of every live node that takes cameras.
+    const loads = this.#loads();
+    const ids = loads.map((l) => l.node).sort().join(",");
+    if (ids !== this.#membership) {
+      this.#membership = ids;
+      this.#membershipChangedAt = now;
+    }
+    const enabled = [...view.cameras.values()].filter((c) => c.value.enabled);
+    const shares = fairShare(enabled.length, loads);
+    const me = loads.find((l) => l.node === this.id);
+    if (me === undefined) return;
+
+    // 3. Claim unowned cameras this node is the best home for; the others wait their turn.
+    let unowned = 0;
+    for (const { value: spec } of enabled) {
+      const camera = spec.id;
+      if (this.#owned.has(camera) || this.#claiming.has(camera)) continue;
+      if (view.holder(camera) !== undefined) {
+        this.#unownedSince.delete(camera);
+        continue;
+      }
+      unowned++;
+      const since = this.#unownedSince.get(camera) ?? now;
+      this.#unownedSince.set(camera, since);
+      const cooldownUntil = this.#cooldown.get(camera);
+      if (cooldownUntil !== undefined && now < cooldownUntil) continue;
+      const rank = rankCandidates(camera, loads, shares).indexOf(this.id);
+      if (rank < 0 || now - since < rank * this.#tuning.claimStaggerMs) continue;
+      if (this.#claiming.size >= this.#tuning.maxClaimsInFlight) break;
+      const lease = view.leases.get(camera);
+      me.count++; // later decisions this round see the claim
+      void this.#claim(spec, lease?.revision);
+    }
+    for (const camera of this.#unownedSince.keys()) {
+      if (!view.cameras.get(camera)?.value.enabled) this.#unownedSince.delete(camera);
+    }
+
+    // 4. Even the load out once the cluster is settled: hand over, never grab.
+    if (unowned === 0 && this.#claiming.size === 0 && now - this.#membershipChangedAt >= this.#tuning.settleMs && now - this.#lastHandoverAt >= this.#tuning.settleMs) {
+      const n = handoverCount(this.id, loads, shares);
+      if (n > 0) {
+        this.#lastHandoverAt = now;
+        const weakest = [...this.#owned.keys()].sort((a, b) => rendezvousScore(a, this.id, 1) - rendezvousScore(b, this.id, 1)).slice(0, n);
+        this.#options.logger.info({ cameras: weakest, count: this.#owned.size }, "handing cameras over to even the load");
+        for (const camera of weakest) {
+          this.#cooldown.set(camera, now + this.#tuning.handoverCooldownMs);
+          void this.#release(camera, "released");
+        }
+      }
+    }
+    for (const [camera, until] of this.#cooldown) if (now >= until) this.#cooldown.delete(camera);
+  }
+
+  /** Live, non-draining nodes with the cameras each holds (by unexpired leases; ours from memory). */
+  #loads(): NodeLoad[] {
+    const view = this.#view!;
+    const counts = new Map<string, number>();
+    for (const [camera, lease] of view.leases) {
+      if (!view.leaseExpired(camera)) counts.set(lease.value.node, (counts.get(lease.value.node) ?? 0) + 1);
+    }
+    const loads: NodeLoad[] = [];
+    for (const info of view.liveNodes()) {
+      if (info.draining === true || info.node === this.id) continue;
+      loads.push({ node: info.node, capacity: info.capacity, count: counts.get(info.node) ?? 0 });
+    }
+    loads.push({ node: this.id, capacity: this.#options.config.maxCameras, count: this.#owned.size + this.#claiming.size });
+    return loads;
+  }
+
+  async #claim(spec: CameraSpec, takeoverRevision: number | undefined): Promise<void> {
+    const camera = spec.id;
+    const log = this.#options.logger.child({ camera });
+    this.#claiming.add(camera);
+    try {
+      const lease = await this.#leases!.claim(camera, takeoverRevision);
+      if (lease === undefined) return; // another node won
+      const current = this.#view?.cameras.get(camera);
+      if (this.#stopping !== undefined || this.#draining || current === undefined || !current.value.enabled) {
+        await this.#leases!.release(camera);
+        return;
+      }
+      this.#unownedSince.delete(camera);
+      log.info({ epoch: lease.epoch, takeover: takeoverRevision !== undefined }, "claimed camera");
+      this.#run(current.value, current.revision, lease.epoch);
+    } catch (err) {
+      log.debug({ err }, "claim failed");
+    } finally {
+      this.#claiming.delete(camera);
+      this.metrics.camerasOwned.set(this.#owned.size);
+      this.#queueReconcile();
+    }
+  }
+
+  #run(spec: CameraSpec, specRevision: number, epoch: number): void {
+    const camera = spec.id;
+    const log = this.#options.logger.child({ camera });
+    const kind = this.#options.kinds.get(this.#options.config.actorKind);
+    const slot: ActorSlot = new ActorSlot({
+      kind,
+      spec,
+      epoch,
+      node: this.id,
+      logger: log,
+      ...(this.#options.backoff !== undefined ? { backoff: this.#options.backoff } : {}),
+      context: (current, fail) => this.#context(current, epoch, log, fail),
+      report: (report) => this.#publishStatus(slot.spec, epoch, report),
+      onRestart: () => this.#restarts.inc({ camera }),
+    });
+    const statusSub = serveCameraStatus(this.#nc!, camera, () => slot.status(), log);
+    this.#owned.set(camera, { slot, specRevision, statusSub });
+    this.metrics.camerasOwned.set(this.#owned.size);
+    slot.start();
+  }
+
+  #context(spec: CameraSpec, epoch: number, logger: Logger, fail: (err: unknown) => void): ActorContext {
+    return {
+      spec,
+      node: this.id,
+      epoch,
+      logger,
+      registry: this.#options.registry,
+      config: this.#options.config,
+      summaryIntervalMs: this.#tuning.summaryIntervalMs,
+      publishStatus: (report) => this.#publishStatus(spec, epoch, report),
+      fail,
+    };
+  }
+
+  /** Stamps and publishes a StatusEvent, unless this node's lease no longer covers it (fencing). */
+  #publishStatus(spec: CameraSpec, epoch: number, report: StatusReport): void {
+    const leases = this.#leases;
+    const js = this.#js;
+    if (leases === undefined || js === undefined) return;
+    const held = leases.get(spec.id);
+    if (held === undefined || held.epoch !== epoch || !leases.isValid(spec.id)) return;
+    const event: StatusEvent = {
+      type: "status",
+      camera: spec.id,
+      tenant: spec.tenant,
+      site: spec.site,
+      node: this.id,
+      epoch,
+      ts: Date.now(),
+      ...report,
+    };
+    js.publish(subjects.status(spec.id, spec.tenant, spec.site), JSON.stringify(event)).catch((err: unknown) => {
+      this.#options.logger.debug({ camera: spec.id, err }, "status publish failed");
+    });
+  }
+
+  async #stateOf(spec: CameraSpec): Promise<CameraState | undefined> {
+    const mine = this.#owned.get(spec.id);
+    if (mine !== undefined) return mine.slot.status().state;
+    const msg = await this.#jsm?.streams.getMessage(STREAMS.status, { last_by_subj: subjects.status(spec.id, spec.tenant, spec.site) });
+    if (msg === undefined || msg === null) return undefined;
+    const parsed = StatusEventSchema.safeParse(msg.json());
+    return parsed.success ? parsed.data.state : undefined;
+  }
+
+  #leaseLost(camera: string, reason: LeaseLossReason): void {
+    const owned = this.#owned.get(camera);
+    if (owned === undefined) return;
+    this.#owned.delete(camera);
+    owned.statusSub.unsubscribe();
+    this.metrics.camerasOwned.set(this.#owned.size);
+    this.#options.logger.warn({ camera, reason, epoch: owned.slot.epoch }, "lease lost; stopped actor (self-fencing)");
+    void owned.slot.stop("lease-lost");
+    this.#queueReconcile();
+  }
+
+  /** Stops a camera's actor, then gives its lease up. */
+  async #release(camera: string, reason: StopReason): Promise<void> {
+    const owned = this.#owned.get(camera);
+    if (owned === undefined) return;
+    this.#owned.delete(camera);
+    owned.statusSub.unsubscribe();
+    await owned.slot.stop(reason);
+    await this.#leases?.release(camera);
+    this.metrics.camerasOwned.set(this.#owned.size);
+    this.#options.logger.info({ camera, reason }, "released camera");
+    this.#queueReconcile();
+  }
+
+  /** Hands every camera over and claims no more. Resolves with how many were released. */
+  async drain(): Promise<number> {
+    this.#draining = true;
+    await this.#heartbeat(); // others stop counting on us before the cameras come free
+    const cameras = [...this.#owned.keys()];
+    await Promise.all(cameras.map((camera) => this.#release(camera, "released")));
+    this.#options.logger.info({ released: cameras.length }, "drained");
+    return cameras.length;
+  }
+
+  /** Hands cameras over and stops everything this node started, in reverse order. Idempotent. */
+  stop(): Promise<void> {
+    this.#stopping ??= (async () => {
+      const log = this.#options.logger;
+      for (const t of this.#timers) clearInterval(t);
+      this.#control?.stop();
+      const cameras = [...this.#owned.keys()];
+      await Promise.all(cameras.map((camera) => this.#release(camera, "shutdown")));
+      if (cameras.length > 0) log.info({ released: cameras.length }, "released cameras for shutdown");
+      this.#leases?.stop();
+      this.#view?.stop();
+      await this.#nodesKv?.delete(kvKeys.node(this.id)).catch(() => undefined);
+      if (this.#nc !== undefined && !this.#nc.isClosed()) {
+        // drain: finish in-flight handlers and flush publishes before closing.
+        await this.#nc.drain().catch((err: unknown) => log.warn({ err }, "draining the NATS connection failed"));
+      }
+      await this.#ops?.close();
+      if (this.#embedded !== undefined) {
+        await this.#embedded.stop();
         log.info("embedded nats-server stopped");
       }
       log.info("node stopped");
     })();
-    return this.stopping;
+    return this.#stopping;
   }
 }

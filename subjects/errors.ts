@@ -29,6 +29,7 @@ export const CAMERA_ERROR_CODES = {
   DETECTOR_UNAVAILABLE: "The gRPC detector cannot be reached or missed its deadline; video goes on.",
   DETECTOR_UNSUPPORTED: "The detector does not offer a solution the camera asks for.",
   LEASE_LOST: "This node could no longer renew the camera's lease and stopped it (self-fencing).",
+  ACTOR_FAILED: "The actor threw or reached a failure state; its node restarts it with backoff.",
 } as const satisfies Record<string, string>;
 
 export type ControlErrorCode = keyof typeof CONTROL_ERROR_CODES;

@@ -1,0 +1,252 @@
+import type { KV } from "@nats-io/kv";
+import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
+import {
+  CamfleetError,
+  cameraIdOfControlSubject,
+  CameraSpecSchema,
+  CONTROL_QUEUE,
+  control,
+  ensureCamfleetError,
+  isLocalSource,
+  kvKeys,
+  parseOrThrow,
+  redactSpec,
+  subjects,
+  type CameraSpec,
+  type CameraState,
+  type ControlName,
+  type Lease,
+  type NodeInfo,
+} from "../subjects/index.ts";
+import { isCasConflict } from "./leases.ts";
+import type { Logger } from "./logger.ts";
+import type { NodeMetrics } from "./metrics.ts";
+import { isTransientNatsError } from "./nats.ts";
+
+/** What the control service needs from its node. */
+export interface ControlDeps {
+  nc: NatsConnection;
+  cameras: KV;
+  node: string;
+  allowLocalSources: boolean;
+  logger: Logger;
+  metrics: NodeMetrics;
+  /** Current lease of a camera, if it is held. */
+  lease(camera: string): Lease | undefined;
+  /** Live nodes. */
+  nodes(): NodeInfo[];
+  /** Last reported state of a camera, if known. */
+  state(spec: CameraSpec): Promise<CameraState | undefined>;
+  /** Hands every camera over; resolves with how many were released. */
+  drain(): Promise<number>;
+}
+
+/** A handler must answer within this, ms, so a caller is never left waiting on a slow KV. */
+const HANDLER_DEADLINE_MS = 4000;
+/** Compare-and-set retries for read-modify-write of a spec. */
+const CAS_ATTEMPTS = 5;
+
+type Handler = (body: unknown, msg: Msg) => Promise<Record<string, unknown>>;
+
+/**
+ * Serves the control subjects of DESIGN.md. Subjects any node may answer use
+ * one queue group, so each request is handled once. Every reply is
+ * `{ok: true, …}` or `{ok: false, error: {code, message}}`; bad input changes
+ * nothing.
+ */
+export function serveControl(deps: ControlDeps): { stop(): void } {
+  const subs: Subscription[] = [];
+  const log = deps.logger.child({ component: "control" });
+
+  const serve = (subject: string, op: ControlName, handler: Handler, queue: string | undefined = CONTROL_QUEUE) => {
+    subs.push(
+      deps.nc.subscribe(subject, {
+        ...(queue !== undefined ? { queue } : {}),
+        callback: (err, msg) => {
+          if (err !== null) {
+            log.error({ err, subject }, "control subscription failed");
+            return;
+          }
+          void handle(op, handler, msg);
+        },
+      }),
+    );
+  };
+
+  const handle = async (op: ControlName, handler: Handler, msg: Msg) => {
+    const started = performance.now();
+    let outcome = "ok";
+    let reply: Record<string, unknown>;
+    try {
+      const body = parseBody(msg);
+      reply = { ok: true, ...(await withDeadline(handler(body, msg), HANDLER_DEADLINE_MS)) };
+    } catch (err) {
+      const e = isTransientNatsError(err) ? new CamfleetError("UNAVAILABLE", "the cluster cannot answer right now; retry", { cause: err }) : ensureCamfleetError(err);
+      outcome = e.code;
+      if (e.code === "INTERNAL") log.error({ err, op }, "control request failed");
+      reply = { ok: false, error: e.toJSON() };
+    }
+    if (msg.reply !== undefined && msg.reply !== "") msg.respond(JSON.stringify(reply));
+    deps.metrics.controlLatency.observe({ op, outcome }, (performance.now() - started) / 1000);
+  };
+
+  const getSpec = async (id: string): Promise<{ spec: CameraSpec; revision: number } | undefined> => {
+    const entry = await deps.cameras.get(kvKeys.camera(id));
+    if (entry === null || entry.operation !== "PUT") return undefined;
+    return { spec: CameraSpecSchema.parse(entry.json()), revision: entry.revision };
+  };
+
+  const checkSource = (spec: CameraSpec) => {
+    if (isLocalSource(spec.url) && !deps.allowLocalSources) {
+      throw new CamfleetError("INVALID_ARGUMENT", "invalid CameraSpec: url: file: and testsrc: sources need ALLOW_LOCAL_SOURCES on the nodes");
+    }
+  };
+
+  /** Read-modify-write of one spec with compare-and-set, retried on conflict. */
+  const modify = async (id: string, change: (current: CameraSpec | undefined) => CameraSpec): Promise<CameraSpec> => {
+    for (let attempt = 1; ; attempt++) {
+      const current = await getSpec(id);
+      const next = change(current?.spec);
+      checkSource(next);
+      try {
+        if (current === undefined) await deps.cameras.create(kvKeys.camera(id), JSON.stringify(next));
+        else await deps.cameras.update(kvKeys.camera(id), JSON.stringify(next), current.revision);
+        return next;
+      } catch (err) {
+        if (!isCasConflict(err) || attempt >= CAS_ATTEMPTS) {
+          throw isCasConflict(err) ? new CamfleetError("CONFLICT", `camera ${id} is being changed concurrently; retry`) : err;
+        }
+      }
+    }
+  };
+
+  const cameraFromSubject = (msg: Msg): string => {
+    const id = cameraIdOfControlSubject(msg.subject);
+    // The wildcard lets any token through; validate it like any other id.
+    return kvKeys.camera(id ?? "");
+  };
+
+  serve(subjects.ctl.camerasPut, "camerasPut", async (body) => {
+    const spec = parseOrThrow(control.camerasPut.request, body, "CameraSpec");
+    checkSource(spec);
+    await deps.cameras.put(kvKeys.camera(spec.id), JSON.stringify(spec));
+    return { camera: redactSpec(spec) };
+  });
+
+  serve(subjects.ctl.camerasGet, "camerasGet", async (body) => {
+    const { id } = parseOrThrow(control.camerasGet.request, body, "request");
+    const found = await getSpec(id);
+    if (found === undefined) throw new CamfleetError("NOT_FOUND", `no camera ${id}`);
+    const lease = deps.lease(id);
+    return { camera: redactSpec(found.spec), ...(lease !== undefined ? { lease } : {}) };
+  });
+
+  serve(subjects.ctl.camerasList, "camerasList", async (body) => {
+    const filter = parseOrThrow(control.camerasList.request, body, "request");
+    const specs: CameraSpec[] = [];
+    for await (const key of await deps.cameras.keys()) {
+      const found = await getSpec(key).catch(() => undefined);
+      if (found === undefined) continue;
+      if (filter.tenant !== undefined && found.spec.tenant !== filter.tenant) continue;
+      if (filter.site !== undefined && found.spec.site !== filter.site) continue;
+      specs.push(found.spec);
+    }
+    specs.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    const cameras = await Promise.all(
+      specs.map(async (spec) => {
+        const owner = deps.lease(spec.id)?.node;
+        const state = owner !== undefined ? await deps.state(spec).catch(() => undefined) : undefined;
+        return { camera: redactSpec(spec), ...(owner !== undefined ? { owner } : {}), ...(state !== undefined ? { state } : {}) };
+      }),
+    );
+    return { cameras };
+  });
+
+  serve(subjects.ctl.camerasDelete, "camerasDelete", async (body) => {
+    const { id } = parseOrThrow(control.camerasDelete.request, body, "request");
+    const found = await getSpec(id);
+    if (found === undefined) throw new CamfleetError("NOT_FOUND", `no camera ${id}`);
+    await deps.cameras.delete(kvKeys.camera(id));
+    return {};
+  });
+
+  serve(subjects.ctl.cameraStartAny, "cameraStart", async (body, msg) => {
+    const id = cameraFromSubject(msg);
+    const patch = parseOrThrow(control.cameraStart.request, body, "CameraSpec patch");
+    const spec = await modify(id, (current) => {
+      if (current === undefined && patch.url === undefined) {
+        throw new CamfleetError("INVALID_ARGUMENT", `invalid CameraSpec patch: url: is required to start camera ${id}, which does not exist yet`);
+      }
+      const merged = { ...(current ?? {}), ...patch, ai: { ...(current?.ai ?? {}), ...(patch.ai ?? {}) }, id, enabled: true };
+      return parseOrThrow(CameraSpecSchema, merged, "CameraSpec");
+    });
+    return { camera: redactSpec(spec) };
+  });
+
+  serve(subjects.ctl.cameraStopAny, "cameraStop", async (body, msg) => {
+    const id = cameraFromSubject(msg);
+    parseOrThrow(control.cameraStop.request, body, "request");
+    const spec = await modify(id, (current) => {
+      if (current === undefined) throw new CamfleetError("NOT_FOUND", `no camera ${id}`);
+      return { ...current, enabled: false };
+    });
+    return { camera: redactSpec(spec) };
+  });
+
+  serve(subjects.ctl.nodesList, "nodesList", async (body) => {
+    parseOrThrow(control.nodesList.request, body, "request");
+    return { nodes: deps.nodes().sort((a, b) => (a.node < b.node ? -1 : 1)) };
+  });
+
+  serve(
+    subjects.ctl.nodeDrain(deps.node),
+    "nodeDrain",
+    async (body) => {
+      parseOrThrow(control.nodeDrain.request, body, "request");
+      return { released: await deps.drain() };
+    },
+    undefined,
+  );
+
+  return {
+    stop: () => {
+      for (const sub of subs) sub.unsubscribe();
+    },
+  };
+}
+
+/** Serves `camera.<id>.status` for one camera this node runs. */
+export function serveCameraStatus(nc: NatsConnection, camera: string, status: () => Record<string, unknown>, logger: Logger): Subscription {
+  return nc.subscribe(subjects.ctl.cameraStatus(camera), {
+    callback: (err, msg) => {
+      if (err !== null) return;
+      let reply: Record<string, unknown>;
+      try {
+        parseOrThrow(control.cameraStatus.request, parseBody(msg), "request");
+        reply = { ok: true, ...status() };
+      } catch (e) {
+        const ce = ensureCamfleetError(e);
+        if (ce.code === "INTERNAL") logger.error({ err: e, camera }, "camera status failed");
+        reply = { ok: false, error: ce.toJSON() };
+      }
+      msg.respond(JSON.stringify(reply));
+    },
+  });
+}
+
+function parseBody(msg: Msg): unknown {
+  if (msg.data.length === 0) return {};
+  try {
+    return msg.json();
+  } catch {
+    throw new CamfleetError("INVALID_ARGUMENT", "request body is not valid JSON");
+  }
+}
+
+function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new CamfleetError("UNAVAILABLE", `the cluster did not answer within ${ms} ms; retry`)), ms);
+  });
+  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
+}

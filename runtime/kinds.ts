@@ -1,0 +1,74 @@
+import type { Registry } from "prom-client";
+import type { CameraError, CameraSpec, CameraStatus, StatusEvent } from "../subjects/index.ts";
+import type { Config } from "./config.ts";
+import type { Logger } from "./logger.ts";
+
+/**
+ * What an actor kind gives the runtime, and what the runtime gives an actor.
+ * The runtime knows kinds only through a KindRegistry filled by the entry
+ * point; it never imports actors/.
+ */
+
+/** The part of a StatusEvent an actor fills in; the runtime stamps origin, epoch and time. */
+export type StatusReport = Omit<StatusEvent, "type" | "camera" | "tenant" | "site" | "node" | "epoch" | "ts">;
+
+export type StopReason = "released" | "disabled" | "deleted" | "lease-lost" | "restart" | "shutdown";
+
+export interface ActorContext {
+  readonly spec: CameraSpec;
+  readonly node: string;
+  /** Fencing token of the lease this actor runs under. */
+  readonly epoch: number;
+  readonly logger: Logger;
+  readonly registry: Registry;
+  readonly config: Config;
+  /** Interval of the periodic StatusEvent summary while running, ms (DESIGN: 5 s). */
+  readonly summaryIntervalMs: number;
+  /**
+   * Publishes a StatusEvent. Dropped, never sent, once this node's lease on
+   * the camera is no longer valid: a fenced actor cannot speak for the camera.
+   */
+  publishStatus(report: StatusReport): void;
+  /** The actor reached a failure state it cannot leave by itself: the runtime restarts it with backoff. */
+  fail(error: unknown): void;
+}
+
+export interface Actor {
+  /** A changed spec of the same camera; the actor restarts only what changed. */
+  update(spec: CameraSpec): void | Promise<void>;
+  /** Stops, and resolves when every process and timer the actor owns is gone. */
+  stop(reason: StopReason): Promise<void>;
+  /** The live status, for `camera.<id>.status`. */
+  status(): CameraStatus;
+}
+
+export interface ActorKind {
+  readonly name: string;
+  /** Starts an actor; a throw counts as a failure and is retried with backoff. */
+  start(ctx: ActorContext): Promise<Actor>;
+}
+
+export class KindRegistry {
+  readonly #kinds = new Map<string, ActorKind>();
+
+  register(kind: ActorKind): this {
+    if (this.#kinds.has(kind.name)) throw new Error(`actor kind "${kind.name}" is registered twice`);
+    this.#kinds.set(kind.name, kind);
+    return this;
+  }
+
+  get(name: string): ActorKind {
+    const kind = this.#kinds.get(name);
+    if (kind === undefined) throw new Error(`unknown actor kind "${name}"; known: ${this.names().join(", ") || "none"}`);
+    return kind;
+  }
+
+  names(): string[] {
+    return [...this.#kinds.keys()];
+  }
+}
+
+/** A CameraError for a failure the runtime itself observed. */
+export function runtimeError(code: CameraError["code"], detail: string, attempt: number, retryInMs: number): CameraError {
+  return { code, detail, attempt, retry_in_ms: Math.max(0, Math.round(retryInMs)) };
+}

@@ -1,0 +1,197 @@
+import { JetStreamApiError } from "@nats-io/jetstream";
+import type { KV } from "@nats-io/kv";
+import { kvKeys, LeaseSchema, type Lease } from "../subjects/index.ts";
+import type { Logger } from "./logger.ts";
+import type { NodeMetrics } from "./metrics.ts";
+
+/** JSStreamWrongLastSequence: the compare-and-set lost, someone else wrote first. */
+const WRONG_LAST_SEQUENCE = 10071;
+
+export function isCasConflict(err: unknown): boolean {
+  return err instanceof JetStreamApiError && err.code === WRONG_LAST_SEQUENCE;
+}
+
+/**
+ * Lease timing, all derived from the TTL so one knob tunes failover:
+ * renew every TTL/4; the holder stops its actor (self-fencing) when its last
+ * successful renewal was sent more than TTL - TTL/4 ago; other nodes take a
+ * lease over only after seeing no change to it for a full TTL on their own
+ * clock. The quarter TTL between the two is the fence margin.
+ */
+export function leaseTiming(ttlMs: number): { renewEveryMs: number; fenceAfterMs: number; takeoverAfterMs: number } {
+  return { renewEveryMs: ttlMs / 4, fenceAfterMs: ttlMs - ttlMs / 4, takeoverAfterMs: ttlMs };
+}
+
+export interface OwnedLease {
+  camera: string;
+  /** Revision of the claim: the fencing token stamped on every event. */
+  epoch: number;
+  /** Latest revision written by us: the next renewal's compare-and-set. */
+  revision: number;
+  acquiredTs: number;
+  /** Monotonic time (performance.now) after which we must consider the lease lost. */
+  validUntil: number;
+}
+
+export type LeaseLossReason = "expired" | "taken";
+
+export interface LeaseKeeperOptions {
+  kv: KV;
+  node: string;
+  ttlMs: number;
+  logger: Logger;
+  metrics: NodeMetrics;
+  /** Called once per lost lease, before anyone else can claim it. The actor must stop. */
+  onLost(camera: string, reason: LeaseLossReason): void;
+  now?: () => number;
+}
+
+/**
+ * The leases this node holds: claim, renew and release with revision
+ * compare-and-set in KV bucket camfleet_leases, and self-fencing when
+ * renewals stop working. Works on nats-server 2.9: no per-key TTL, no expiry
+ * notifications; expiry is judged by elapsed time on each node's own clock.
+ */
+export class LeaseKeeper {
+  readonly #leases = new Map<string, OwnedLease>();
+  readonly #renewing = new Set<string>();
+  readonly #timing: ReturnType<typeof leaseTiming>;
+  readonly #now: () => number;
+  #renewTimer?: NodeJS.Timeout;
+  #fenceTimer?: NodeJS.Timeout;
+
+  constructor(private readonly options: LeaseKeeperOptions) {
+    this.#timing = leaseTiming(options.ttlMs);
+    this.#now = options.now ?? (() => performance.now());
+  }
+
+  start(): void {
+    this.#renewTimer = setInterval(() => void this.renewAll(), this.#timing.renewEveryMs);
+    // Checked often: the fence must fall well inside the margin.
+    this.#fenceTimer = setInterval(() => this.#fenceExpired(), Math.min(100, this.#timing.renewEveryMs / 4));
+  }
+
+  stop(): void {
+    clearInterval(this.#renewTimer);
+    clearInterval(this.#fenceTimer);
+  }
+
+  get(camera: string): OwnedLease | undefined {
+    return this.#leases.get(camera);
+  }
+
+  owned(): OwnedLease[] {
+    return [...this.#leases.values()];
+  }
+
+  /** True while events for the camera may still be published by this node. */
+  isValid(camera: string): boolean {
+    const lease = this.#leases.get(camera);
+    return lease !== undefined && this.#now() < lease.validUntil;
+  }
+
+  /**
+   * Claims a camera: `create` when nobody holds it, or `update` at the
+   * revision last seen when taking over from a holder known to be gone.
+   * Resolves undefined when another node won the race.
+   */
+  async claim(camera: string, takeoverRevision?: number): Promise<OwnedLease | undefined> {
+    const key = kvKeys.lease(camera);
+    const sentAt = this.#now();
+    const now = Date.now();
+    const draft: Lease = { camera, node: this.options.node, epoch: 0, acquired_ts: now, renewed_ts: now };
+    let claimRevision: number;
+    try {
+      claimRevision =
+        takeoverRevision === undefined
+          ? await this.options.kv.create(key, JSON.stringify(draft))
+          : await this.options.kv.update(key, JSON.stringify(draft), takeoverRevision);
+    } catch (err) {
+      if (isCasConflict(err)) return undefined;
+      throw err;
+    }
+    // The claim's revision is the epoch; stamp it into the value so readers see it.
+    const stamped: Lease = { ...draft, epoch: claimRevision };
+    let revision: number;
+    try {
+      revision = await this.options.kv.update(key, JSON.stringify(stamped), claimRevision);
+    } catch (err) {
+      if (isCasConflict(err)) return undefined;
+      throw err;
+    }
+    const lease: OwnedLease = { camera, epoch: claimRevision, revision, acquiredTs: now, validUntil: sentAt + this.#timing.fenceAfterMs };
+    this.#leases.set(camera, lease);
+    return lease;
+  }
+
+  /** Renews every held lease once; failures leave the lease to expire and fence. */
+  async renewAll(): Promise<void> {
+    await Promise.all([...this.#leases.values()].map((lease) => this.#renew(lease)));
+  }
+
+  async #renew(lease: OwnedLease): Promise<void> {
+    if (this.#renewing.has(lease.camera)) return;
+    this.#renewing.add(lease.camera);
+    const sentAt = this.#now();
+    const value: Lease = { camera: lease.camera, node: this.options.node, epoch: lease.epoch, acquired_ts: lease.acquiredTs, renewed_ts: Date.now() };
+    try {
+      const revision = await this.options.kv.update(kvKeys.lease(lease.camera), JSON.stringify(value), lease.revision);
+      if (this.#leases.get(lease.camera) === lease) {
+        lease.revision = revision;
+        lease.validUntil = sentAt + this.#timing.fenceAfterMs;
+      }
+    } catch (err) {
+      this.options.metrics.leaseRenewFailures.inc();
+      if (isCasConflict(err)) await this.#resolveConflict(lease);
+      else this.options.logger.debug({ camera: lease.camera, err }, "lease renewal failed; retrying until the fence");
+    } finally {
+      this.#renewing.delete(lease.camera);
+    }
+  }
+
+  /**
+   * A renewal lost its compare-and-set. Either our own earlier write landed
+   * after its reply was lost (adopt its revision), or someone took the lease.
+   */
+  async #resolveConflict(lease: OwnedLease): Promise<void> {
+    try {
+      const entry = await this.options.kv.get(kvKeys.lease(lease.camera));
+      if (entry !== null && entry.operation === "PUT") {
+        const current = LeaseSchema.safeParse(entry.json());
+        if (current.success && current.data.node === this.options.node && current.data.epoch === lease.epoch) {
+          if (entry.revision > lease.revision) lease.revision = entry.revision;
+          return;
+        }
+      }
+    } catch (err) {
+      this.options.logger.debug({ camera: lease.camera, err }, "reading a conflicting lease failed");
+      return; // unknown: the fence decides
+    }
+    this.#lose(lease.camera, "taken");
+  }
+
+  #fenceExpired(): void {
+    const now = this.#now();
+    for (const lease of this.#leases.values()) {
+      if (now >= lease.validUntil) this.#lose(lease.camera, "expired");
+    }
+  }
+
+  #lose(camera: string, reason: LeaseLossReason): void {
+    if (!this.#leases.delete(camera)) return;
+    this.options.onLost(camera, reason);
+  }
+
+  /** Gives a lease up: forgotten at once, then deleted if still at our revision. */
+  async release(camera: string): Promise<void> {
+    const lease = this.#leases.get(camera);
+    if (lease === undefined) return;
+    this.#leases.delete(camera);
+    try {
+      await this.options.kv.delete(kvKeys.lease(camera), { previousSeq: lease.revision });
+    } catch (err) {
+      // Taken already, or NATS is away: the lease then expires by itself.
+      this.options.logger.debug({ camera, err }, "lease delete failed; it will expire");
+    }
+  }
+}

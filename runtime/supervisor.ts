@@ -1,0 +1,152 @@
+import type { CameraSpec, CameraStatus } from "../subjects/index.ts";
+import type { Actor, ActorContext, ActorKind, StatusReport, StopReason } from "./kinds.ts";
+import { runtimeError } from "./kinds.ts";
+import type { Logger } from "./logger.ts";
+
+export interface BackoffPolicy {
+  /** First restart delay, ms. Default 500. */
+  baseMs: number;
+  /** Longest restart delay, ms. Default 30000. */
+  maxMs: number;
+  /** Running this long without failing resets the attempt count, ms. Default 60000. */
+  resetAfterMs: number;
+}
+
+export const DEFAULT_BACKOFF: BackoffPolicy = { baseMs: 500, maxMs: 30_000, resetAfterMs: 60_000 };
+
+/** Exponential backoff with full jitter on the upper half: delay in [d/2, d]. */
+export function backoffDelay(policy: BackoffPolicy, attempt: number, random: () => number = Math.random): number {
+  const d = Math.min(policy.maxMs, policy.baseMs * 2 ** Math.max(0, attempt - 1));
+  return d / 2 + random() * (d / 2);
+}
+
+export interface SlotOptions {
+  kind: ActorKind;
+  spec: CameraSpec;
+  epoch: number;
+  node: string;
+  logger: Logger;
+  backoff?: BackoffPolicy;
+  /** Builds the context of one incarnation of the actor. */
+  context(spec: CameraSpec, fail: (err: unknown) => void): ActorContext;
+  /** Publishes a status the supervisor itself reports (a failure and its retry). */
+  report(report: StatusReport): void;
+  /** Called on each restart, for metrics. */
+  onRestart?(attempt: number): void;
+}
+
+/**
+ * Supervises the actor of one owned camera: starts it, restarts it with
+ * backoff when it throws or fails, and stops it for good on request. One bad
+ * actor never takes the node down: every failure ends here.
+ */
+export class ActorSlot {
+  #spec: CameraSpec;
+  #actor?: Actor;
+  #generation = 0;
+  #attempt = 0;
+  #startedAt = 0;
+  #retryTimer?: NodeJS.Timeout;
+  #stopped = false;
+  #lastError?: { detail: string; retryAt: number };
+  readonly #since = Date.now();
+
+  constructor(private readonly options: SlotOptions) {
+    this.#spec = options.spec;
+  }
+
+  get spec(): CameraSpec {
+    return this.#spec;
+  }
+
+  get epoch(): number {
+    return this.options.epoch;
+  }
+
+  start(): void {
+    void this.#run();
+  }
+
+  async #run(): Promise<void> {
+    if (this.#stopped) return;
+    const generation = ++this.#generation;
+    const fail = (err: unknown) => {
+      if (generation === this.#generation) void this.#failed(err);
+    };
+    try {
+      const actor = await this.options.kind.start(this.options.context(this.#spec, fail));
+      if (this.#stopped || generation !== this.#generation) {
+        await actor.stop("shutdown");
+        return;
+      }
+      this.#actor = actor;
+      this.#startedAt = Date.now();
+      this.#lastError = undefined;
+    } catch (err) {
+      fail(err);
+    }
+  }
+
+  async #failed(err: unknown): Promise<void> {
+    if (this.#stopped) return;
+    this.#generation++; // late failures of this incarnation are ignored
+    const actor = this.#actor;
+    this.#actor = undefined;
+    if (actor !== undefined) {
+      await actor.stop("restart").catch((stopErr: unknown) => this.options.logger.warn({ err: stopErr }, "stopping a failed actor failed"));
+    }
+    if (this.#startedAt > 0 && Date.now() - this.#startedAt >= (this.options.backoff ?? DEFAULT_BACKOFF).resetAfterMs) this.#attempt = 0;
+    this.#attempt++;
+    const delay = backoffDelay(this.options.backoff ?? DEFAULT_BACKOFF, this.#attempt);
+    const detail = err instanceof Error ? err.message : String(err);
+    this.#lastError = { detail, retryAt: Date.now() + delay };
+    this.options.logger.warn({ err, attempt: this.#attempt, retryInMs: Math.round(delay) }, "actor failed; restarting with backoff");
+    this.options.onRestart?.(this.#attempt);
+    this.options.report({ state: "ERROR", trigger: "edge", error: runtimeError("ACTOR_FAILED", detail, this.#attempt, delay) });
+    if (this.#stopped) return;
+    this.#retryTimer = setTimeout(() => void this.#run(), delay);
+  }
+
+  /** Applies a changed spec: the actor decides what to restart. */
+  async update(spec: CameraSpec): Promise<void> {
+    this.#spec = spec;
+    const actor = this.#actor;
+    if (actor === undefined) return; // the next (re)start uses the new spec
+    try {
+      await actor.update(spec);
+    } catch (err) {
+      void this.#failed(err);
+    }
+  }
+
+  /** Stops the actor for good; resolves when it is gone. */
+  async stop(reason: StopReason): Promise<void> {
+    this.#stopped = true;
+    this.#generation++;
+    clearTimeout(this.#retryTimer);
+    const actor = this.#actor;
+    this.#actor = undefined;
+    if (actor !== undefined) {
+      await actor.stop(reason).catch((err: unknown) => this.options.logger.warn({ err, reason }, "stopping the actor failed"));
+    }
+  }
+
+  status(): CameraStatus {
+    if (this.#actor !== undefined) return this.#actor.status();
+    // Not running right now: starting, or waiting to restart.
+    const base: CameraStatus = {
+      camera: this.#spec.id,
+      node: this.options.node,
+      epoch: this.options.epoch,
+      state: this.#lastError === undefined ? "CONNECTING" : "ERROR",
+      since_ts: this.#since,
+      frames: { received: 0, sent_ai: 0, skipped_motion: 0, detections: 0 },
+      publishing: false,
+      viewers: 0,
+    };
+    if (this.#lastError !== undefined) {
+      base.error = runtimeError("ACTOR_FAILED", this.#lastError.detail, this.#attempt, this.#lastError.retryAt - Date.now());
+    }
+    return base;
+  }
+}
