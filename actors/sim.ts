@@ -63,9 +63,14 @@ class SimActor implements Actor {
     this.#report("edge");
   }
 
+  /** Frames a real 25 fps camera would have delivered since STREAMING began. */
+  #framesNow(): number {
+    if (this.#state === "STREAMING") this.#frames = Math.floor(((Date.now() - this.#startedAt) / 1000) * SIM_STREAM.fps);
+    return this.#frames;
+  }
+
   #report(trigger: "edge" | "periodic"): void {
     const streaming = this.#state === "STREAMING";
-    if (streaming) this.#frames = Math.floor(((Date.now() - this.#startedAt) / 1000) * SIM_STREAM.fps);
     this.ctx.publishStatus({
       state: this.#state,
       trigger,
@@ -100,7 +105,7 @@ class SimActor implements Actor {
       state: this.#state,
       since_ts: this.#since,
       ...(this.#state === "STREAMING" ? { stream: { ...SIM_STREAM }, last_frame_ts: Date.now() } : {}),
-      frames: { received: this.#frames, sent_ai: 0, skipped_motion: 0, detections: 0 },
+      frames: { received: this.#framesNow(), sent_ai: 0, skipped_motion: 0, detections: 0 },
       publishing: false,
       viewers: 0,
     };

