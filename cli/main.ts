@@ -1,7 +1,9 @@
 import { readFileSync } from "node:fs";
 import { Command } from "commander";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { simKind } from "../actors/index.ts";
-import { ConfigError, createLogger, createRegistry, FleetNode, KindRegistry, loadConfig, type Config, type Logger, type Role } from "../runtime/index.ts";
+import { ensureCamfleetError, redact } from "../subjects/index.ts";
+import { ConfigError, ControlClient, createLogger, createRegistry, FleetNode, KindRegistry, loadConfig, type Config, type Logger, type Role } from "../runtime/index.ts";
 
 /**
  * The `camfleet` command. Services (`up`, `node`, …) run until SIGINT or
@@ -88,6 +90,37 @@ function startNode(ctx: { config: Config; logger: Logger; signal: AbortSignal })
   });
 }
 
+/** Runs a client command against the cluster; errors become one line on stderr and exit 1. */
+async function withClient(work: (client: ControlClient) => Promise<void>): Promise<void> {
+  const config = loadConfigOrExit("client");
+  const servers = config.natsServers ?? [`nats://127.0.0.1:${config.embeddedNatsPort}`];
+  let nc: NatsConnection;
+  try {
+    nc = await connect({ servers, name: "camfleet-cli", timeout: 3000 });
+  } catch (err) {
+    process.stderr.write(`camfleet: cannot reach NATS at ${servers.map(redact).join(", ")} (${err instanceof Error ? err.message : String(err)}); set NATS_URL, or start camfleet with \`camfleet up\`\n`);
+    process.exit(EXIT_FAILURE);
+  }
+  try {
+    await work(new ControlClient(nc));
+  } catch (err) {
+    const e = ensureCamfleetError(err);
+    process.stderr.write(`camfleet: ${e.code}: ${e.message}\n`);
+    process.exitCode = EXIT_FAILURE;
+  } finally {
+    await nc.close();
+  }
+}
+
+function print(json: boolean | undefined, value: unknown, human: () => string): void {
+  process.stdout.write(json === true ? `${JSON.stringify(value, null, 2)}\n` : `${human()}\n`);
+}
+
+function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  return [header, ...rows].map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  ")).join("\n");
+}
+
 function notBuilt(what: string, issue: string): () => never {
   return () => {
     process.stderr.write(`camfleet ${what}: not built yet (${issue})\n`);
@@ -118,15 +151,98 @@ program
 program.command("gateway").description("HTTP gateway, WHIP/WHEP relay and dashboard on HTTP_PORT (8080) [not built yet]").action(notBuilt("gateway", "issue 5"));
 program.command("detector").description("the reference gRPC detector on DETECTOR_LISTEN [not built yet]").action(notBuilt("detector", "issue 6"));
 
-const camera = program.command("camera").description("manage cameras [not built yet]");
-camera.command("add <id> <url>").description("create or replace a camera").action(notBuilt("camera add", "issue 3"));
-camera.command("rm <id>").description("delete a camera").action(notBuilt("camera rm", "issue 3"));
-camera.command("ls").description("list cameras with owner and state").action(notBuilt("camera ls", "issue 3"));
-camera.command("status <id>").description("a camera's live status").action(notBuilt("camera status", "issue 3"));
-camera.command("start <id>").description("enable a camera").action(notBuilt("camera start", "issue 3"));
-camera.command("stop <id>").description("disable a camera").action(notBuilt("camera stop", "issue 3"));
+const camera = program.command("camera").description("manage cameras (talks to the cluster at NATS_URL, default nats://127.0.0.1:4222)");
+camera
+  .command("add <id> <url>")
+  .description("create or replace a camera")
+  .option("--name <name>", "display name")
+  .option("--tenant <tenant>", "tenant id", "default")
+  .option("--site <site>", "site id", "default")
+  .option("--solutions <list>", "comma-separated detector solutions, e.g. motion")
+  .option("--publish <mode>", "on-demand, always or off", "on-demand")
+  .option("--disabled", "store it without running it")
+  .option("--json", "print JSON")
+  .action((id: string, url: string, o: { name?: string; tenant: string; site: string; solutions?: string; publish: string; disabled?: boolean; json?: boolean }) =>
+    withClient(async (client) => {
+      const spec = {
+        id,
+        url,
+        tenant: o.tenant,
+        site: o.site,
+        publish: o.publish as "on-demand",
+        enabled: o.disabled !== true,
+        ...(o.name !== undefined ? { name: o.name } : {}),
+        ...(o.solutions !== undefined ? { solutions: o.solutions.split(",").filter((x) => x !== "") } : {}),
+      };
+      const { camera: saved } = await client.putCamera(spec);
+      print(o.json, saved, () => `camera ${saved.id} saved (${saved.enabled ? "enabled" : "disabled"}): ${saved.url}`);
+    }),
+  );
+camera
+  .command("rm <id>")
+  .description("delete a camera")
+  .action((id: string) => withClient(async (client) => {
+    await client.deleteCamera(id);
+    process.stdout.write(`camera ${id} deleted\n`);
+  }));
+camera
+  .command("ls")
+  .description("list cameras with owner and state")
+  .option("--tenant <tenant>", "only this tenant")
+  .option("--site <site>", "only this site")
+  .option("--json", "print JSON")
+  .action((o: { tenant?: string; site?: string; json?: boolean }) =>
+    withClient(async (client) => {
+      const { cameras } = await client.listCameras({ ...(o.tenant !== undefined ? { tenant: o.tenant } : {}), ...(o.site !== undefined ? { site: o.site } : {}) });
+      print(o.json, cameras, () =>
+        table(
+          ["ID", "ENABLED", "OWNER", "STATE", "URL"],
+          cameras.map((c) => [c.camera.id, String(c.camera.enabled), c.owner ?? "-", c.state ?? "-", c.camera.url]),
+        ),
+      );
+    }),
+  );
+camera
+  .command("status <id>")
+  .description("a camera's live status, from the node that runs it")
+  .action((id: string) => withClient(async (client) => print(true, await client.cameraStatus(id), () => "")));
+camera
+  .command("start <id>")
+  .description("enable a camera (creating it when --url is given)")
+  .option("--url <url>", "source URL")
+  .option("--json", "print JSON")
+  .action((id: string, o: { url?: string; json?: boolean }) =>
+    withClient(async (client) => {
+      const { camera: saved } = await client.startCamera(id, o.url !== undefined ? { url: o.url } : {});
+      print(o.json, saved, () => `camera ${saved.id} enabled`);
+    }),
+  );
+camera
+  .command("stop <id>")
+  .description("disable a camera")
+  .option("--json", "print JSON")
+  .action((id: string, o: { json?: boolean }) =>
+    withClient(async (client) => {
+      const { camera: saved } = await client.stopCamera(id);
+      print(o.json, saved, () => `camera ${saved.id} disabled`);
+    }),
+  );
 
-program.command("nodes").description("list live nodes [not built yet]").action(notBuilt("nodes", "issue 3"));
+program
+  .command("nodes")
+  .description("list live nodes")
+  .option("--json", "print JSON")
+  .action((o: { json?: boolean }) =>
+    withClient(async (client) => {
+      const { nodes } = await client.listNodes();
+      print(o.json, nodes, () =>
+        table(
+          ["NODE", "CAMERAS", "CAPACITY", "STATE", "VERSION", "UP SINCE"],
+          nodes.map((n) => [n.node, String(n.cameras), String(n.capacity), n.draining === true ? "draining" : "active", n.version, new Date(n.started_ts).toISOString()]),
+        ),
+      );
+    }),
+  );
 program
   .command("events")
   .description("tail status and detection events [not built yet]")

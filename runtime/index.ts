@@ -12,6 +12,8 @@ export { connectNats } from "./nats.ts";
 export type { ConnectOptions, NatsConnection } from "./nats.ts";
 export { freePort, NatsServerNotFoundError, NatsServerProcess, NatsServerStartError } from "./nats-server.ts";
 export type { NatsClusterOptions, NatsServerExit, NatsServerOptions } from "./nats-server.ts";
+export { ControlClient } from "./control-client.ts";
+export type { ControlClientOptions, ControlResult } from "./control-client.ts";
 export { DEFAULT_PLACEMENT, FleetNode } from "./node.ts";
 export type { FleetNodeOptions, PlacementTuning } from "./node.ts";
 export { KindRegistry, runtimeError } from "./kinds.ts";

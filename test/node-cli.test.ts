@@ -141,6 +141,45 @@ describe("camfleet node with NATS_URL", () => {
 });
 
 describe("camfleet command line", () => {
+  it("camera add, ls, status, stop, rm and nodes drive a running node", async () => {
+    const nats = await startNats({ onCleanup: onTestFinished });
+    const node = runCamfleet(["node"], { env: { NODE_ID: "cli1", HTTP_PORT: "0", NATS_URL: nats.url, CAMFLEET_ACTOR_KIND: "sim" }, onCleanup: onTestFinished });
+    await node.waitForLog((l) => l.msg === "node ready");
+    const cli = async (...args: string[]) => {
+      const p = runCamfleet(args, { env: { NATS_URL: nats.url }, onCleanup: onTestFinished });
+      const { code } = await p.exited;
+      return { code, out: p.lines.map((l) => (l.raw !== undefined ? l.raw : JSON.stringify(l))).join("\n"), err: p.stderr() };
+    };
+
+    expect(await cli("camera", "add", "door", "rtsp://admin:pw@10.0.0.9/live", "--site", "hq")).toMatchObject({
+      code: 0,
+      out: "camera door saved (enabled): rtsp://***@10.0.0.9/live",
+    });
+    const bad = await cli("camera", "add", "bad.id", "rtsp://h/s");
+    expect(bad.code).toBe(1);
+    expect(bad.err).toMatch(/^camfleet: INVALID_ARGUMENT: .*id:/);
+
+    await waitFor(async () => (await cli("camera", "ls")).out.includes("door  true     cli1   STREAMING"), { timeoutMs: 10_000, message: "door listed as STREAMING on cli1" });
+    const status = await cli("camera", "status", "door");
+    expect(JSON.parse(status.out)).toMatchObject({ camera: "door", node: "cli1", state: "STREAMING" });
+    const nodes = await cli("nodes", "--json");
+    expect(JSON.parse(nodes.out)).toMatchObject([{ node: "cli1", cameras: 1 }]);
+
+    expect((await cli("camera", "stop", "door")).out).toBe("camera door disabled");
+    await waitFor(async () => (await cli("camera", "status", "door")).err.includes("NOT_FOUND: camera door is not running on any node"), {
+      timeoutMs: 10_000,
+      message: "door stopped",
+    });
+    expect(await cli("camera", "rm", "door")).toMatchObject({ code: 0, out: "camera door deleted" });
+    expect((await cli("camera", "rm", "door")).err).toContain("NOT_FOUND");
+  });
+
+  it("a client command without a reachable NATS says so and exits 1", async () => {
+    const proc = runCamfleet(["nodes"], { env: { NATS_URL: "nats://127.0.0.1:1" }, onCleanup: onTestFinished });
+    expect((await proc.exited).code).toBe(1);
+    expect(proc.stderr()).toContain("cannot reach NATS at nats://127.0.0.1:1");
+  });
+
   it("--help lists the commands of DESIGN.md", async () => {
     const proc = runCamfleet(["--help"], { onCleanup: onTestFinished });
     expect((await proc.exited).code).toBe(0);
