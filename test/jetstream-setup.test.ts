@@ -1,0 +1,33 @@
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
+import { describe, expect, it, onTestFinished } from "vitest";
+import { defaultReplicas, ensureJetStream } from "../runtime/jetstream-setup.ts";
+import { BUCKETS, STREAMS } from "../subjects/index.ts";
+import { startNats, startNatsCluster } from "./helpers/nats-harness.ts";
+
+const ALL_STREAMS = [STREAMS.status, STREAMS.detections, ...Object.values(BUCKETS).map((b) => `KV_${b}`)];
+
+describe("JetStream set-up", () => {
+  it("one replica on a single server; running it again changes nothing", async () => {
+    const nats = await startNats({ onCleanup: onTestFinished });
+    const nc = await connect({ servers: nats.url });
+    onTestFinished(() => nc.close());
+    expect(defaultReplicas(nc)).toBe(1);
+    await ensureJetStream(nc);
+    await ensureJetStream(nc);
+    const jsm = await jetstreamManager(nc);
+    for (const name of ALL_STREAMS) expect((await jsm.streams.info(name)).config.num_replicas).toBe(1);
+    expect((await jsm.streams.info(STREAMS.detections)).config.duplicate_window).toBe(120_000_000_000);
+  });
+
+  it("three replicas on a cluster of three, also when two nodes set up at once", async () => {
+    const cluster = await startNatsCluster({ onCleanup: onTestFinished });
+    const nc = await connect({ servers: cluster.urls });
+    onTestFinished(() => nc.close());
+    expect(defaultReplicas(nc)).toBe(3);
+    // Two nodes starting together both run the set-up.
+    await Promise.all([ensureJetStream(nc), ensureJetStream(nc)]);
+    const jsm = await jetstreamManager(nc);
+    for (const name of ALL_STREAMS) expect((await jsm.streams.info(name)).config.num_replicas).toBe(3);
+  });
+});
