@@ -63,7 +63,7 @@ export interface FleetNodeOptions {
   signal?: AbortSignal;
 }
 
-/** How long shutdown waits for NATS to confirm releases and flush, ms. */
+/** How long shutdown waits, in all, for NATS to confirm releases and flush, ms. */
 const SHUTDOWN_NATS_DEADLINE_MS = 2000;
 
 /** True when `work` settled within `ms`; never rejects. */
@@ -506,20 +506,26 @@ export class FleetNode {
       this.#control?.stop();
       const owned = [...this.#owned.entries()];
       const cameras = owned.map(([camera]) => camera);
-      // Actors stop for sure; giving leases up needs NATS, so it gets a deadline:
-      // a lease we could not delete expires by itself.
       const released = Promise.all(cameras.map((camera) => this.#release(camera, "shutdown")));
+      // Actors stop for sure, NATS or not.
       await Promise.all(owned.map(([, o]) => o.slot.stop("shutdown")));
-      if (!(await settlesWithin(released, SHUTDOWN_NATS_DEADLINE_MS))) log.warn("NATS did not confirm every lease release in time; those leases will expire");
+      // Telling the cluster (lease deletes, heartbeat delete, flush) gets one deadline
+      // in all: a lease we could not delete simply expires.
+      const told = (async () => {
+        await released;
+        await this.#nodesKv?.delete(kvKeys.node(this.id)).catch(() => undefined);
+        if (this.#nc !== undefined && !this.#nc.isClosed()) {
+          // drain: finish in-flight handlers and flush publishes before closing.
+          await this.#nc.drain().catch((err: unknown) => log.warn({ err }, "draining the NATS connection failed"));
+        }
+      })();
+      if (!(await settlesWithin(told, SHUTDOWN_NATS_DEADLINE_MS))) {
+        log.warn("NATS did not confirm the shutdown in time; unreleased leases will expire");
+        await this.#nc?.close().catch(() => undefined);
+      }
       if (cameras.length > 0) log.info({ released: cameras.length }, "released cameras for shutdown");
       this.#leases?.stop();
       this.#view?.stop();
-      await settlesWithin(this.#nodesKv?.delete(kvKeys.node(this.id)).catch(() => undefined), SHUTDOWN_NATS_DEADLINE_MS);
-      if (this.#nc !== undefined && !this.#nc.isClosed()) {
-        // drain: finish in-flight handlers and flush publishes before closing.
-        const drained = this.#nc.drain().catch((err: unknown) => log.warn({ err }, "draining the NATS connection failed"));
-        if (!(await settlesWithin(drained, SHUTDOWN_NATS_DEADLINE_MS))) await this.#nc.close();
-      }
       await this.#ops?.close();
       if (this.#embedded !== undefined) {
         await this.#embedded.stop();

@@ -2,11 +2,12 @@
 // reads its JSON log lines, so tests drive the program the way a user does.
 
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { RegisterCleanup } from "./nats-harness.ts";
 
 const BIN = fileURLToPath(new URL("../../bin/camfleet.js", import.meta.url));
+const SETPRIV = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => existsSync(p));
 
 export interface CamfleetProcess {
   child: ChildProcess;
@@ -24,7 +25,11 @@ export interface CamfleetProcess {
 export function runCamfleet(args: string[], opts: { env?: Record<string, string | undefined>; onCleanup: RegisterCleanup }): CamfleetProcess {
   // Inherit the environment: the suite's leak check follows a variable every child carries.
   const env = { ...process.env, LOG_LEVEL: "debug", ...opts.env };
-  const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+  // Under a parent-death signal, like the embedded nats-server: a killed test
+  // runner or benchmark leaves no node behind.
+  const child = SETPRIV
+    ? spawn(SETPRIV, ["--pdeathsig", "KILL", "--", process.execPath, BIN, ...args], { env, stdio: ["ignore", "pipe", "pipe"] })
+    : spawn(process.execPath, [BIN, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
   const lines: Array<Record<string, unknown>> = [];
   let stderr = "";
   const waiters = new Set<() => void>();
