@@ -1,0 +1,224 @@
+import { assign, setup } from "xstate";
+import type { CameraError, CameraErrorCode, StreamInfo } from "../../subjects/index.ts";
+
+/**
+ * The camera's lifecycle as an xstate v5 machine. Pure: every effect (start
+ * FFmpeg, stop it, open or close the WHIP session, publish a status edge) is
+ * a named action the camera actor provides with `machine.provide(...)`, and
+ * every timer is a delayed transition, so tests drive it with a simulated
+ * clock and no process.
+ *
+ *   STOPPED ─START→ CONNECTING ─SOURCE_READY→ STREAMING ─SOURCE_FAILED / stall→ ERROR ─backoff→ CONNECTING
+ *   STOP from any state → STOPPED
+ *
+ * Inside STREAMING two regions run side by side: `video` (the stall
+ * watchdog, re-armed by each PROGRESS) and `publish` (off → starting → on,
+ * with its own backoff when WHIP fails; ingest goes on meanwhile).
+ */
+
+export interface CameraTiming {
+  /** First reconnect delay after an error, ms. Default 1000. */
+  backoffBaseMs: number;
+  /** Longest reconnect delay, ms. Default 30000. */
+  backoffMaxMs: number;
+  /** STREAMING this long resets the attempt count, ms. Default 60000. */
+  resetAfterMs: number;
+  /** No frame for this long while STREAMING → ERROR with STREAM_STALLED, ms. Default 10000. */
+  stallTimeoutMs: number;
+  /** Giving up on CONNECTING after this long → ERROR with SOURCE_UNREACHABLE, ms. Default 15000. */
+  connectTimeoutMs: number;
+}
+
+export const DEFAULT_CAMERA_TIMING: CameraTiming = {
+  backoffBaseMs: 1000,
+  backoffMaxMs: 30_000,
+  resetAfterMs: 60_000,
+  stallTimeoutMs: 10_000,
+  connectTimeoutMs: 15_000,
+};
+
+export interface CameraMachineInput {
+  timing: CameraTiming;
+  /** Whether the camera should publish over WHIP right now (spec `always`, or viewers for `on-demand`). */
+  publishWanted: boolean;
+  /** Source of randomness for jitter; tests pass a fixed one. */
+  random?: () => number;
+}
+
+export interface CameraMachineContext {
+  timing: CameraTiming;
+  random: () => number;
+  /** Consecutive failures since the last stable streaming. */
+  attempt: number;
+  /** Delay before the next reconnect, ms. */
+  retryInMs: number;
+  error?: CameraError;
+  stream?: StreamInfo;
+  publishWanted: boolean;
+  publishAttempt: number;
+  publishRetryInMs: number;
+  publishError?: CameraError;
+}
+
+export type CameraMachineEvent =
+  | { type: "START" }
+  | { type: "STOP" }
+  | { type: "SOURCE_READY"; stream: StreamInfo }
+  /** FFmpeg reported progress: frames are arriving. */
+  | { type: "PROGRESS" }
+  | { type: "SOURCE_FAILED"; code: CameraErrorCode; detail: string }
+  | { type: "PUBLISH_WANTED" }
+  | { type: "PUBLISH_UNWANTED" }
+  | { type: "WHIP_UP" }
+  | { type: "WHIP_FAILED"; detail: string };
+
+/** Exponential backoff with jitter on the upper half: [d/2, d]. */
+export function retryDelay(base: number, max: number, attempt: number, random: () => number): number {
+  const d = Math.min(max, base * 2 ** Math.max(0, attempt - 1));
+  return Math.round(d / 2 + random() * (d / 2));
+}
+
+export const cameraMachine = setup({
+  types: {
+    context: {} as CameraMachineContext,
+    events: {} as CameraMachineEvent,
+    input: {} as CameraMachineInput,
+  },
+  actions: {
+    // Effects, provided by the camera actor.
+    startIngest: () => {},
+    stopIngest: () => {},
+    startPublish: () => {},
+    stopPublish: () => {},
+    /** A state edge: publish a StatusEvent. */
+    reportEdge: () => {},
+    failWith: assign(({ context }, params: { code: CameraErrorCode; detail: string }) => {
+      const attempt = context.attempt + 1;
+      const retryInMs = retryDelay(context.timing.backoffBaseMs, context.timing.backoffMaxMs, attempt, context.random);
+      return { attempt, retryInMs, error: { code: params.code, detail: params.detail, attempt, retry_in_ms: retryInMs } };
+    }),
+    publishFailed: assign(({ context }, params: { detail: string }) => {
+      const publishAttempt = context.publishAttempt + 1;
+      const publishRetryInMs = retryDelay(context.timing.backoffBaseMs, context.timing.backoffMaxMs, publishAttempt, context.random);
+      return {
+        publishAttempt,
+        publishRetryInMs,
+        publishError: { code: "WHIP_FAILED" as const, detail: params.detail, attempt: publishAttempt, retry_in_ms: publishRetryInMs },
+      };
+    }),
+  },
+  guards: {
+    publishWanted: ({ context }) => context.publishWanted,
+  },
+  delays: {
+    retry: ({ context }) => context.retryInMs,
+    publishRetry: ({ context }) => context.publishRetryInMs,
+    stall: ({ context }) => context.timing.stallTimeoutMs,
+    connectTimeout: ({ context }) => context.timing.connectTimeoutMs,
+    resetAfter: ({ context }) => context.timing.resetAfterMs,
+  },
+}).createMachine({
+  id: "camera",
+  initial: "STOPPED",
+  context: ({ input }) => ({
+    timing: input.timing,
+    random: input.random ?? Math.random,
+    attempt: 0,
+    retryInMs: 0,
+    publishWanted: input.publishWanted,
+    publishAttempt: 0,
+    publishRetryInMs: 0,
+  }),
+  on: {
+    STOP: { target: ".STOPPED" },
+    PUBLISH_WANTED: { actions: assign({ publishWanted: true }) },
+    PUBLISH_UNWANTED: { actions: assign({ publishWanted: false }) },
+  },
+  states: {
+    STOPPED: {
+      entry: ["stopIngest", assign({ attempt: 0, error: undefined, stream: undefined }), "reportEdge"],
+      on: { START: { target: "CONNECTING" } },
+    },
+    CONNECTING: {
+      entry: ["startIngest", "reportEdge"],
+      after: {
+        connectTimeout: {
+          target: "ERROR",
+          actions: { type: "failWith", params: ({ context }) => ({ code: "SOURCE_UNREACHABLE", detail: `no video within ${context.timing.connectTimeoutMs} ms` }) },
+        },
+      },
+      on: {
+        SOURCE_READY: { target: "STREAMING", actions: assign({ stream: ({ event }) => event.stream }) },
+        SOURCE_FAILED: { target: "ERROR", actions: { type: "failWith", params: ({ event }) => ({ code: event.code, detail: event.detail }) } },
+      },
+    },
+    STREAMING: {
+      type: "parallel",
+      entry: [assign({ error: undefined }), "reportEdge"],
+      exit: ["stopPublish"],
+      after: {
+        // Stable for long enough: the next failure starts the backoff from the beginning.
+        resetAfter: { actions: assign({ attempt: 0 }) },
+      },
+      on: {
+        SOURCE_FAILED: { target: "ERROR", actions: { type: "failWith", params: ({ event }) => ({ code: event.code, detail: event.detail }) } },
+      },
+      states: {
+        video: {
+          initial: "watching",
+          states: {
+            watching: {
+              after: {
+                stall: {
+                  target: "#camera.ERROR",
+                  actions: { type: "failWith", params: ({ context }) => ({ code: "STREAM_STALLED", detail: `no frame for ${context.timing.stallTimeoutMs} ms` }) },
+                },
+              },
+              // Each sign of life re-arms the watchdog.
+              on: { PROGRESS: { target: "watching", reenter: true } },
+            },
+          },
+        },
+        publish: {
+          initial: "deciding",
+          states: {
+            deciding: { always: [{ guard: "publishWanted", target: "starting" }, { target: "off" }] },
+            off: {
+              on: { PUBLISH_WANTED: { target: "starting", actions: assign({ publishWanted: true }) } },
+            },
+            starting: {
+              entry: ["startPublish"],
+              on: {
+                WHIP_UP: { target: "on" },
+                WHIP_FAILED: { target: "retrying", actions: { type: "publishFailed", params: ({ event }) => ({ detail: event.detail }) } },
+                PUBLISH_UNWANTED: { target: "off", actions: [assign({ publishWanted: false }), "stopPublish"] },
+              },
+            },
+            on: {
+              entry: [assign({ publishAttempt: 0, publishError: undefined }), "reportEdge"],
+              on: {
+                WHIP_FAILED: { target: "retrying", actions: [{ type: "publishFailed", params: ({ event }) => ({ detail: event.detail }) }, "reportEdge"] },
+                PUBLISH_UNWANTED: { target: "off", actions: [assign({ publishWanted: false }), "stopPublish", "reportEdge"] },
+              },
+            },
+            retrying: {
+              entry: ["stopPublish"],
+              after: { publishRetry: { target: "deciding" } },
+              on: { PUBLISH_UNWANTED: { target: "off", actions: assign({ publishWanted: false }) } },
+            },
+          },
+        },
+      },
+    },
+    ERROR: {
+      entry: ["stopIngest", "reportEdge"],
+      after: { retry: { target: "CONNECTING" } },
+    },
+  },
+});
+
+/** The DESIGN state name of a snapshot. */
+export function stateName(value: unknown): "STOPPED" | "CONNECTING" | "STREAMING" | "ERROR" {
+  const top = typeof value === "string" ? value : Object.keys(value as object)[0];
+  return top as "STOPPED" | "CONNECTING" | "STREAMING" | "ERROR";
+}
