@@ -1,8 +1,9 @@
-import type { KV, KvWatchEntry } from "@nats-io/kv";
+import type { KV, KvEntry, KvWatchEntry } from "@nats-io/kv";
+import type { QueuedIterator } from "@nats-io/transport-node";
 import { CameraSpecSchema, LeaseSchema, NodeInfoSchema, type CameraSpec, type Lease, type NodeInfo } from "../subjects/index.ts";
 import type { Logger } from "./logger.ts";
 
-interface Observed<T> {
+export interface Observed<T> {
   value: T;
   revision: number;
   /** Monotonic time this node last saw the entry change. */
@@ -16,7 +17,23 @@ export interface ClusterViewOptions {
   /** Lease and heartbeat TTL, ms. An entry unchanged for this long is expired. */
   ttlMs: number;
   logger: Logger;
+  /** How often each watch is checked against its bucket, ms. Default TTL/2. */
+  healthCheckMs?: number;
   now?: () => number;
+}
+
+/** One watched bucket. */
+interface Watched<T> {
+  name: string;
+  kv: KV;
+  into: Map<string, Observed<T>>;
+  parse: (v: unknown) => T;
+  iter?: QueuedIterator<KvWatchEntry>;
+  /** Highest revision the watch has delivered. */
+  seen: number;
+  /** The bucket's last sequence at the previous health check. */
+  lastTarget?: number;
+  restarting?: Promise<void>;
 }
 
 /**
@@ -25,6 +42,12 @@ export interface ClusterViewOptions {
  * change, never from timestamps other nodes wrote, so clock skew between
  * machines cannot expire a lease early. While this node itself was cut off
  * it cannot judge anyone: a reconnect restarts every age.
+ *
+ * A watch is an ordered consumer on one server; when that server dies the
+ * client may not notice for a long while. So each watch is checked against
+ * its bucket's last sequence: one that has not caught up with where the
+ * bucket stood a check ago is restarted, keeping the ages of entries that
+ * did not change.
  */
 export class ClusterView {
   readonly cameras = new Map<string, Observed<CameraSpec>>();
@@ -33,24 +56,30 @@ export class ClusterView {
   #connectedAt: number;
   readonly #now: () => number;
   readonly #listeners = new Set<() => void>();
-  readonly #stops: Array<() => void> = [];
+  readonly #watched: Array<Watched<CameraSpec> | Watched<Lease> | Watched<NodeInfo>>;
+  #healthTimer?: NodeJS.Timeout;
+  #stopped = false;
 
   constructor(private readonly options: ClusterViewOptions) {
     this.#now = options.now ?? (() => performance.now());
     this.#connectedAt = this.#now();
+    this.#watched = [
+      { name: "camera", kv: options.cameras, into: this.cameras, parse: (v) => CameraSpecSchema.parse(v), seen: 0 },
+      { name: "lease", kv: options.leases, into: this.leases, parse: (v) => LeaseSchema.parse(v), seen: 0 },
+      { name: "node", kv: options.nodes, into: this.nodes, parse: (v) => NodeInfoSchema.parse(v), seen: 0 },
+    ];
   }
 
   /** Starts the watches; resolves when each bucket's current content is loaded. */
   async start(): Promise<void> {
-    await Promise.all([
-      this.#watch(this.options.cameras, this.cameras, (v) => CameraSpecSchema.parse(v), "camera"),
-      this.#watch(this.options.leases, this.leases, (v) => LeaseSchema.parse(v), "lease"),
-      this.#watch(this.options.nodes, this.nodes, (v) => NodeInfoSchema.parse(v), "node"),
-    ]);
+    await Promise.all(this.#watched.map((w) => this.#watch(w as Watched<unknown>)));
+    this.#healthTimer = setInterval(() => void this.#checkHealth(), this.options.healthCheckMs ?? this.options.ttlMs / 2);
   }
 
   stop(): void {
-    for (const stop of this.#stops) stop();
+    this.#stopped = true;
+    clearInterval(this.#healthTimer);
+    for (const w of this.#watched) w.iter?.stop();
   }
 
   onChange(listener: () => void): void {
@@ -87,37 +116,110 @@ export class ClusterView {
     return [...this.nodes.values()].filter((n) => this.age(n) < this.options.ttlMs).map((n) => n.value);
   }
 
-  async #watch<T>(kv: KV, into: Map<string, Observed<T>>, parse: (v: unknown) => T, what: string): Promise<void> {
-    const empty = (await kv.status()).values === 0;
-    const iter = await kv.watch();
-    this.#stops.push(() => iter.stop());
+  /**
+   * Reads one lease straight from the bucket (a lost compare-and-set says
+   * our copy is stale) and updates the view with it.
+   */
+  async refreshLease(camera: string): Promise<void> {
+    const w = this.#watched[1] as Watched<Lease>;
+    const entry = await w.kv.get(camera);
+    if (entry === null) return;
+    this.#apply(w, entry, w.into);
+  }
+
+  async #watch<T>(w: Watched<T>): Promise<void> {
+    const empty = (await w.kv.status()).values === 0;
+    const iter = await w.kv.watch();
+    w.iter = iter;
+    // A (re)load fills a fresh map, swapped in once complete, so keys deleted
+    // while a watch was dead disappear too.
+    const fresh = new Map<string, Observed<T>>();
+    let loading = true;
     let markReady!: () => void;
     const ready = new Promise<void>((resolve) => {
       markReady = resolve;
     });
-    if (empty) markReady();
+    const finishLoad = () => {
+      if (!loading) return;
+      loading = false;
+      w.into.clear();
+      for (const [k, v] of fresh) w.into.set(k, v);
+      markReady();
+      this.#notify();
+    };
+    if (empty) finishLoad();
     void (async () => {
       for await (const entry of iter) {
-        this.#apply(entry, into, parse, what);
+        this.#apply(w, entry, loading ? fresh : w.into);
         // delta is what the watcher still has to deliver: 0 once the initial content is in.
-        if (entry.delta === 0) markReady();
-        for (const listener of this.#listeners) listener();
+        if (loading && entry.delta === 0) finishLoad();
+        else if (!loading) this.#notify();
       }
+      // Ended: by stop(), by a restart, or because the consumer died under us.
+      if (!this.#stopped && w.iter === iter) void this.#restart(w, "its watch ended");
     })();
     await ready;
   }
 
-  #apply<T>(entry: KvWatchEntry, into: Map<string, Observed<T>>, parse: (v: unknown) => T, what: string): void {
+  #apply<T>(w: Watched<T>, entry: KvEntry, into: Map<string, Observed<T>>): void {
+    w.seen = Math.max(w.seen, entry.revision);
     if (entry.operation !== "PUT") {
       into.delete(entry.key);
       return;
     }
+    const known = w.into.get(entry.key);
+    // An entry seen before at the same revision keeps its age: it did not change.
+    const observedAt = known !== undefined && known.revision === entry.revision ? known.observedAt : this.#now();
     try {
-      into.set(entry.key, { value: parse(entry.json()), revision: entry.revision, observedAt: this.#now() });
+      into.set(entry.key, { value: w.parse(entry.json()), revision: entry.revision, observedAt });
     } catch (err) {
-      // A value we cannot read is treated as absent; say so once per revision.
       into.delete(entry.key);
-      this.options.logger.warn({ key: entry.key, revision: entry.revision, err }, `ignoring an unreadable ${what} entry`);
+      this.options.logger.warn({ key: entry.key, revision: entry.revision, err }, `ignoring an unreadable ${w.name} entry`);
     }
+  }
+
+  async #checkHealth(): Promise<void> {
+    await Promise.all(
+      this.#watched.map(async (w) => {
+        if (w.restarting !== undefined) return;
+        let last: number;
+        try {
+          last = (await w.kv.status()).streamInfo.state.last_seq;
+        } catch {
+          return; // NATS away: nothing to judge by
+        }
+        if (w.lastTarget !== undefined && w.seen < w.lastTarget) {
+          await this.#restart(w as Watched<unknown>, `it is behind its bucket (seen ${w.seen}, bucket was at ${w.lastTarget})`);
+          w.lastTarget = undefined;
+          return;
+        }
+        w.lastTarget = last;
+      }),
+    );
+  }
+
+  #restart<T>(w: Watched<T>, why: string): Promise<void> {
+    w.restarting ??= (async () => {
+      this.options.logger.warn({ why }, `restarting the ${w.name} watch`);
+      const old = w.iter;
+      w.iter = undefined;
+      old?.stop();
+      for (let delay = 100; !this.#stopped; delay = Math.min(delay * 2, 2000)) {
+        try {
+          await this.#watch(w);
+          return;
+        } catch (err) {
+          this.options.logger.debug({ err }, `restarting the ${w.name} watch failed; retrying`);
+          await new Promise((r) => setTimeout(r, delay));
+        }
+      }
+    })().finally(() => {
+      w.restarting = undefined;
+    });
+    return w.restarting;
+  }
+
+  #notify(): void {
+    for (const listener of this.#listeners) listener();
   }
 }

@@ -32,12 +32,16 @@ const DEFAULT_LIMITS: Record<"status" | "detections", StreamLimits> = {
 const DUPLICATE_WINDOW_MS = 2 * 60_000;
 
 /**
- * Replicas when none are configured. A server's INFO lists the client URLs of
- * every server in its cluster, so its length is the cluster size.
+ * Replicas when none are configured: 1 on a lone server, 3 on a cluster.
+ * A server's INFO lists the client URLs of its cluster's servers; a cluster
+ * that hides them (`no_advertise`) still names its cluster, and then 3 is
+ * assumed (CAMFLEET_REPLICAS overrides).
  */
 export function defaultReplicas(nc: NatsConnection): number {
-  const size = Math.max(1, nc.info?.connect_urls?.length ?? 1);
-  return size >= 3 ? 3 : 1;
+  const info = nc.info;
+  if (info?.cluster === undefined || info.cluster === "") return 1;
+  const advertised = info.connect_urls?.length ?? 0;
+  return advertised === 0 || advertised >= 3 ? 3 : 1;
 }
 
 /**

@@ -124,13 +124,17 @@ export class LeaseKeeper {
     return lease;
   }
 
-  /** Renews every held lease once; failures leave the lease to expire and fence. */
-  async renewAll(): Promise<void> {
-    await Promise.all([...this.#leases.values()].map((lease) => this.#renew(lease)));
+  /**
+   * Renews every held lease once; failures leave the lease to expire and
+   * fence. `force` renews even leases with a renewal in flight (right after a
+   * reconnect, when that one is likely lost): compare-and-set keeps it safe.
+   */
+  async renewAll(options: { force?: boolean } = {}): Promise<void> {
+    await Promise.all([...this.#leases.values()].map((lease) => this.#renew(lease, options.force ?? false)));
   }
 
-  async #renew(lease: OwnedLease): Promise<void> {
-    if (this.#renewing.has(lease.camera)) return;
+  async #renew(lease: OwnedLease, force: boolean): Promise<void> {
+    if (this.#renewing.has(lease.camera) && !force) return;
     this.#renewing.add(lease.camera);
     const sentAt = this.#now();
     const value: Lease = { camera: lease.camera, node: this.options.node, epoch: lease.epoch, acquired_ts: lease.acquiredTs, renewed_ts: Date.now() };

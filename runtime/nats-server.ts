@@ -29,6 +29,11 @@ export interface NatsClusterOptions {
    * given the same list.
    */
   routes: string[];
+  /**
+   * Do not tell clients the other members' URLs (`--no_advertise`): a client
+   * then knows only the URLs it was given and cannot roam to another member.
+   */
+  noAdvertise?: boolean;
 }
 
 export interface NatsServerOptions {
@@ -325,6 +330,7 @@ export class NatsServerProcess {
     if (o.cluster) {
       args.push("--cluster_name", o.cluster.name, "--cluster", `nats://${HOST}:${this.#clusterPort}`);
       if (o.cluster.routes.length > 0) args.push("--routes", o.cluster.routes.join(","));
+      if (o.cluster.noAdvertise === true) args.push("--no_advertise");
     }
     return args;
   }

@@ -22,7 +22,7 @@ export interface ConnectOptions {
   name: string;
   logger: Logger;
   metrics?: NodeMetrics;
-  /** First reconnect delay, ms; doubles per failed attempt up to `maxReconnectDelayMs`. Default 250. */
+  /** Shortest reconnect delay, ms; delays grow to a quarter of the outage so far, up to `maxReconnectDelayMs`. Default 250. */
   reconnectDelayMs?: number;
   /** Longest reconnect delay, ms. Default 5000. */
   maxReconnectDelayMs?: number;
@@ -46,10 +46,15 @@ export async function connectNats(options: ConnectOptions): Promise<NatsConnecti
   const base = options.reconnectDelayMs ?? 250;
   const max = options.maxReconnectDelayMs ?? 5000;
   const log = options.logger;
-  let attempt = 0;
+  // The client calls the delay handler on every pass of its dial loop, even
+  // passes that only wait, so counting calls would reach the cap within
+  // moments. The delay grows with how long the outage has lasted instead:
+  // the first retries of a blip are quick, a long outage backs off.
+  let outageStart: number | undefined;
   const backoff = () => {
-    const delay = Math.min(max, base * 2 ** attempt);
-    attempt += 1;
+    const now = performance.now();
+    outageStart ??= now;
+    const delay = Math.min(max, Math.max(base, (now - outageStart) / 4));
     // Half fixed, half random: spreads a fleet's reconnects after a server restart.
     return delay / 2 + Math.random() * (delay / 2);
   };
@@ -77,11 +82,11 @@ export async function connectNats(options: ConnectOptions): Promise<NatsConnecti
       await abortableDelay(backoff(), options.signal);
     }
   }
-  attempt = 0;
+  outageStart = undefined;
   options.metrics?.natsConnected.set(1);
   log.info({ server: redact(nc.getServer()) }, "connected to NATS");
   void watchStatus(nc, log, options.metrics, () => {
-    attempt = 0;
+    outageStart = undefined;
   });
   return nc;
 }

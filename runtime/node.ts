@@ -24,7 +24,7 @@ import type { ActorContext, KindRegistry, StatusReport, StopReason } from "./kin
 import { LeaseKeeper, leaseTiming, type LeaseLossReason } from "./leases.ts";
 import type { Logger } from "./logger.ts";
 import { NodeMetrics } from "./metrics.ts";
-import { connectNats, type NatsConnection } from "./nats.ts";
+import { connectNats, isTransientNatsError, type NatsConnection } from "./nats.ts";
 import type { NatsServerProcess } from "./nats-server.ts";
 import { startOpsServer, type OpsServer } from "./ops-http.ts";
 import { fairShare, handoverCount, rankCandidates, rendezvousScore, type NodeLoad } from "./placement.ts";
@@ -194,12 +194,17 @@ export class FleetNode {
       ...(this.#options.signal !== undefined ? { signal: this.#options.signal } : {}),
     });
     this.#nc = nc;
-    const { replicas } = await ensureJetStream(nc, { ...(config.replicas !== undefined ? { replicas: config.replicas } : {}), logger: log });
+    const { replicas } = await this.#retryTransient("setting up JetStream streams and buckets", () =>
+      ensureJetStream(nc, { ...(config.replicas !== undefined ? { replicas: config.replicas } : {}), logger: log }),
+    );
     this.#js = jetstream(nc);
     this.#jsm = await jetstreamManager(nc);
 
     const kvm = new Kvm(nc);
-    const [cameras, leases, nodes] = await Promise.all([kvm.open(BUCKETS.cameras), kvm.open(BUCKETS.leases), kvm.open(BUCKETS.nodes)]);
+    // Lease and heartbeat writes must fail fast: one stuck for the default 5 s
+    // outlives the fence, even when NATS came back within moments.
+    const fast = { timeout: this.#timing.renewEveryMs };
+    const [cameras, leases, nodes] = await Promise.all([kvm.open(BUCKETS.cameras), kvm.open(BUCKETS.leases, fast), kvm.open(BUCKETS.nodes, fast)]);
     this.#nodesKv = nodes;
     this.#leases = new LeaseKeeper({
       kv: leases,
@@ -240,6 +245,24 @@ export class FleetNode {
     this.#queueReconcile();
   }
 
+  /**
+   * Retries work that fails only because JetStream cannot answer yet (a
+   * cluster still electing leaders), saying so once; other errors are final.
+   */
+  async #retryTransient<T>(what: string, work: () => Promise<T>): Promise<T> {
+    let warned = false;
+    for (let delay = 250; ; delay = Math.min(delay * 2, 5000)) {
+      try {
+        return await work();
+      } catch (err) {
+        if (!isTransientNatsError(err) || this.#options.signal?.aborted) throw new Error(`${what} failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+        if (!warned) this.#options.logger.warn({ err }, `${what}: JetStream is not answering yet; retrying`);
+        warned = true;
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
   #notReadyReason(): string | undefined {
     if (this.#nc === undefined) return "connecting to NATS";
     if (this.#nc.isClosed()) return "NATS connection closed";
@@ -252,7 +275,7 @@ export class FleetNode {
       if (s.type === "reconnect") {
         // While cut off this node could not see renewals: judge nobody by that gap.
         this.#view?.reconnected();
-        void this.#leases?.renewAll();
+        void this.#leases?.renewAll({ force: true });
         void this.#heartbeat();
       }
     }
@@ -380,7 +403,11 @@ export class FleetNode {
     this.#claiming.add(camera);
     try {
       const lease = await this.#leases!.claim(camera, takeoverRevision);
-      if (lease === undefined) return; // another node won
+      if (lease === undefined) {
+        // Another node won, or our copy of the lease is stale (its watch lagged): re-read it.
+        if (takeoverRevision !== undefined) await this.#view?.refreshLease(camera).catch(() => undefined);
+        return;
+      }
       const current = this.#view?.cameras.get(camera);
       if (this.#stopping !== undefined || this.#draining || current === undefined || !current.value.enabled) {
         await this.#leases!.release(camera);

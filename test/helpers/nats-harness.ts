@@ -52,6 +52,8 @@ export interface StartNatsClusterOptions {
   readyTimeoutMs?: number;
   /** Each log line, with the server_name it came from. */
   onLog?: (server: string, line: string) => void;
+  /** Members do not advertise each other's client URLs: clients cannot roam (for partition tests). */
+  noAdvertise?: boolean;
 }
 
 export interface NatsClusterHandle {
@@ -112,7 +114,7 @@ export async function startNatsCluster(opts: StartNatsClusterOptions): Promise<N
     const options: NatsServerOptions = {
       name,
       storeDir: join(root, name),
-      cluster: { name: "camfleet-test", port: clusterPorts[i], routes },
+      cluster: { name: "camfleet-test", port: clusterPorts[i], routes, ...(opts.noAdvertise === true ? { noAdvertise: true } : {}) },
       readyTimeoutMs: opts.readyTimeoutMs ?? 15_000,
     };
     const onLog = opts.onLog;
