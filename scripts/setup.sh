@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what camfleet needs on a Debian machine, and nothing when all is there.
 #   - nats-server and ffmpeg from Debian's packages (needs root, or sudo)
+#   - GStreamer's RTSP server for Python, the tests' stand-in camera
+#     (test/fixtures/rtsp-server.py), also from Debian's packages
 #   - the npm dependencies, from package-lock.json
 # Safe to run again: every step checks first.
 set -euo pipefail
@@ -15,7 +17,22 @@ declare -A APT_FOR=(
   [ffprobe]=ffmpeg
   [setpriv]=util-linux
 )
+# Debian packages that provide no command of their own (libraries, plugins,
+# introspection data): checked by their dpkg status.
+APT_PKGS=(
+  python3-gi
+  gir1.2-gst-rtsp-server-1.0
+  gstreamer1.0-plugins-base
+  gstreamer1.0-plugins-good
+  gstreamer1.0-plugins-ugly
+  gstreamer1.0-plugins-bad
+)
 missing=()
+for pkg in "${APT_PKGS[@]}"; do
+  if [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" != "install ok installed" ]; then
+    missing+=("$pkg")
+  fi
+done
 for cmd in "${!APT_FOR[@]}"; do
   # nats-server lives in /usr/sbin, which is not on every user's PATH.
   if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ]; then
@@ -31,9 +48,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     SUDO="sudo"
   fi
   say "installing Debian packages: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # sudo resets the environment: pass the non-interactive settings through env.
+  APT=($SUDO env DEBIAN_FRONTEND=noninteractive DEBCONF_NOWARNINGS=yes apt-get)
+  "${APT[@]}" update -qq
+  "${APT[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 # npm dependencies: reinstall only when the lock file changed since the last install.
