@@ -11,12 +11,11 @@
 // any way, kill -9 included. Without setpriv there is no such guard. The same
 // holds for a normal exit: call stop() first for a clean JetStream shutdown.
 
-import { spawn, type ChildProcess } from "node:child_process";
-import { constants as fsConstants } from "node:fs";
-import { access, mkdir } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import { request } from "node:http";
 import { connect as tcpConnect, createServer } from "node:net";
-import { delimiter, join, resolve } from "node:path";
+import { resolve } from "node:path";
+import { describeExit, findExecutable, isExecutable, superviseSpawn, type ChildExit, type SupervisedChild } from "./child-process.ts";
 
 export interface NatsClusterOptions {
   /** Cluster name (`--cluster_name`); the same on every member. */
@@ -70,11 +69,7 @@ export interface NatsServerOptions {
   onExit?: (exit: NatsServerExit) => void;
 }
 
-export interface NatsServerExit {
-  /** Exit code, or null when a signal ended the process. */
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
+export type NatsServerExit = ChildExit;
 
 const MESSAGE_TAIL_LINES = 15;
 
@@ -148,16 +143,7 @@ const PROBE_TIMEOUT_MS = 1_000;
 const STDERR_DRAIN_MS = 1_000;
 const STDERR_TAIL_LINES = 60;
 
-interface Running {
-  child: ChildProcess;
-  exited: Promise<NatsServerExit>;
-  /** Settles when stderr has ended (after exit, unless something else holds the pipe). */
-  closed: Promise<void>;
-  /** Set when we asked the process to go, so its exit is not reported through onExit. */
-  expected: boolean;
-  /** Why spawning failed, when it did. */
-  spawnError?: Error;
-}
+type Running = SupervisedChild;
 
 export class NatsServerProcess {
   readonly #opts: NatsServerOptions;
@@ -246,11 +232,7 @@ export class NatsServerProcess {
     this.#startAbort?.abort();
     const run = this.#running;
     if (!run) return;
-    run.expected = true;
-    run.child.kill("SIGTERM");
-    const timeoutMs = opts.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
-    if ((await withTimeout(run.exited, timeoutMs)) === timedOut) run.child.kill("SIGKILL");
-    await run.exited;
+    await run.terminate(opts.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS);
   }
 
   /** SIGKILL, like a crash or `kill -9`. Resolves once it has exited. */
@@ -258,9 +240,7 @@ export class NatsServerProcess {
     this.#startAbort?.abort();
     const run = this.#running;
     if (!run) return;
-    run.expected = true;
-    run.child.kill("SIGKILL");
-    await run.exited;
+    await run.kill();
   }
 
   /** stop() if running, then start() again with the same ports and store dir. */
@@ -272,10 +252,6 @@ export class NatsServerProcess {
   async #start(signal: AbortSignal): Promise<void> {
     const o = this.#opts;
     const binary = await resolveBinary(o.name, o.binary);
-    // pdeathsig: if this process dies (even by SIGKILL) the kernel kills the server,
-    // so no orphan keeps ports and the store dir. It is tied to the thread that
-    // forks, which for child_process is Node's main thread.
-    const setpriv = await findExecutable("setpriv", ["/usr/bin/setpriv", "/bin/setpriv"]);
     await mkdir(this.#storeDir, { recursive: true });
     this.#port ??= await freePort();
     this.#monitorPort ??= await freePort();
@@ -284,24 +260,21 @@ export class NatsServerProcess {
       throw new NatsServerStartError(o.name, "stopped before it was spawned", { stderr: "" });
     }
 
-    const args = this.#args();
-    const [command, argv] = setpriv
-      ? [setpriv, ["--pdeathsig", "KILL", "--", binary, ...args]]
-      : [binary, args];
     this.#stderrLines = [];
-    // Own process group: a Ctrl-C in the terminal (SIGINT to the foreground group)
-    // reaches only the parent, which then stops the server in order, after its
-    // clients have drained. The parent-death signal still ends it with the parent.
-    const child = spawn(command, argv, { env: o.env ?? process.env, stdio: ["ignore", "ignore", "pipe"], detached: true });
-    const run = this.#track(child);
+    // Parent-death signal and an own process group: a Ctrl-C reaches only the
+    // parent, which stops the server in order, after its clients have drained.
+    const run = await superviseSpawn(binary, this.#args(), { ...(o.env !== undefined ? { env: o.env } : {}), onStderrLine: (line) => this.#logLine(line) });
+    this.#running = run;
+    void run.exited.then((exit) => {
+      if (this.#running === run) this.#running = undefined;
+      if (!run.expected) this.#opts.onExit?.(exit);
+    });
 
     const deadline = Date.now() + (o.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS);
     try {
       await this.#waitReady(run, deadline);
     } catch (err) {
-      run.expected = true;
-      child.kill("SIGKILL");
-      await run.exited;
+      await run.kill();
       await withTimeout(run.closed, STDERR_DRAIN_MS);
       const stderr = this.stderrTail();
       if (err instanceof NotReady) {
@@ -333,40 +306,6 @@ export class NatsServerProcess {
       if (o.cluster.noAdvertise === true) args.push("--no_advertise");
     }
     return args;
-  }
-
-  #track(child: ChildProcess): Running {
-    let onExit!: (e: NatsServerExit) => void;
-    const exited = new Promise<NatsServerExit>((res) => (onExit = res));
-    let onClosed!: () => void;
-    const closed = new Promise<void>((res) => (onClosed = res));
-    const run: Running = { child, exited, closed, expected: false };
-    this.#running = run;
-
-    let partial = "";
-    child.stderr?.setEncoding("utf8");
-    child.stderr?.on("data", (chunk: string) => {
-      const lines = (partial + chunk).split("\n");
-      partial = lines.pop() ?? "";
-      for (const line of lines) this.#logLine(line);
-    });
-    child.stderr?.on("close", () => {
-      if (partial) this.#logLine(partial);
-      partial = "";
-      onClosed();
-    });
-    // 'error' without 'exit' happens when the spawn itself fails (e.g. EACCES).
-    child.once("error", (err) => {
-      run.spawnError = err;
-      onExit({ code: null, signal: null });
-      onClosed();
-    });
-    child.once("exit", (code, signal) => onExit({ code, signal }));
-    void exited.then((exit) => {
-      if (this.#running === run) this.#running = undefined;
-      if (!run.expected) this.#opts.onExit?.(exit);
-    });
-    return run;
   }
 
   #logLine(line: string): void {
@@ -426,9 +365,6 @@ class NotReady extends Error {
   }
 }
 
-function describeExit(exit: NatsServerExit): string {
-  return exit.signal ? `signal ${exit.signal}` : `exit code ${exit.code}`;
-}
 
 const timedOut = Symbol("timedOut");
 
@@ -488,23 +424,6 @@ function probeInfo(port: number, timeoutMs: number): Promise<Probe<{ serverName:
     sock.on("error", (err) => done({ ok: false, problem: err.message }));
     sock.on("end", () => done({ ok: false, problem: "closed before INFO" }));
   });
-}
-
-async function isExecutable(path: string): Promise<boolean> {
-  try {
-    await access(path, fsConstants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function findExecutable(name: string, fallbacks: string[]): Promise<string | undefined> {
-  const dirs = (process.env.PATH ?? "").split(delimiter).filter(Boolean);
-  for (const path of [...dirs.map((d) => join(d, name)), ...fallbacks]) {
-    if (await isExecutable(path)) return path;
-  }
-  return undefined;
 }
 
 async function resolveBinary(serverName: string, explicit: string | undefined): Promise<string> {

@@ -18,14 +18,13 @@
 // Needs Debian's /usr/bin/python3 with python3-gi and gir1.2-gst-rtsp-server-1.0
 // (scripts/setup.sh installs them).
 
-import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import { describeExit, superviseSpawn, type ChildExit, type SupervisedChild } from "../../runtime/child-process.ts";
 import type { RegisterCleanup } from "./nats-harness.ts";
 
 const SERVER_SCRIPT = fileURLToPath(new URL("../fixtures/rtsp-server.py", import.meta.url));
 const DEFAULT_PYTHON = "/usr/bin/python3";
-const SETPRIV = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => existsSync(p));
 const HOST = "127.0.0.1";
 const DEFAULT_READY_TIMEOUT_MS = 10_000;
 const DEFAULT_STOP_TIMEOUT_MS = 5_000;
@@ -95,11 +94,7 @@ export interface StartRtspCameraOptions {
   python?: string;
 }
 
-export interface RtspCameraExit {
-  /** Exit code, or null when a signal ended the process. */
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
+export type RtspCameraExit = ChildExit;
 
 export interface UrlOptions {
   /** Put the mount's credentials into the URL. Default false. */
@@ -147,15 +142,7 @@ export class RtspCameraStartError extends Error {
   }
 }
 
-interface Run {
-  child: ChildProcess;
-  exited: Promise<RtspCameraExit>;
-  /** Settles when stderr has ended. */
-  closed: Promise<void>;
-  /** Set when we asked the process to go, so its exit is not reported through onExit. */
-  expected: boolean;
-  spawnError?: Error;
-}
+type Run = SupervisedChild;
 
 /** Starts the camera and resolves once it accepts connections. */
 export async function startRtspCamera(opts: StartRtspCameraOptions): Promise<RtspCamera> {
@@ -174,46 +161,8 @@ export async function startRtspCamera(opts: StartRtspCameraOptions): Promise<Rts
 
   let port = opts.port ?? 0;
   let current: Run | undefined;
-  let stderrLines: string[] = [];
-
-  const logLine = (line: string) => {
-    stderrLines.push(line);
-    if (stderrLines.length > STDERR_TAIL_LINES) stderrLines.shift();
-    opts.onLog?.(line);
-  };
-  const stderrTail = () => stderrLines.join("\n");
-
-  const track = (child: ChildProcess): Run => {
-    let onExit!: (e: RtspCameraExit) => void;
-    const exited = new Promise<RtspCameraExit>((res) => (onExit = res));
-    let onClosed!: () => void;
-    const closed = new Promise<void>((res) => (onClosed = res));
-    const run: Run = { child, exited, closed, expected: false };
-    let partial = "";
-    child.stderr?.setEncoding("utf8");
-    child.stderr?.on("data", (chunk: string) => {
-      const lines = (partial + chunk).split("\n");
-      partial = lines.pop() ?? "";
-      for (const line of lines) logLine(line);
-    });
-    child.stderr?.on("close", () => {
-      if (partial) logLine(partial);
-      partial = "";
-      onClosed();
-    });
-    // 'error' without 'exit' happens when the spawn itself fails (e.g. ENOENT).
-    child.once("error", (err) => {
-      run.spawnError = err;
-      onExit({ code: null, signal: null });
-      onClosed();
-    });
-    child.once("exit", (code, signal) => onExit({ code, signal }));
-    void exited.then((exit) => {
-      if (current === run) current = undefined;
-      if (!run.expected) opts.onExit?.(exit);
-    });
-    return run;
-  };
+  let lastRun: Run | undefined;
+  const stderrTail = () => lastRun?.stderrTail() ?? "";
 
   const start = async (): Promise<void> => {
     if (current) throw new Error("RTSP camera is already running");
@@ -221,19 +170,23 @@ export async function startRtspCamera(opts: StartRtspCameraOptions): Promise<Rts
       throw new RtspCameraStartError(`no ${python}; run scripts/setup.sh (Debian's python3 with python3-gi is needed)`, { stderr: "" });
     }
     const args = [SERVER_SCRIPT, "--port", String(port), ...specs.flatMap((s) => ["--mount", JSON.stringify(s)])];
-    const [command, argv] = SETPRIV ? [SETPRIV, ["--pdeathsig", "KILL", "--", python, ...args]] : [python, args];
-    stderrLines = [];
-    const child = spawn(command, argv, { env: process.env, stdio: ["ignore", "pipe", "pipe"], detached: true });
-    const run = track(child);
+    const run = await superviseSpawn(python, args, {
+      stdio: ["ignore", "pipe"],
+      tailLines: STDERR_TAIL_LINES,
+      ...(opts.onLog !== undefined ? { onStderrLine: opts.onLog } : {}),
+    });
     current = run;
+    lastRun = run;
+    void run.exited.then((exit) => {
+      if (current === run) current = undefined;
+      if (!run.expected) opts.onExit?.(exit);
+    });
     const readyTimeoutMs = opts.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS;
     try {
       const url = await waitForReady(run, readyTimeoutMs);
       port = Number(new URL(url).port);
     } catch (err) {
-      run.expected = true;
-      child.kill("SIGKILL");
-      await run.exited;
+      await run.kill();
       await withTimeout(run.closed, STDERR_DRAIN_MS);
       if (err instanceof NotReady) {
         throw new RtspCameraStartError(err.message, {
@@ -250,18 +203,13 @@ export async function startRtspCamera(opts: StartRtspCameraOptions): Promise<Rts
   const stop = async (o: { timeoutMs?: number } = {}): Promise<RtspCameraExit | undefined> => {
     const run = current;
     if (!run) return undefined;
-    run.expected = true;
-    run.child.kill("SIGTERM");
-    if ((await withTimeout(run.exited, o.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS)) === timedOut) run.child.kill("SIGKILL");
-    return run.exited;
+    return run.terminate(o.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS);
   };
 
   const kill = async (): Promise<RtspCameraExit | undefined> => {
     const run = current;
     if (!run) return undefined;
-    run.expected = true;
-    run.child.kill("SIGKILL");
-    return run.exited;
+    return run.kill();
   };
 
   // Registered before the first spawn: a failed start or a failed assert still stops the server.
@@ -351,7 +299,7 @@ function waitForReady(run: Run, timeoutMs: number): Promise<string> {
       finish(() => {
         const why = run.spawnError
           ? `could not be spawned (${run.spawnError.message})`
-          : `exited before it was ready (${exit.signal ? `signal ${exit.signal}` : `exit code ${exit.code}`})`;
+          : `exited before it was ready (${describeExit(exit)})`;
         reject(new NotReady(why, exit));
       });
     let done = false;

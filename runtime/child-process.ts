@@ -1,0 +1,140 @@
+import { spawn, type ChildProcess, type IOType } from "node:child_process";
+import { constants as fsConstants } from "node:fs";
+import { access } from "node:fs/promises";
+import { delimiter, join } from "node:path";
+
+/**
+ * How camfleet runs a helper process (nats-server, FFmpeg, test servers):
+ * arguments as an array, never a shell; under a parent-death signal, so it
+ * dies with us even after kill -9; in its own process group, so a Ctrl-C in
+ * the terminal reaches only us and we stop it in order; its stderr split into
+ * lines and the last ones kept for error messages; its exit always observed.
+ */
+
+export type StdioSlot = IOType;
+
+export interface ChildExit {
+  /** Exit code, or null when a signal ended the process. */
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface SuperviseOptions {
+  /** Default: process.env. Keep inherited variables: the test suite's leak check follows one. */
+  env?: NodeJS.ProcessEnv;
+  /** stdin, stdout and any extra fds (3, 4, …); stderr is always a pipe. Default ["ignore", "ignore"]. */
+  stdio?: StdioSlot[];
+  /** Each stderr line. */
+  onStderrLine?: (line: string) => void;
+  /** Lines of stderr kept for stderrTail(). Default 40. */
+  tailLines?: number;
+}
+
+export interface SupervisedChild {
+  readonly child: ChildProcess;
+  /** Settles when the process has exited (or could not be spawned). */
+  readonly exited: Promise<ChildExit>;
+  /** Settles when stderr has ended. */
+  readonly closed: Promise<void>;
+  /** Why spawning failed, when it did. */
+  spawnError?: Error;
+  /** Set when we asked the process to go, so callers can tell a crash from a stop. */
+  expected: boolean;
+  stderrTail(): string;
+  /** SIGTERM, then SIGKILL after `timeoutMs`; resolves on exit. */
+  terminate(timeoutMs: number): Promise<ChildExit>;
+  /** SIGKILL; resolves on exit. */
+  kill(): Promise<ChildExit>;
+}
+
+const SETPRIV_PATHS = ["/usr/bin/setpriv", "/bin/setpriv"];
+let setprivPath: Promise<string | undefined> | undefined;
+
+/** Starts `command` supervised as described above. */
+export async function superviseSpawn(command: string, args: readonly string[], options: SuperviseOptions = {}): Promise<SupervisedChild> {
+  setprivPath ??= findExecutable("setpriv", SETPRIV_PATHS);
+  const setpriv = await setprivPath;
+  // The parent-death signal is tied to the forking thread: for child_process that is Node's main thread.
+  const [cmd, argv] = setpriv !== undefined ? [setpriv, ["--pdeathsig", "KILL", "--", command, ...args]] : [command, [...args]];
+  const [stdin = "ignore", stdout = "ignore", ...extra] = options.stdio ?? [];
+  const child: ChildProcess = spawn(cmd, argv, { env: options.env ?? process.env, stdio: [stdin, stdout, "pipe", ...extra], detached: true });
+
+  const tail: string[] = [];
+  const keep = options.tailLines ?? 40;
+  let onExit!: (e: ChildExit) => void;
+  const exited = new Promise<ChildExit>((resolve) => (onExit = resolve));
+  let onClosed!: () => void;
+  const closed = new Promise<void>((resolve) => (onClosed = resolve));
+
+  const supervised: SupervisedChild = {
+    child,
+    exited,
+    closed,
+    expected: false,
+    stderrTail: () => tail.join("\n"),
+    async terminate(timeoutMs) {
+      supervised.expected = true;
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill("SIGTERM");
+        const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+        const exit = await exited;
+        clearTimeout(timer);
+        return exit;
+      }
+      return exited;
+    },
+    async kill() {
+      supervised.expected = true;
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      return exited;
+    },
+  };
+
+  const line = (text: string) => {
+    tail.push(text);
+    if (tail.length > keep) tail.shift();
+    options.onStderrLine?.(text);
+  };
+  let partial = "";
+  child.stderr?.setEncoding("utf8");
+  child.stderr?.on("data", (chunk: string) => {
+    const lines = (partial + chunk).split("\n");
+    partial = lines.pop() ?? "";
+    for (const l of lines) line(l);
+  });
+  child.stderr?.on("close", () => {
+    if (partial) line(partial);
+    partial = "";
+    onClosed();
+  });
+  // 'error' without 'exit' happens when the spawn itself fails (e.g. EACCES).
+  child.once("error", (err) => {
+    supervised.spawnError = err;
+    onExit({ code: null, signal: null });
+    onClosed();
+  });
+  child.once("exit", (code, signal) => onExit({ code, signal }));
+  return supervised;
+}
+
+export function describeExit(exit: ChildExit): string {
+  return exit.signal !== null ? `killed by ${exit.signal}` : `exit code ${exit.code}`;
+}
+
+export async function isExecutable(path: string): Promise<boolean> {
+  try {
+    await access(path, fsConstants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** `name` on PATH, else the first executable fallback path. */
+export async function findExecutable(name: string, fallbacks: readonly string[]): Promise<string | undefined> {
+  const dirs = (process.env.PATH ?? "").split(delimiter).filter(Boolean);
+  for (const path of [...dirs.map((d) => join(d, name)), ...fallbacks]) {
+    if (await isExecutable(path)) return path;
+  }
+  return undefined;
+}
