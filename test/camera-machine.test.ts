@@ -148,6 +148,21 @@ describe("camera machine", () => {
     expect(c.effects.filter((e) => e === "startPublish")).toHaveLength(2);
   });
 
+  it("RESTART reconnects at once from any running state, and does nothing when STOPPED", () => {
+    const c = camera();
+    c.actor.send({ type: "RESTART" });
+    expect(c.state()).toBe("STOPPED");
+    c.actor.send({ type: "START" });
+    c.actor.send({ type: "SOURCE_READY", stream: STREAM });
+    c.effects.length = 0;
+    c.actor.send({ type: "RESTART" });
+    expect(c.state()).toBe("CONNECTING");
+    expect(c.effects).toEqual(["stopPublish", "stopIngest", "startIngest", "edge:-"]);
+    c.actor.send({ type: "SOURCE_FAILED", code: "SOURCE_UNREACHABLE", detail: "x" });
+    c.actor.send({ type: "RESTART" });
+    expect(c.state()).toBe("CONNECTING");
+  });
+
   it("publishing `always` starts with STREAMING and resumes after a reconnect", () => {
     const c = camera(true);
     c.actor.send({ type: "START" });

@@ -63,6 +63,8 @@ export interface CameraMachineContext {
 export type CameraMachineEvent =
   | { type: "START" }
   | { type: "STOP" }
+  /** The source settings changed: reconnect now, without a STOPPED edge. */
+  | { type: "RESTART" }
   | { type: "SOURCE_READY"; stream: StreamInfo }
   /** FFmpeg reported progress: frames are arriving. */
   | { type: "PROGRESS" }
@@ -148,6 +150,7 @@ export const cameraMachine = setup({
         },
       },
       on: {
+        RESTART: { target: "CONNECTING", reenter: true, actions: ["stopIngest"] },
         SOURCE_READY: { target: "STREAMING", actions: assign({ stream: ({ event }) => event.stream }) },
         SOURCE_FAILED: { target: "ERROR", actions: { type: "failWith", params: ({ event }) => ({ code: event.code, detail: event.detail }) } },
       },
@@ -161,6 +164,7 @@ export const cameraMachine = setup({
         resetAfter: { actions: assign({ attempt: 0 }) },
       },
       on: {
+        RESTART: { target: "CONNECTING", actions: ["stopIngest"] },
         SOURCE_FAILED: { target: "ERROR", actions: { type: "failWith", params: ({ event }) => ({ code: event.code, detail: event.detail }) } },
       },
       states: {
@@ -213,6 +217,7 @@ export const cameraMachine = setup({
     ERROR: {
       entry: ["stopIngest", "reportEdge"],
       after: { retry: { target: "CONNECTING" } },
+      on: { RESTART: { target: "CONNECTING" } },
     },
   },
 });

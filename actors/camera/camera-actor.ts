@@ -1,0 +1,289 @@
+import { Counter, Gauge, type Registry } from "prom-client";
+import { createActor, type Actor as XActor } from "xstate";
+import { whipUrlFor } from "../../runtime/index.ts";
+import type { Actor, ActorContext, ActorKind, StopReason } from "../../runtime/index.ts";
+import type { CameraErrorCode, CameraSpec, CameraStatus, StreamInfo } from "../../subjects/index.ts";
+import { cameraMachine, DEFAULT_CAMERA_TIMING, stateName, type CameraTiming } from "./machine.ts";
+
+/**
+ * The camera actor: the lifecycle machine of machine.ts with its effects
+ * wired to a real FFmpeg ingest and a WHIP publisher. The media parts are
+ * passed in, so the wiring can be read (and tested) on its own.
+ */
+
+export interface IngestCallbacks {
+  onReady(stream: StreamInfo): void;
+  onProgress(progress: { frames: number; lastFrameTs: number }): void;
+  /** Called at most once per run, never after stop(). */
+  onFailed(failure: { code: CameraErrorCode; detail: string }): void;
+  onRtp(packet: Buffer): void;
+}
+
+export interface Ingest {
+  stop(): Promise<void>;
+}
+
+export type StartIngest = (spec: CameraSpec, options: IngestCallbacks & { allowLocalSources: boolean; logger: ActorContext["logger"] }) => Promise<Ingest>;
+
+export interface Whip {
+  writeRtp(packet: Buffer): void;
+  stop(): Promise<void>;
+  readonly sessionUrl?: string;
+  uptimeS(): number;
+}
+
+export type StartWhip = (options: {
+  url: string;
+  token?: string;
+  logger: ActorContext["logger"];
+  onUp(): void;
+  onFailed(detail: string): void;
+}) => Whip;
+
+export interface CameraKindOptions {
+  startIngest: StartIngest;
+  startWhip: StartWhip;
+  timing?: Partial<CameraTiming>;
+}
+
+export function cameraKind(options: CameraKindOptions): ActorKind {
+  return {
+    name: "camera",
+    async start(ctx) {
+      return new CameraActor(ctx, options);
+    },
+  };
+}
+
+/** Per-camera metrics of DESIGN.md, registered once per registry. */
+class CameraMetrics {
+  readonly up: Gauge<"camera">;
+  readonly lastFrameAge: Gauge<"camera">;
+  readonly fps: Gauge<"camera">;
+  readonly errors: Counter<"camera" | "code">;
+
+  constructor(registry: Registry) {
+    this.up = new Gauge({ name: "camfleet_stream_up", help: "1 while the camera is STREAMING", labelNames: ["camera"], registers: [registry] });
+    this.lastFrameAge = new Gauge({
+      name: "camfleet_last_frame_age_seconds",
+      help: "Seconds since the last frame from the source",
+      labelNames: ["camera"],
+      registers: [registry],
+    });
+    this.fps = new Gauge({ name: "camfleet_stream_fps", help: "Frame rate the source announces", labelNames: ["camera"], registers: [registry] });
+    this.errors = new Counter({ name: "camfleet_stream_errors_total", help: "Camera errors by code", labelNames: ["camera", "code"], registers: [registry] });
+  }
+
+  static #byRegistry = new WeakMap<Registry, CameraMetrics>();
+
+  static of(registry: Registry): CameraMetrics {
+    let m = CameraMetrics.#byRegistry.get(registry);
+    if (m === undefined) {
+      m = new CameraMetrics(registry);
+      CameraMetrics.#byRegistry.set(registry, m);
+    }
+    return m;
+  }
+
+  forget(camera: string): void {
+    for (const metric of [this.up, this.lastFrameAge, this.fps]) metric.remove({ camera });
+  }
+}
+
+class CameraActor implements Actor {
+  #spec: CameraSpec;
+  readonly #ctx: ActorContext;
+  readonly #media: CameraKindOptions;
+  readonly #machine: XActor<typeof cameraMachine>;
+  readonly #metrics: CameraMetrics;
+  #ingest?: Ingest;
+  /** Bumped for every ingest run, so callbacks of an old run are ignored. */
+  #run = 0;
+  #whip?: Whip;
+  #frames = 0;
+  #lastFrameTs?: number;
+  #since = Date.now();
+  #summary?: NodeJS.Timeout;
+  #stopping?: Promise<void>;
+  readonly #pending = new Set<Promise<unknown>>();
+
+  constructor(ctx: ActorContext, media: CameraKindOptions) {
+    this.#ctx = ctx;
+    this.#spec = ctx.spec;
+    this.#media = media;
+    this.#metrics = CameraMetrics.of(ctx.registry);
+    const machine = cameraMachine.provide({
+      actions: {
+        startIngest: () => this.#startIngest(),
+        stopIngest: () => this.#stopIngest(),
+        startPublish: () => this.#startPublish(),
+        stopPublish: () => this.#stopPublish(),
+        reportEdge: () => this.#report("edge"),
+      },
+    });
+    this.#machine = createActor(machine, {
+      input: { timing: { ...DEFAULT_CAMERA_TIMING, ...media.timing }, publishWanted: publishWanted(ctx.spec) },
+    });
+    this.#machine.subscribe((snapshot) => {
+      const state = stateName(snapshot.value);
+      this.#metrics.up.set({ camera: this.#spec.id }, state === "STREAMING" ? 1 : 0);
+    });
+    this.#machine.start();
+    this.#machine.send({ type: "START" });
+    this.#summary = setInterval(() => this.#report("periodic"), ctx.summaryIntervalMs);
+  }
+
+  #track<T>(p: Promise<T>): void {
+    this.#pending.add(p);
+    void p.finally(() => this.#pending.delete(p));
+  }
+
+  #startIngest(): void {
+    const run = ++this.#run;
+    const current = () => run === this.#run && this.#stopping === undefined;
+    const started = this.#media
+      .startIngest(this.#spec, {
+        allowLocalSources: this.#ctx.config.allowLocalSources,
+        logger: this.#ctx.logger,
+        onReady: (stream) => {
+          if (!current()) return;
+          this.#metrics.fps.set({ camera: this.#spec.id }, stream.fps);
+          this.#machine.send({ type: "SOURCE_READY", stream });
+        },
+        onProgress: ({ frames, lastFrameTs }) => {
+          if (!current()) return;
+          if (frames > this.#frames) this.#machine.send({ type: "PROGRESS" });
+          this.#frames = frames;
+          this.#lastFrameTs = lastFrameTs;
+        },
+        onFailed: ({ code, detail }) => {
+          if (!current()) return;
+          this.#metrics.errors.inc({ camera: this.#spec.id, code });
+          this.#machine.send({ type: "SOURCE_FAILED", code, detail });
+        },
+        onRtp: (packet) => {
+          if (run === this.#run) this.#whip?.writeRtp(packet);
+        },
+      })
+      .then(
+        (ingest) => {
+          if (run === this.#run && this.#stopping === undefined) this.#ingest = ingest;
+          else this.#track(ingest.stop());
+        },
+        (err: unknown) => {
+          if (!current()) return;
+          this.#metrics.errors.inc({ camera: this.#spec.id, code: "FFMPEG_EXITED" });
+          this.#machine.send({ type: "SOURCE_FAILED", code: "FFMPEG_EXITED", detail: err instanceof Error ? err.message : String(err) });
+        },
+      );
+    this.#track(started);
+  }
+
+  #stopIngest(): void {
+    this.#run++;
+    const ingest = this.#ingest;
+    this.#ingest = undefined;
+    if (ingest !== undefined) this.#track(ingest.stop());
+  }
+
+  #startPublish(): void {
+    this.#stopPublish();
+    const whip = this.#media.startWhip({
+      url: whipUrlFor(this.#ctx.config.whipUrl, this.#spec.id),
+      logger: this.#ctx.logger,
+      onUp: () => {
+        if (this.#whip === whip) this.#machine.send({ type: "WHIP_UP" });
+      },
+      onFailed: (detail) => {
+        if (this.#whip !== whip) return;
+        this.#metrics.errors.inc({ camera: this.#spec.id, code: "WHIP_FAILED" });
+        this.#machine.send({ type: "WHIP_FAILED", detail });
+      },
+    });
+    this.#whip = whip;
+  }
+
+  #stopPublish(): void {
+    const whip = this.#whip;
+    this.#whip = undefined;
+    if (whip !== undefined) this.#track(whip.stop());
+  }
+
+  #report(trigger: "edge" | "periodic"): void {
+    if (this.#stopping !== undefined && trigger === "periodic") return;
+    const snap = this.#machine.getSnapshot();
+    const state = stateName(snap.value);
+    if (trigger === "edge") this.#since = Date.now();
+    const ctx = snap.context;
+    const age = this.#lastFrameTs !== undefined ? (Date.now() - this.#lastFrameTs) / 1000 : undefined;
+    if (age !== undefined) this.#metrics.lastFrameAge.set({ camera: this.#spec.id }, age);
+    const error = state === "ERROR" ? ctx.error : ctx.publishError;
+    this.#ctx.publishStatus({
+      state,
+      trigger,
+      ...(ctx.stream !== undefined && state === "STREAMING" ? { stream: ctx.stream } : {}),
+      ...(this.#lastFrameTs !== undefined ? { last_frame_ts: this.#lastFrameTs } : {}),
+      ...(age !== undefined ? { last_frame_age_s: Math.round(age * 1000) / 1000 } : {}),
+      publishing: this.#publishing(),
+      viewers: 0,
+      ...(error !== undefined ? { error } : {}),
+    });
+  }
+
+  #publishing(): boolean {
+    const value = this.#machine.getSnapshot().value as { STREAMING?: { publish?: string } };
+    return value.STREAMING?.publish === "on";
+  }
+
+  update(spec: CameraSpec): void {
+    const old = this.#spec;
+    this.#spec = spec;
+    const sourceChanged = spec.url !== old.url || spec.rtsp_transport !== old.rtsp_transport || JSON.stringify(spec.ai) !== JSON.stringify(old.ai);
+    if (sourceChanged) {
+      // Only the ingest restarts; the WHIP session follows the new stream when it is up.
+      this.#machine.send({ type: "RESTART" });
+    } else if (publishWanted(spec) !== publishWanted(old)) {
+      this.#machine.send({ type: publishWanted(spec) ? "PUBLISH_WANTED" : "PUBLISH_UNWANTED" });
+    }
+  }
+
+  stop(_reason: StopReason): Promise<void> {
+    this.#stopping ??= (async () => {
+      clearInterval(this.#summary);
+      this.#machine.send({ type: "STOP" });
+      this.#machine.stop();
+      this.#metrics.forget(this.#spec.id);
+      // Every process and session this actor started is gone when stop resolves.
+      while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
+    })();
+    return this.#stopping;
+  }
+
+  status(): CameraStatus {
+    const snap = this.#machine.getSnapshot();
+    const state = stateName(snap.value);
+    const ctx = snap.context;
+    const error = state === "ERROR" ? ctx.error : ctx.publishError;
+    return {
+      camera: this.#spec.id,
+      node: this.#ctx.node,
+      epoch: this.#ctx.epoch,
+      state,
+      since_ts: this.#since,
+      ...(ctx.stream !== undefined ? { stream: ctx.stream } : {}),
+      ...(this.#lastFrameTs !== undefined ? { last_frame_ts: this.#lastFrameTs } : {}),
+      frames: { received: this.#frames, sent_ai: 0, skipped_motion: 0, detections: 0 },
+      publishing: this.#publishing(),
+      viewers: 0,
+      ...(this.#whip !== undefined
+        ? { whip: { ...(this.#whip.sessionUrl !== undefined ? { session_url: this.#whip.sessionUrl } : {}), uptime_s: this.#whip.uptimeS() } }
+        : {}),
+      ...(error !== undefined ? { error } : {}),
+    };
+  }
+}
+
+/** `always` publishes whenever streaming; `on-demand` waits for viewers (counted by the relay, not yet wired); `off` never. */
+function publishWanted(spec: CameraSpec): boolean {
+  return spec.publish === "always";
+}
