@@ -27,7 +27,7 @@ async function runService(role: Role, start: (ctx: { config: Config; logger: Log
   const logger = createLogger({ node: config.nodeId, level: config.logLevel });
   const aborter = new AbortController();
   let service: Service | undefined;
-  let signals = 0;
+  let firstSignalAt: number | undefined;
 
   const shutdown = async (reason: string, code: number) => {
     logger.info({ reason }, "shutting down");
@@ -43,9 +43,15 @@ async function runService(role: Role, start: (ctx: { config: Config; logger: Log
   };
   for (const sig of ["SIGINT", "SIGTERM"] as const) {
     process.on(sig, () => {
-      signals += 1;
-      // A second signal means "now": children die with us (parent-death signal).
-      if (signals > 1) process.exit(130);
+      // A second signal means "now" (children die with us: parent-death signal).
+      // One within a second of the first is the same Ctrl-C delivered twice:
+      // by the terminal to the process group, and again by npm, which forwards it.
+      const now = Date.now();
+      if (firstSignalAt !== undefined) {
+        if (now - firstSignalAt > 1000) process.exit(130);
+        return;
+      }
+      firstSignalAt = now;
       void shutdown(sig, 0);
     });
   }

@@ -536,6 +536,8 @@ export class FleetNode {
       const released = Promise.all(cameras.map((camera) => this.#release(camera, "shutdown")));
       // Actors stop for sure, NATS or not.
       await Promise.all(owned.map(([, o]) => o.slot.stop("shutdown")));
+      // Nothing more to watch or renew: the watches would only see the connection close.
+      this.#view?.stop();
       // Telling the cluster (lease deletes, heartbeat delete, flush) gets one deadline
       // in all: a lease we could not delete simply expires.
       const told = (async () => {
@@ -552,7 +554,6 @@ export class FleetNode {
       }
       if (cameras.length > 0) log.info({ released: cameras.length }, "released cameras for shutdown");
       this.#leases?.stop();
-      this.#view?.stop();
       await this.#ops?.close();
       if (this.#embedded !== undefined) {
         await this.#embedded.stop();
