@@ -16,6 +16,7 @@ declare -A APT_FOR=(
   [ffmpeg]=ffmpeg
   [ffprobe]=ffmpeg
   [setpriv]=util-linux
+  [chromium]=chromium # the tests' WebRTC peer that is not werift (test/camera-whip.test.ts)
 )
 # Debian packages that provide no command of their own (libraries, plugins,
 # introspection data): checked by their dpkg status.
