@@ -138,3 +138,15 @@ export async function findExecutable(name: string, fallbacks: readonly string[])
   }
   return undefined;
 }
+
+export const timedOut = Symbol("timedOut");
+
+/** Races `p` against a timer that is cleared either way, so no timer outlives the wait. */
+export async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | typeof timedOut> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<typeof timedOut>((res) => (timer = setTimeout(() => res(timedOut), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

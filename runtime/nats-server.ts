@@ -15,7 +15,7 @@ import { mkdir } from "node:fs/promises";
 import { request } from "node:http";
 import { connect as tcpConnect, createServer } from "node:net";
 import { resolve } from "node:path";
-import { describeExit, findExecutable, isExecutable, superviseSpawn, type ChildExit, type SupervisedChild } from "./child-process.ts";
+import { describeExit, findExecutable, isExecutable, superviseSpawn, withTimeout, type ChildExit, type SupervisedChild } from "./child-process.ts";
 
 export interface NatsClusterOptions {
   /** Cluster name (`--cluster_name`); the same on every member. */
@@ -366,17 +366,6 @@ class NotReady extends Error {
 }
 
 
-const timedOut = Symbol("timedOut");
-
-/** Races `p` against a timer that is cleared either way, so no timer outlives the wait. */
-async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | typeof timedOut> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([p, new Promise<typeof timedOut>((res) => (timer = setTimeout(() => res(timedOut), ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 type Probe<T> = ({ ok: true } & T) | { ok: false; problem: string };
 

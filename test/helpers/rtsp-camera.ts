@@ -20,7 +20,7 @@
 
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { describeExit, superviseSpawn, type ChildExit, type SupervisedChild } from "../../runtime/child-process.ts";
+import { describeExit, superviseSpawn, withTimeout, type ChildExit, type SupervisedChild } from "../../runtime/child-process.ts";
 import type { RegisterCleanup } from "./nats-harness.ts";
 
 const SERVER_SCRIPT = fileURLToPath(new URL("../fixtures/rtsp-server.py", import.meta.url));
@@ -318,14 +318,3 @@ function waitForReady(run: Run, timeoutMs: number): Promise<string> {
   });
 }
 
-const timedOut = Symbol("timedOut");
-
-/** Races `p` against a timer that is cleared either way, so no timer outlives the wait. */
-async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | typeof timedOut> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([p, new Promise<typeof timedOut>((res) => (timer = setTimeout(() => res(timedOut), ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
-}

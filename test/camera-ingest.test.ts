@@ -1,0 +1,587 @@
+// FFmpeg ingest of one camera (actors/camera/ingest.ts): the argument builder,
+// the stderr parser and the failure classifier as pure functions, then the real
+// thing against the stand-in RTSP camera (test/helpers/rtsp-camera.ts) and
+// Debian's ffmpeg 5.1.
+
+import { createSocket } from "node:dgram";
+import { existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { describe, expect, onTestFinished, test } from "vitest";
+import {
+  buildFfmpegArgs,
+  classifyFfmpegExit,
+  IngestSourceError,
+  parseVideoStreamLine,
+  startIngest,
+  type AnalysisFrame,
+  type FfmpegExit,
+  type IngestFailure,
+  type IngestHandle,
+  type IngestOptions,
+  type IngestProgress,
+} from "../actors/camera/ingest.ts";
+import type { StartIngest } from "../actors/camera/camera-actor.ts";
+import { freePort } from "../runtime/index.ts";
+import { CameraSpecSchema, type CameraSpec, type CameraSpecInput, type StreamInfo } from "../subjects/index.ts";
+import { startRtspCamera } from "./helpers/rtsp-camera.ts";
+import { waitFor } from "./helpers/wait.ts";
+
+function spec(url: string, more: Partial<CameraSpecInput> = {}): CameraSpec {
+  return CameraSpecSchema.parse({ id: "cam1", url, ...more });
+}
+
+const PORT = 40_000;
+const RTP_OUT = ["-map", "0:v:0", "-c:v", "copy", "-bsf:v", "h264_mp4toannexb", "-f", "rtp", "-payload_type", "96", "-rtpflags", "skip_rtcp", `rtp://127.0.0.1:${PORT}?pkt_size=1200`];
+const HEAD = ["-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", "-progress", "pipe:1", "-stats_period", "0.5"];
+
+/** Index of `seq` as a contiguous run inside `args`, or -1. */
+function indexOfSeq(args: string[], seq: string[]): number {
+  for (let i = 0; i + seq.length <= args.length; i++) if (seq.every((s, j) => args[i + j] === s)) return i;
+  return -1;
+}
+
+describe("buildFfmpegArgs", () => {
+  const opts = { rtpPort: PORT, allowLocalSources: false };
+
+  test("RTSP: transport, socket timeout in µs, video only; H.264 copied as RTP; no analysis output with AI off", () => {
+    const url = "rtsp://admin:pw@10.0.0.5:554/stream1";
+    expect(buildFfmpegArgs(spec(url), opts)).toEqual([
+      ...HEAD,
+      ...["-rtsp_transport", "tcp", "-timeout", "5000000", "-allowed_media_types", "video", "-i", url],
+      ...RTP_OUT,
+    ]);
+    const udp = buildFfmpegArgs(spec(url.replace("rtsp:", "rtsps:"), { rtsp_transport: "udp" }), { ...opts, ioTimeoutMs: 2500 });
+    expect(indexOfSeq(udp, ["-rtsp_transport", "udp", "-timeout", "2500000"])).toBeGreaterThan(0);
+  });
+
+  test.each([
+    ["http://cam.local/video.ts", ["-rw_timeout", "5000000", "-i", "http://cam.local/video.ts"]],
+    ["https://cam.local/live.m3u8", ["-rw_timeout", "5000000", "-i", "https://cam.local/live.m3u8"]],
+    ["srt://10.0.0.7:9000?streamid=x", ["-timeout", "5000000", "-i", "srt://10.0.0.7:9000?streamid=x"]],
+    ["udp://239.0.0.1:1234", ["-timeout", "5000000", "-i", "udp://239.0.0.1:1234"]],
+  ])("%s: input options, then the same RTP output", (url, input) => {
+    const args = buildFfmpegArgs(spec(url), opts);
+    expect(args).toEqual([...HEAD, ...input, ...RTP_OUT]);
+    expect(args).not.toContain("-rtsp_transport");
+  });
+
+  test.each([["file:///srv/clips/door.mp4"], ["testsrc:?size=1280x720&rate=25"]])(
+    "%s needs allowLocalSources: SOURCE_NOT_ALLOWED otherwise",
+    (url) => {
+      expect(() => buildFfmpegArgs(spec(url), opts)).toThrow(IngestSourceError);
+      expect(() => buildFfmpegArgs(spec(url), opts)).toThrow(expect.objectContaining({ code: "SOURCE_NOT_ALLOWED" }));
+    },
+  );
+
+  test("file: plays in real time, looped, from the decoded path", () => {
+    const args = buildFfmpegArgs(spec("file:///srv/my%20clips/door.mp4"), { ...opts, allowLocalSources: true });
+    expect(args).toEqual([...HEAD, "-re", "-stream_loop", "-1", "-i", "file:/srv/my clips/door.mp4", ...RTP_OUT]);
+  });
+
+  test("testsrc: lavfi pattern encoded to H.264 baseline (yuv420p before the profile), never copied", () => {
+    const args = buildFfmpegArgs(spec("testsrc:?size=1280x720&rate=25"), { ...opts, allowLocalSources: true, video: "copy" });
+    expect(indexOfSeq(args, ["-re", "-f", "lavfi", "-i", "testsrc=size=1280x720:rate=25"])).toBeGreaterThan(0);
+    expect(args).not.toContain("copy");
+    const enc = ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p", "-profile:v", "baseline"];
+    expect(indexOfSeq(args, enc)).toBeGreaterThan(args.indexOf("-i"));
+    expect(args.at(-1)).toBe(`rtp://127.0.0.1:${PORT}?pkt_size=1200`);
+    // Defaults when the query is empty.
+    expect(buildFfmpegArgs(spec("testsrc:"), { ...opts, allowLocalSources: true })).toContain("testsrc=size=640x360:rate=15");
+  });
+
+  test.each([["testsrc:?size=1280x721"], ["testsrc:?size=640x360,movie=/etc/passwd"], ["testsrc:?rate=0"], ["testsrc:?rate=1e3"], ["testsrc:?color=red"]])(
+    "%s is refused (its values go into a filter graph)",
+    (url) => {
+      expect(() => buildFfmpegArgs(spec(url), { ...opts, allowLocalSources: true })).toThrow(IngestSourceError);
+    },
+  );
+
+  test("transcoding (video: encode) replaces the copy with libx264 baseline", () => {
+    const args = buildFfmpegArgs(spec("rtsp://10.0.0.5/hevc"), { ...opts, video: "encode" });
+    expect(args).not.toContain("copy");
+    expect(args).not.toContain("h264_mp4toannexb");
+    expect(indexOfSeq(args, ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p", "-profile:v", "baseline"])).toBeGreaterThan(0);
+  });
+
+  test("AI on: a second output of sampled, scaled gray frames on fd 3; the RTP output stays first", () => {
+    const url = "rtsp://10.0.0.5/s";
+    const args = buildFfmpegArgs(spec(url, { ai: { enabled: true, max_fps: 2 } }), opts);
+    expect(args).toEqual([
+      ...HEAD,
+      ...["-rtsp_transport", "tcp", "-timeout", "5000000", "-allowed_media_types", "video", "-i", url],
+      ...RTP_OUT,
+      ...["-map", "0:v:0", "-vf", "fps=2,scale=w=min(320\\,iw):h=-2", "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "gray", "pipe:3"],
+    ]);
+    const everyN = buildFfmpegArgs(spec(url, { ai: { enabled: true, every_n: 5 } }), { ...opts, analysisWidth: 640, analysisPixFmt: "rgb24" });
+    expect(everyN).toContain("select=not(mod(n\\,5)),scale=w=min(640\\,iw):h=-2");
+    expect(indexOfSeq(everyN, ["-pix_fmt", "rgb24", "pipe:3"])).toBeGreaterThan(0);
+    // AI off (the default): no decode, no second output.
+    const off = buildFfmpegArgs(spec(url), opts);
+    expect(off).not.toContain("pipe:3");
+    expect(off).not.toContain("-vf");
+    expect(off.filter((a) => a === "-map")).toHaveLength(1);
+  });
+});
+
+describe("parseVideoStreamLine (lines from ffmpeg 5.1)", () => {
+  test.each([
+    [
+      "  Stream #0:0: Video: h264 (Constrained Baseline), yuv420p(tv, smpte170m, progressive), 640x360 [SAR 1:1 DAR 16:9], 15 fps, 15 tbr, 90k tbn",
+      { file: 0, stream: { codec: "h264", width: 640, height: 360, fps: 15, pixFmt: "yuv420p" } },
+    ],
+    [
+      "  Stream #0:0(und): Video: h264 (High) (avc1 / 0x31637661), yuv420p(progressive), 1920x1080 [SAR 1:1 DAR 16:9], 4947 kb/s, 29.97 fps, 29.97 tbr, 30k tbn (default)",
+      { file: 0, stream: { codec: "h264", width: 1920, height: 1080, fps: 29.97, pixFmt: "yuv420p" } },
+    ],
+    [
+      "  Stream #0:0: Video: mjpeg (Baseline), yuvj420p(pc, bt470bg/unknown/unknown), 640x360 [SAR 1:1 DAR 16:9], 15 tbr, 90k tbn",
+      { file: 0, stream: { codec: "mjpeg", width: 640, height: 360, fps: 15, pixFmt: "yuvj420p" } },
+    ],
+    [
+      "  Stream #0:0: Video: h264, yuv420p(progressive), 1280x720, 90k tbr, 90k tbn",
+      { file: 0, stream: { codec: "h264", width: 1280, height: 720, fps: 0, pixFmt: "yuv420p" } },
+    ],
+    [
+      "  Stream #1:0: Video: rawvideo (Y800 / 0x30303859), gray(pc, smpte170m, progressive), 320x180 [SAR 1:1 DAR 16:9], q=2-31, 921 kb/s, 2 fps, 2 tbn",
+      { file: 1, stream: { codec: "rawvideo", width: 320, height: 180, fps: 2, pixFmt: "gray" } },
+    ],
+    [
+      "  Stream #0:1[0x101]: Video: hevc (Main) ([36][0][0][0] / 0x0024), yuv420p(tv), 3840x2160, 25 fps, 25 tbr, 90k tbn",
+      { file: 0, stream: { codec: "hevc", width: 3840, height: 2160, fps: 25, pixFmt: "yuv420p" } },
+    ],
+  ])("%s", (line, expected) => {
+    expect(parseVideoStreamLine(line)).toEqual(expected);
+  });
+
+  test.each([["  Stream #0:0 -> #0:0 (copy)"], ["  Stream #0:1: Audio: aac (LC), 48000 Hz, stereo, fltp"], ["Input #0, rtsp, from 'rtsp://x':"]])(
+    "not a video stream line: %s",
+    (line) => expect(parseVideoStreamLine(line)).toBeUndefined(),
+  );
+});
+
+describe("classifyFfmpegExit (stderr of ffmpeg 5.1, captured)", () => {
+  const exit = (stderr: string[], more: Partial<FfmpegExit> = {}): FfmpegExit => ({ stderr, code: 1, signal: null, scheme: "rtsp", ...more });
+  const cases: Array<[string, FfmpegExit, IngestFailure["code"], RegExp]> = [
+    [
+      "RTSP 401, no credentials",
+      exit(["[rtsp @ 0x55c987cb7a80] method DESCRIBE failed: 401 Unauthorized", "rtsp://127.0.0.1:42967/auth: Server returned 401 Unauthorized (authorization failed)"]),
+      "SOURCE_AUTH",
+      /^rtsp:\/\/127\.0\.0\.1:42967\/auth: Server returned 401 Unauthorized/,
+    ],
+    [
+      "RTSP 401, wrong password (redacted)",
+      exit(["[rtsp @ 0x560b511cea80] method DESCRIBE failed: 401 Unauthorized", "rtsp://admin:wrong@127.0.0.1:42967/auth: Server returned 401 Unauthorized (authorization failed)"]),
+      "SOURCE_AUTH",
+      /^rtsp:\/\/\*\*\*@127\.0\.0\.1:42967\/auth: Server returned 401/,
+    ],
+    [
+      "HTTP 401",
+      exit(["[http @ 0x5564a3335180] HTTP error 401 Unauthorized", "http://u:p@127.0.0.1:42739/401.ts: Server returned 401 Unauthorized (authorization failed)"], { scheme: "http" }),
+      "SOURCE_AUTH",
+      /^http:\/\/\*\*\*@127\.0\.0\.1:42739\/401\.ts: Server returned 401/,
+    ],
+    [
+      "HTTP 403",
+      exit(["[http @ 0x557568d7e180] HTTP error 403 Forbidden", "http://127.0.0.1:42739/403.ts: Server returned 403 Forbidden (access denied)"], { scheme: "http" }),
+      "SOURCE_AUTH",
+      /403 Forbidden \(access denied\)$/,
+    ],
+    [
+      "connection refused",
+      exit(["[tcp @ 0x5584e2727940] Connection to tcp://127.0.0.1:1?timeout=5000000 failed: Connection refused", "rtsp://127.0.0.1:1/cam: Connection refused"]),
+      "SOURCE_UNREACHABLE",
+      /^rtsp:\/\/127\.0\.0\.1:1\/cam: Connection refused$/,
+    ],
+    [
+      "RTSP 404",
+      exit(["[rtsp @ 0x55b2f9244a80] method DESCRIBE failed: 404 Not Found", "rtsp://127.0.0.1:42967/nope: Server returned 404 Not Found"]),
+      "SOURCE_UNREACHABLE",
+      /Server returned 404 Not Found$/,
+    ],
+    [
+      "HTTP 404",
+      exit(["[http @ 0x560d2d504180] HTTP error 404 File not found", "http://127.0.0.1:41965/nope.mp4: Server returned 404 Not Found"], { scheme: "http" }),
+      "SOURCE_UNREACHABLE",
+      /404 Not Found$/,
+    ],
+    [
+      "name resolution",
+      exit(["[tcp @ 0x5614407f9940] Failed to resolve hostname no-such-host.invalid: Name or service not known", "rtsp://no-such-host.invalid/cam: Input/output error"]),
+      "SOURCE_UNREACHABLE",
+      /^\[tcp\] Failed to resolve hostname no-such-host\.invalid/,
+    ],
+    [
+      "no route to host",
+      exit(["[tcp @ 0x555f8db27940] Connection to tcp://[2001:db8::1]:554?timeout=3000000 failed: No route to host", "rtsp://[2001:db8::1]:554/cam: No route to host"]),
+      "SOURCE_UNREACHABLE",
+      /No route to host$/,
+    ],
+    [
+      "RTSP server that accepts but never answers (I/O timeout)",
+      exit(["rtsp://127.0.0.1:56497/cam: Invalid data found when processing input"]),
+      "SOURCE_UNREACHABLE",
+      /Invalid data found/,
+    ],
+    [
+      "RTSP server frozen mid-stream: timed out, yet exit code 0",
+      exit(
+        [
+          "[rtp @ 0x55ad2bc32e00] Timestamps are unset in a packet for stream 0. This is deprecated and will stop working in the future. Fix your code to set the timestamps properly",
+          "rtsp://127.0.0.1:37155/cam: Connection timed out",
+          "frame=   43 fps=6.0 q=-1.0 Lsize=      29kB time=00:00:02.73 bitrate=  86.8kbits/s speed=0.38x    ",
+          "video:29kB audio:0kB subtitle:0kB other streams:0kB global headers:0kB muxing overhead: 1.531032%",
+        ],
+        { code: 0, inputOpened: true, inputCodec: "h264" },
+      ),
+      "SOURCE_UNREACHABLE",
+      /Connection timed out$/,
+    ],
+    [
+      "SRT connect timeout",
+      exit(["[srt @ 0x5583873dd140] Connection to srt://127.0.0.1:45999 failed: Connection timed out", "srt://127.0.0.1:45999: Connection timed out"], { scheme: "srt" }),
+      "SOURCE_UNREACHABLE",
+      /Connection timed out$/,
+    ],
+    [
+      "UDP: nothing arrived before -timeout",
+      exit(["udp://127.0.0.1:45999: Input/output error"], { scheme: "udp" }),
+      "SOURCE_UNREACHABLE",
+      /Input\/output error$/,
+    ],
+    [
+      "missing file",
+      exit(["file:/nonexistent/x.mp4: No such file or directory"], { scheme: "file" }),
+      "SOURCE_UNREACHABLE",
+      /No such file or directory$/,
+    ],
+    [
+      "MJPEG copied into the H.264 filter",
+      exit(
+        [
+          "[h264_mp4toannexb @ 0x558fa6cfbd80] Codec 'mjpeg' (7) is not supported by the bitstream filter 'h264_mp4toannexb'. Supported codecs are: h264 (27) ",
+          "Error initializing bitstream filter: h264_mp4toannexb",
+          "Error initializing output stream 0:0 -- ",
+        ],
+        { inputOpened: true },
+      ),
+      "UNSUPPORTED_CODEC",
+      /^\[h264_mp4toannexb\] Codec 'mjpeg' \(7\) is not supported/,
+    ],
+    [
+      "HEVC named on the input line, copy cut short",
+      exit(["  Stream #0:0: Video: hevc (Main), yuv420p(tv), 640x360, 15 fps, 15 tbr, 90k tbn"], { code: null, signal: "SIGKILL", inputOpened: true, inputCodec: "hevc" }),
+      "UNSUPPORTED_CODEC",
+      /hevc, not H\.264/,
+    ],
+    [
+      "source closed the connection (camera died): exit 0, no error line",
+      exit(["frame=   58 fps= 29 q=-1.0 Lsize=      38kB time=00:00:03.73 bitrate=  82.8kbits/s speed= 1.9x    ", "video:37kB audio:0kB subtitle:0kB other streams:0kB global headers:0kB muxing overhead: 1.529647%"], {
+        code: 0,
+        inputOpened: true,
+        inputCodec: "h264",
+      }),
+      "FFMPEG_EXITED",
+      /^the source ended the stream \(ffmpeg exited with code 0\)/,
+    ],
+    [
+      "killed from outside with SIGTERM",
+      exit(["av_interleaved_write_frame(): Immediate exit requested", "Error writing trailer of rtp://127.0.0.1:40000?pkt_size=1200: Immediate exit requested", "Exiting normally, received signal 15."], {
+        code: 255,
+        inputOpened: true,
+        inputCodec: "h264",
+      }),
+      "FFMPEG_EXITED",
+      /^ffmpeg exited with code 255: av_interleaved_write_frame\(\): Immediate exit requested \| Error writing trailer/,
+    ],
+    [
+      "ffmpeg missing (setpriv could not exec it)",
+      exit(["setpriv: failed to execute ffmpeg: No such file or directory"], { code: 127 }),
+      "FFMPEG_EXITED",
+      /^ffmpeg exited with code 127: setpriv: failed to execute ffmpeg/,
+    ],
+  ];
+
+  test.each(cases)("%s", (_name, input, code, detail) => {
+    const got = classifyFfmpegExit(input);
+    expect(got.code).toBe(code);
+    expect(got.detail).toMatch(detail);
+  });
+
+  test("a host or path that spells a status code does not read as one", () => {
+    const got = classifyFfmpegExit(exit(["rtsp://cam-401.local/Unauthorized: Connection refused"]));
+    expect(got.code).toBe("SOURCE_UNREACHABLE");
+  });
+
+  test("the detail never carries credentials, even in the generic case", () => {
+    const got = classifyFfmpegExit(exit(["rtsp://admin:hunter2@10.0.0.5/s: Something odd happened", "http://x/y?token=abc123 failed"], { code: 1 }));
+    expect(got.code).toBe("FFMPEG_EXITED");
+    expect(got.detail).not.toMatch(/hunter2|abc123/);
+  });
+});
+
+// ---------------------------------------------------------------- against real processes
+
+interface Recorded {
+  handle: IngestHandle;
+  started: number;
+  ready: Array<{ stream: StreamInfo; at: number }>;
+  failed: Array<{ failure: IngestFailure; at: number }>;
+  progress: IngestProgress[];
+  rtp: Array<{ packet: Buffer; at: number }>;
+  frames: AnalysisFrame[];
+  /** Every pid the handle reported, so the test can prove each one is gone. */
+  pids: Set<number>;
+}
+
+/** Starts an ingest that records everything; its stop() is registered before any assert. */
+async function record(camera: CameraSpec, opts: Partial<IngestOptions> = {}): Promise<Recorded> {
+  const r: Omit<Recorded, "handle"> = { started: Date.now(), ready: [], failed: [], progress: [], rtp: [], frames: [], pids: new Set() };
+  const handle = await startIngest(camera, {
+    allowLocalSources: false,
+    onReady: (stream) => r.ready.push({ stream, at: Date.now() }),
+    onProgress: (p) => r.progress.push(p),
+    onFailed: (failure) => r.failed.push({ failure, at: Date.now() }),
+    onRtp: (packet) => r.rtp.push({ packet, at: Date.now() }),
+    onFrame: (frame) => r.frames.push(frame),
+    ...opts,
+  });
+  onTestFinished(() => handle.stop());
+  const rec = { ...r, handle };
+  if (handle.pid !== undefined) rec.pids.add(handle.pid);
+  // Samples the pid, to catch the second FFmpeg of a transcoded source too.
+  const timer = setInterval(() => handle.pid !== undefined && rec.pids.add(handle.pid), 5);
+  onTestFinished(async () => clearInterval(timer));
+  return rec;
+}
+
+async function failure(r: Recorded, timeoutMs = 10_000): Promise<IngestFailure> {
+  const f = await waitFor(() => r.failed[0], { timeoutMs, message: "onFailed" });
+  return f.failure;
+}
+
+/** A pid that is gone: no /proc entry at all, so not a zombie either (a zombie keeps its entry until reaped). */
+function isGone(pid: number): boolean {
+  return !existsSync(`/proc/${pid}`);
+}
+
+/** Whether a UDP socket is bound to 127.0.0.1:port (from /proc/net/udp). */
+async function udpBound(port: number): Promise<boolean> {
+  const local = `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+  const table = await readFile("/proc/net/udp", "utf8");
+  return table.split("\n").some((l) => l.trim().split(/\s+/)[1] === local);
+}
+
+/** Proves the run left nothing behind: every ffmpeg it ran is gone and reaped, and its socket is closed. */
+async function expectNothingLeft(r: Recorded, rtpPort: number | undefined): Promise<void> {
+  expect(r.handle.pid).toBeUndefined();
+  for (const pid of r.pids) expect(isGone(pid), `ffmpeg pid ${pid} still has a /proc entry`).toBe(true);
+  if (rtpPort !== undefined) expect(await udpBound(rtpPort)).toBe(false);
+}
+
+const marker = (p: Buffer) => (p[1]! & 0x80) !== 0;
+const rtpTimestamp = (p: Buffer) => p.readUInt32BE(4);
+
+describe("ingest from the stand-in RTSP camera (real ffmpeg)", () => {
+  test("streams: onReady with the camera's size and rate, RTP (PT 96) at a steady rate, progress; stop() leaves nothing", async () => {
+    const cam = await startRtspCamera({ onCleanup: onTestFinished, mounts: [{ path: "/cam", width: 640, height: 360, fps: 15 }] });
+    const r = await record(spec(cam.url()));
+
+    const ready = await waitFor(() => r.ready[0], { timeoutMs: 10_000, message: "onReady" });
+    expect(ready.stream).toEqual({ codec: "h264", width: 640, height: 360, fps: 15 });
+    console.info(`camera-ingest: RTSP start → onReady in ${ready.at - r.started} ms`);
+    const pid = r.handle.pid!;
+    expect((await readFile(`/proc/${pid}/comm`, "utf8")).trim()).toBe("ffmpeg");
+    const rtpPort = r.handle.rtpPort!;
+    expect(await udpBound(rtpPort)).toBe(true);
+
+    // Anyone else on the machine sending to the port is ignored (the one-SSRC check below).
+    const intruder = createSocket("udp4");
+    onTestFinished(() => new Promise<void>((res) => intruder.close(() => res())));
+    const forged = Buffer.alloc(20);
+    forged.writeUInt8(0x80, 0);
+    forged.writeUInt8(96, 1);
+    forged.writeUInt32BE(0xdeadbeef, 8);
+    await new Promise<void>((res, rej) => intruder.send(forged, rtpPort, "127.0.0.1", (err) => (err ? rej(err) : res())));
+
+    // 60 frames = 4 s at 15 fps. FFmpeg sends what it buffered while probing
+    // in one burst first, so the rate is judged on the frames after it.
+    const frameEnds = () => r.rtp.filter((x) => marker(x.packet));
+    await waitFor(() => frameEnds().length >= 60, { timeoutMs: 15_000, message: "60 frames of RTP" });
+    expect(r.rtp.every((x) => x.packet[0]! >> 6 === 2 && (x.packet[1]! & 0x7f) === 96)).toBe(true);
+    expect(new Set(r.rtp.map((x) => x.packet.readUInt32BE(8))).size).toBe(1); // one SSRC
+    const steady = frameEnds().slice(40, 60);
+    const rate = (steady.length - 1) / ((steady.at(-1)!.at - steady[0]!.at) / 1000);
+    expect(rate).toBeGreaterThan(12);
+    expect(rate).toBeLessThan(18);
+    const steps = steady.slice(1).map((x, i) => (rtpTimestamp(x.packet) - rtpTimestamp(steady[i]!.packet)) >>> 0);
+    expect(steps.every((d) => d === 6000)).toBe(true); // 90 kHz / 15 fps
+
+    // Progress only when the count goes up, and it matches what arrived.
+    expect(r.progress.length).toBeGreaterThan(3);
+    for (let i = 1; i < r.progress.length; i++) {
+      expect(r.progress[i]!.frames).toBeGreaterThan(r.progress[i - 1]!.frames);
+      expect(r.progress[i]!.lastFrameTs).toBeGreaterThanOrEqual(r.progress[i - 1]!.lastFrameTs);
+    }
+    expect(r.failed).toEqual([]);
+    expect(r.frames).toEqual([]); // AI off: no analysis output
+
+    await r.handle.stop();
+    await expectNothingLeft(r, rtpPort);
+    expect(isGone(pid)).toBe(true);
+    const after = r.rtp.length;
+    await r.handle.stop(); // idempotent
+    expect(r.failed).toEqual([]); // stop() is not a failure
+    expect(r.rtp.length).toBe(after);
+  });
+
+  test("credentials: the right password streams, a wrong one is SOURCE_AUTH and never shows up in the detail", async () => {
+    const credentials = { user: "admin", password: "s3cret!pw" };
+    const cam = await startRtspCamera({ onCleanup: onTestFinished, credentials, mounts: [{ path: "/door" }] });
+    const right = await record(spec(cam.url("/door", { withCredentials: true })));
+    const wrong = await record(spec(cam.url("/door", { credentials: { user: "admin", password: "wr0ng-pw" } })));
+    const none = await record(spec(cam.url("/door")));
+
+    const f = await failure(wrong);
+    expect(f.code).toBe("SOURCE_AUTH");
+    expect(f.detail).toMatch(/401 Unauthorized/);
+    expect(f.detail).not.toMatch(/wr0ng-pw|s3cret/);
+    expect(f.detail).toContain("rtsp://***@127.0.0.1");
+    expect((await failure(none)).code).toBe("SOURCE_AUTH");
+
+    await waitFor(() => right.ready[0], { timeoutMs: 10_000, message: "onReady with the right password" });
+    expect(right.failed).toEqual([]);
+    await expectNothingLeft(wrong, undefined);
+  });
+
+  test("a closed port is SOURCE_UNREACHABLE within a second", async () => {
+    const port = await freePort(); // free a moment ago: nothing listens there
+    const r = await record(spec(`rtsp://127.0.0.1:${port}/cam`));
+    const f = await failure(r, 5_000);
+    expect(f).toEqual({ code: "SOURCE_UNREACHABLE", detail: `rtsp://127.0.0.1:${port}/cam: Connection refused` });
+    expect(r.failed[0]!.at - r.started).toBeLessThan(1_000);
+    expect(r.ready).toEqual([]);
+    await expectNothingLeft(r, undefined);
+  });
+
+  test("the camera killed mid-stream: FFMPEG_EXITED (the stream ended) at once; the next run finds SOURCE_UNREACHABLE", async () => {
+    // SIGKILL closes the server's sockets, so FFmpeg reads an orderly end of
+    // the TCP stream: no error line, exit code 0, indistinguishable from a
+    // source that ends its session. It is reported as FFMPEG_EXITED ("the
+    // source ended the stream"); the reconnect then sees "Connection refused".
+    const cam = await startRtspCamera({ onCleanup: onTestFinished });
+    const r = await record(spec(cam.url()));
+    await waitFor(() => r.ready[0], { timeoutMs: 10_000, message: "onReady" });
+    const rtpPort = r.handle.rtpPort;
+
+    const killedAt = Date.now();
+    await cam.kill();
+    const f = await failure(r, 5_000);
+    expect(f.code).toBe("FFMPEG_EXITED");
+    expect(f.detail).toMatch(/^the source ended the stream \(ffmpeg exited with code 0\)/);
+    expect(r.failed[0]!.at - killedAt).toBeLessThan(2_000);
+    await expectNothingLeft(r, rtpPort);
+
+    const again = await record(spec(cam.url()));
+    expect((await failure(again, 5_000)).code).toBe("SOURCE_UNREACHABLE");
+  });
+
+  test("a camera that freezes mid-stream (SIGSTOP) is SOURCE_UNREACHABLE after the I/O timeout", async () => {
+    const cam = await startRtspCamera({ onCleanup: onTestFinished });
+    const serverPid = cam.pid!;
+    // Registered after the camera's stop, so it runs first: a stopped process ignores SIGTERM.
+    onTestFinished(async () => void process.kill(serverPid, "SIGCONT"));
+    const r = await record(spec(cam.url()), { ioTimeoutMs: 1_000 });
+    await waitFor(() => r.ready[0], { timeoutMs: 10_000, message: "onReady" });
+
+    const frozenAt = Date.now();
+    process.kill(serverPid, "SIGSTOP");
+    const f = await failure(r, 10_000);
+    expect(f).toMatchObject({ code: "SOURCE_UNREACHABLE", detail: expect.stringMatching(/Connection timed out$/) });
+    console.info(`camera-ingest: frozen camera → onFailed in ${r.failed[0]!.at - frozenAt} ms (ioTimeoutMs 1000)`);
+    expect(r.failed[0]!.at - frozenAt).toBeLessThan(6_000);
+  });
+
+  test("a camera that is not H.264 is UNSUPPORTED_CODEC; with transcode it streams as H.264", async () => {
+    const cam = await startRtspCamera({
+      onCleanup: onTestFinished,
+      mounts: [{ path: "/mjpeg", codec: "mjpeg" }, { path: "/hevc", codec: "h265", width: 320, height: 240, fps: 10 }],
+    });
+    const mjpeg = await record(spec(cam.url("/mjpeg")));
+    const hevc = await record(spec(cam.url("/hevc")));
+    const transcoded = await record(spec(cam.url("/hevc")), { transcode: true });
+
+    expect(await failure(mjpeg)).toEqual({ code: "UNSUPPORTED_CODEC", detail: "source video is mjpeg, not H.264, and transcoding is off" });
+    expect(await failure(hevc)).toEqual({ code: "UNSUPPORTED_CODEC", detail: "source video is hevc, not H.264, and transcoding is off" });
+    expect(mjpeg.rtp).toEqual([]);
+
+    const ready = await waitFor(() => transcoded.ready[0], { timeoutMs: 15_000, message: "onReady of the transcoded camera" });
+    expect(ready.stream).toEqual({ codec: "hevc", width: 320, height: 240, fps: 10 });
+    await waitFor(() => transcoded.rtp.filter((x) => marker(x.packet)).length >= 5, { timeoutMs: 10_000, message: "transcoded RTP" });
+    expect(transcoded.rtp.every((x) => (x.packet[1]! & 0x7f) === 96)).toBe(true);
+    expect(transcoded.failed).toEqual([]);
+    expect(transcoded.pids.size).toBe(2); // the copy attempt, then the encoder
+    await transcoded.handle.stop();
+    await expectNothingLeft(transcoded, undefined);
+    await expectNothingLeft(mjpeg, undefined);
+  });
+
+  test("AI on: onFrame gets gray frames scaled to 320 wide at about max_fps, while RTP flows", async () => {
+    const cam = await startRtspCamera({ onCleanup: onTestFinished, mounts: [{ path: "/cam", width: 640, height: 360, fps: 15 }] });
+    const r = await record(spec(cam.url(), { ai: { enabled: true, max_fps: 5 } }));
+
+    // The first frames come in a burst (FFmpeg's probe buffer); the rate is judged after it.
+    await waitFor(() => r.frames.length >= 20, { timeoutMs: 15_000, message: "20 analysis frames" });
+    for (const f of r.frames) {
+      expect(f).toMatchObject({ width: 320, height: 180, pixFmt: "gray" });
+      expect(f.data.length).toBe(320 * 180);
+    }
+    const steady = r.frames.slice(10, 20);
+    const rate = (steady.length - 1) / ((steady.at(-1)!.ts - steady[0]!.ts) / 1000);
+    expect(rate).toBeGreaterThan(4);
+    expect(rate).toBeLessThan(6);
+    // A moving ball on black: some pixels are lit, most are not.
+    const lit = r.frames.at(-1)!.data.filter((v) => v > 128).length;
+    expect(lit).toBeGreaterThan(0);
+    expect(lit).toBeLessThan(320 * 180 / 2);
+    expect(r.rtp.length).toBeGreaterThan(0);
+    expect(r.ready[0]!.stream).toEqual({ codec: "h264", width: 640, height: 360, fps: 15 });
+  });
+
+  test("testsrc: refused without allowLocalSources (nothing spawned), streams H.264 RTP with it", async () => {
+    const url = "testsrc:?size=320x240&rate=10";
+    const refused = await record(spec(url));
+    expect(await failure(refused, 2_000)).toMatchObject({ code: "SOURCE_NOT_ALLOWED" });
+    expect(refused.pids.size).toBe(0);
+    expect(refused.handle.rtpPort).toBeUndefined();
+
+    const r = await record(spec(url), { allowLocalSources: true });
+    const ready = await waitFor(() => r.ready[0], { timeoutMs: 10_000, message: "onReady" });
+    expect(ready.stream).toEqual({ codec: "rawvideo", width: 320, height: 240, fps: 10 });
+    await waitFor(() => r.rtp.filter((x) => marker(x.packet)).length >= 10, { timeoutMs: 10_000, message: "10 frames of RTP" });
+    expect(r.rtp.every((x) => (x.packet[1]! & 0x7f) === 96)).toBe(true);
+    // A key frame's access unit first (IDR = 5, or the SPS/SEI/STAP-A ahead of it): a viewer can decode at once.
+    const firstNal = r.rtp[0]!.packet[12]! & 0x1f;
+    expect([5, 6, 7, 24]).toContain(firstNal);
+  });
+
+  test("stop() while FFmpeg is still connecting: no callback at all, nothing left", async () => {
+    const cam = await startRtspCamera({ onCleanup: onTestFinished });
+    const r = await record(spec(cam.url()));
+    // Resolved means spawned and bound, not connected.
+    const pid = r.handle.pid!;
+    const port = r.handle.rtpPort!;
+    expect(pid).toBeGreaterThan(0);
+    expect(await udpBound(port)).toBe(true);
+    await r.handle.stop();
+    expect(r.ready).toEqual([]);
+    expect(r.failed).toEqual([]);
+    expect(r.rtp).toEqual([]);
+    expect(isGone(pid)).toBe(true);
+    await expectNothingLeft(r, port);
+  });
+
+  test("startIngest fits the camera actor's StartIngest", () => {
+    const fits: StartIngest = startIngest;
+    expect(fits).toBe(startIngest);
+  });
+});
