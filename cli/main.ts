@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { Command } from "commander";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { simKind } from "../actors/index.ts";
+import { cameraActorKind, simKind } from "../actors/index.ts";
 import { ensureCamfleetError, redact } from "../subjects/index.ts";
 import { ConfigError, ControlClient, createLogger, createRegistry, FleetNode, KindRegistry, loadConfig, type Config, type Logger, type Role } from "../runtime/index.ts";
 
@@ -91,7 +91,7 @@ function startNode(ctx: { config: Config; logger: Logger; signal: AbortSignal })
     logger: ctx.logger,
     registry: createRegistry({ node: ctx.config.nodeId }),
     version: VERSION,
-    kinds: new KindRegistry().register(simKind),
+    kinds: new KindRegistry().register(simKind).register(cameraActorKind),
     signal: ctx.signal,
   });
 }

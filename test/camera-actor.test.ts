@@ -1,0 +1,87 @@
+import { readdirSync, readFileSync } from "node:fs";
+import { connect } from "@nats-io/transport-node";
+import { describe, expect, it, onTestFinished } from "vitest";
+import { ControlClient } from "../runtime/index.ts";
+import type { CameraStatus } from "../subjects/index.ts";
+import { runCamfleet } from "./helpers/camfleet-process.ts";
+import { startNats } from "./helpers/nats-harness.ts";
+import { startRtspCamera } from "./helpers/rtsp-camera.ts";
+import { waitFor } from "./helpers/wait.ts";
+
+/** pids of ffmpeg processes whose command line mentions `needle`. */
+function ffmpegWith(needle: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const cmd = readFileSync(`/proc/${entry}/cmdline`, "utf8").split("\0");
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      if (stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) === "Z") continue;
+      if (cmd[0]?.endsWith("ffmpeg") && cmd.some((a) => a.includes(needle))) pids.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return pids;
+}
+
+/** A node running real camera actors, and a client to drive it. */
+async function cameraNode() {
+  const nats = await startNats({ onCleanup: onTestFinished });
+  const node = runCamfleet(["node"], {
+    env: { NATS_URL: nats.url, NODE_ID: "cam-node", HTTP_PORT: "0", CAMFLEET_ACTOR_KIND: "camera" },
+    onCleanup: onTestFinished,
+  });
+  await node.waitForLog((l) => l.msg === "node ready");
+  const nc = await connect({ servers: nats.url });
+  onTestFinished(() => nc.close());
+  const client = new ControlClient(nc);
+  const status = (id: string) => client.cameraStatus(id).catch(() => undefined);
+  const waitState = (id: string, pred: (s: CameraStatus) => boolean, message: string, timeoutMs = 20_000) =>
+    waitFor(async () => {
+      const s = await status(id);
+      return s !== undefined && pred(s) ? s : undefined;
+    }, { timeoutMs, intervalMs: 100, message });
+  return { client, waitState, node };
+}
+
+describe("camera actor against a real RTSP camera", () => {
+  it("streams with the source's size and rate, recovers when the camera comes back, and leaves no ffmpeg after stop", async () => {
+    const cam = await startRtspCamera({ onCleanup: onTestFinished, mounts: [{ path: "/door", width: 640, height: 360, fps: 15 }] });
+    const { client, waitState } = await cameraNode();
+    await client.putCamera({ id: "door", url: cam.url("/door") });
+
+    const streaming = await waitState("door", (s) => s.state === "STREAMING", "door STREAMING");
+    expect(streaming.stream).toMatchObject({ codec: "h264", width: 640, height: 360, fps: 15 });
+    expect(ffmpegWith(`:${cam.port}/door`)).toHaveLength(1);
+    await waitState("door", (s) => s.frames.received > 15, "frames counted");
+
+    await cam.kill();
+    const failed = await waitState("door", (s) => s.state === "ERROR", "door ERROR after the camera died");
+    expect(["FFMPEG_EXITED", "SOURCE_UNREACHABLE", "STREAM_STALLED"]).toContain(failed.error?.code);
+    expect(failed.error?.retry_in_ms).toBeGreaterThan(0);
+
+    await cam.restart();
+    await waitState("door", (s) => s.state === "STREAMING", "door STREAMING again after the camera returned", 40_000);
+
+    await client.stopCamera("door");
+    await waitFor(() => ffmpegWith(`:${cam.port}/door`).length === 0, { timeoutMs: 10_000, message: "ffmpeg of door gone after stop" });
+  });
+
+  it("a wrong password reports SOURCE_AUTH without ever showing the password", async () => {
+    const cam = await startRtspCamera({
+      onCleanup: onTestFinished,
+      mounts: [{ path: "/gate" }],
+      credentials: { user: "admin", password: "right-one" },
+    });
+    const { client, waitState, node } = await cameraNode();
+    await client.putCamera({ id: "gate", url: cam.url("/gate", { credentials: { user: "admin", password: "wrong-pw" } }) });
+    const failed = await waitState("gate", (s) => s.state === "ERROR", "gate ERROR");
+    expect(failed.error?.code).toBe("SOURCE_AUTH");
+    expect(JSON.stringify(failed)).not.toContain("wrong-pw");
+    expect(JSON.stringify(node.lines)).not.toContain("wrong-pw");
+
+    await client.putCamera({ id: "gate", url: cam.url("/gate", { withCredentials: true }) });
+    await waitState("gate", (s) => s.state === "STREAMING", "gate STREAMING with the right password", 40_000);
+  });
+});
