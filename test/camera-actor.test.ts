@@ -68,6 +68,21 @@ describe("camera actor against a real RTSP camera", () => {
     await waitFor(() => ffmpegWith(`:${cam.port}/door`).length === 0, { timeoutMs: 10_000, message: "ffmpeg of door gone after stop" });
   });
 
+  it("a frozen camera reads as STREAM_STALLED, and streams again once it thaws", async () => {
+    const cam = await startRtspCamera({ onCleanup: onTestFinished, mounts: [{ path: "/yard", width: 320, height: 240, fps: 10 }] });
+    const { client, waitState } = await cameraNode();
+    await client.putCamera({ id: "yard", url: cam.url("/yard") });
+    await waitState("yard", (s) => s.state === "STREAMING", "yard STREAMING");
+    process.kill(cam.pid!, "SIGSTOP");
+    onTestFinished(() => {
+      if (cam.pid !== undefined) process.kill(cam.pid, "SIGCONT");
+    });
+    const stalled = await waitState("yard", (s) => s.state === "ERROR", "yard ERROR while frozen", 15_000);
+    expect(stalled.error?.code).toBe("STREAM_STALLED");
+    process.kill(cam.pid!, "SIGCONT");
+    await waitState("yard", (s) => s.state === "STREAMING", "yard STREAMING after thawing", 40_000);
+  });
+
   it("a wrong password reports SOURCE_AUTH without ever showing the password", async () => {
     const cam = await startRtspCamera({
       onCleanup: onTestFinished,

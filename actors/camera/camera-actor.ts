@@ -23,7 +23,15 @@ export interface Ingest {
   stop(): Promise<void>;
 }
 
-export type StartIngest = (spec: CameraSpec, options: IngestCallbacks & { allowLocalSources: boolean; logger: ActorContext["logger"] }) => Promise<Ingest>;
+export type StartIngest = (
+  spec: CameraSpec,
+  options: IngestCallbacks & {
+    allowLocalSources: boolean;
+    logger: ActorContext["logger"];
+    /** FFmpeg's socket timeout, ms: longer than the stall timeout, so a frozen source reads as STREAM_STALLED. */
+    ioTimeoutMs?: number;
+  },
+) => Promise<Ingest>;
 
 export interface Whip {
   writeRtp(packet: Buffer): void;
@@ -145,6 +153,7 @@ class CameraActor implements Actor {
       .startIngest(this.#spec, {
         allowLocalSources: this.#ctx.config.allowLocalSources,
         logger: this.#ctx.logger,
+        ioTimeoutMs: this.#machine.getSnapshot().context.timing.stallTimeoutMs * 2,
         onReady: (stream) => {
           if (!current()) return;
           this.#metrics.fps.set({ camera: this.#spec.id }, stream.fps);

@@ -23,7 +23,7 @@ export interface CameraTiming {
   backoffMaxMs: number;
   /** STREAMING this long resets the attempt count, ms. Default 60000. */
   resetAfterMs: number;
-  /** No frame for this long while STREAMING → ERROR with STREAM_STALLED, ms. Default 10000. */
+  /** No frame for this long while STREAMING → ERROR with STREAM_STALLED, ms. Default 5000. */
   stallTimeoutMs: number;
   /** Giving up on CONNECTING after this long → ERROR with SOURCE_UNREACHABLE, ms. Default 15000. */
   connectTimeoutMs: number;
@@ -33,7 +33,7 @@ export const DEFAULT_CAMERA_TIMING: CameraTiming = {
   backoffBaseMs: 1000,
   backoffMaxMs: 30_000,
   resetAfterMs: 60_000,
-  stallTimeoutMs: 10_000,
+  stallTimeoutMs: 5_000,
   connectTimeoutMs: 15_000,
 };
 
