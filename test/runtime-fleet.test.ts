@@ -59,6 +59,17 @@ function allStreaming(events: readonly StatusEvent[], owners: ReadonlyMap<string
   });
 }
 
+/** Waits until every camera has exactly one owner and reports STREAMING under that owner's epoch. */
+function settled(f: Awaited<ReturnType<typeof fleet>>, cameras: readonly string[]): Promise<Map<string, LeaseOwner>> {
+  return waitFor(
+    async () => {
+      const o = await expectOwnedExactlyOnce(f.leases, f.nodes, cameras);
+      return allStreaming(f.log.events, o, cameras) ? o : undefined;
+    },
+    { timeoutMs: 20_000, intervalMs: 100, message: `${cameras.length} cameras owned and STREAMING` },
+  );
+}
+
 function camerasOf(owners: ReadonlyMap<string, LeaseOwner>, node: string): string[] {
   return [...owners].filter(([, o]) => o.node === node).map(([c]) => c).sort();
 }
@@ -88,15 +99,10 @@ describe("a fleet of sim nodes on one nats-server", () => {
   });
 
   it("after kill -9 of a node its cameras run on the survivors within 5 s, never on two nodes at once", async () => {
-    const { nats, natsPid, nodes, nc, log, leases } = await fleet(3);
+    const f = await fleet(3);
+    const { nats, natsPid, nodes, nc, log, leases } = f;
     const cameras = await putCameras(nc, cameraIds(30));
-    const before = await waitFor(
-      async () => {
-        const o = await expectOwnedExactlyOnce(leases, nodes, cameras);
-        return allStreaming(log.events, o, cameras) ? o : undefined;
-      },
-      { timeoutMs: 20_000, intervalMs: 100, message: "30 cameras owned and STREAMING" },
-    );
+    const before = await settled(f, cameras);
     const [victim, ...survivors] = nodes as [FleetNodeProcess, ...FleetNodeProcess[]];
     const orphaned = camerasOf(before, victim.id);
     expect(orphaned.length).toBeGreaterThan(0);
@@ -185,15 +191,10 @@ describe("a fleet of sim nodes on one nats-server", () => {
   });
 
   it("on SIGTERM a node deletes its leases and exits 0; the others take over well inside a TTL", async () => {
-    const { nats, natsPid, nodes, nc, log, leases } = await fleet(3);
+    const f = await fleet(3);
+    const { nats, natsPid, nodes, nc, log, leases } = f;
     const cameras = await putCameras(nc, cameraIds(30));
-    const before = await waitFor(
-      async () => {
-        const o = await expectOwnedExactlyOnce(leases, nodes, cameras);
-        return allStreaming(log.events, o, cameras) ? o : undefined;
-      },
-      { timeoutMs: 20_000, intervalMs: 100, message: "30 cameras owned and STREAMING" },
-    );
+    const before = await settled(f, cameras);
     const [victim, ...survivors] = nodes as [FleetNodeProcess, ...FleetNodeProcess[]];
     const handed = camerasOf(before, victim.id);
 
@@ -284,15 +285,10 @@ describe("a fleet of sim nodes on one nats-server", () => {
   });
 
   it("a stopped camera is released and claimed by nobody; started again it is claimed; deleted it is released", async () => {
-    const { nats, natsPid, nodes, nc, log, leases } = await fleet(2);
+    const f = await fleet(2);
+    const { nats, natsPid, nodes, nc, log, leases } = f;
     const cameras = await putCameras(nc, cameraIds(4));
-    const before = await waitFor(
-      async () => {
-        const o = await expectOwnedExactlyOnce(leases, nodes, cameras);
-        return allStreaming(log.events, o, cameras) ? o : undefined;
-      },
-      { timeoutMs: 20_000, intervalMs: 100, message: "4 cameras owned and STREAMING" },
-    );
+    const before = await settled(f, cameras);
     const target = cameras[0]!;
     const others = cameras.slice(1);
     const first = before.get(target)!;
