@@ -33,6 +33,8 @@ export interface ControlDeps {
   metrics: NodeMetrics;
   /** Current lease of a camera, if it is held. */
   lease(camera: string): Lease | undefined;
+  /** Every camera spec, as the node's watch of camfleet_cameras has it. */
+  specs(): CameraSpec[];
   /** Live nodes. */
   nodes(): NodeInfo[];
   /** Last reported state of a camera, if known. */
@@ -143,14 +145,10 @@ export function serveControl(deps: ControlDeps): { stop(): void } {
 
   serve(subjects.ctl.camerasList, "camerasList", async (body) => {
     const filter = parseOrThrow(control.camerasList.request, body, "request");
-    const specs: CameraSpec[] = [];
-    for await (const key of await deps.cameras.keys()) {
-      const found = await getSpec(key).catch(() => undefined);
-      if (found === undefined) continue;
-      if (filter.tenant !== undefined && found.spec.tenant !== filter.tenant) continue;
-      if (filter.site !== undefined && found.spec.site !== filter.site) continue;
-      specs.push(found.spec);
-    }
+    // The node already watches every spec: list from that, not one KV read per camera.
+    const specs = deps
+      .specs()
+      .filter((spec) => (filter.tenant === undefined || spec.tenant === filter.tenant) && (filter.site === undefined || spec.site === filter.site));
     specs.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     const cameras = await Promise.all(
       specs.map(async (spec) => {

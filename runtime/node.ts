@@ -230,6 +230,7 @@ export class FleetNode {
         const view = this.#view;
         return view !== undefined && view.holder(camera) !== undefined ? view.leases.get(camera)?.value : undefined;
       },
+      specs: () => [...(this.#view?.cameras.values() ?? [])].map((c) => c.value),
       nodes: () => this.#view?.liveNodes() ?? [],
       state: (spec) => this.#stateOf(spec),
       drain: () => this.drain(),
