@@ -15,7 +15,19 @@ const EXIT_FAILURE = 1;
 const EXIT_USAGE = 2;
 const EXIT_CONFIG = 78;
 
-const VERSION = (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version;
+/** The project's package.json: one folder up from the sources, two from their build in dist/. */
+function readPackageJson(): { version: string } {
+  for (const rel of ["../package.json", "../../package.json"]) {
+    try {
+      return JSON.parse(readFileSync(new URL(rel, import.meta.url), "utf8")) as { version: string };
+    } catch {
+      // try the next one
+    }
+  }
+  return { version: "unknown" };
+}
+
+const VERSION = readPackageJson().version;
 
 interface Service {
   stop(): Promise<void>;

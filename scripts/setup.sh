@@ -63,3 +63,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   npm ci --no-audit --no-fund --loglevel=error
   echo "$want" >"$stamp"
 fi
+
+# The compiled build bin/camfleet.js runs (dist/); skipped when already fresh.
+node scripts/build.mjs || say "build failed: camfleet will run its sources through tsx"
