@@ -178,9 +178,11 @@ camera
   .option("--site <site>", "site id", "default")
   .option("--solutions <list>", "comma-separated detector solutions, e.g. motion")
   .option("--publish <mode>", "on-demand, always or off", "on-demand")
+  .option("--rtsp-transport <tcp|udp>", "RTSP transport", "tcp")
+  .option("--transcode", "re-encode a source that is not H.264 (costs CPU; H.264 is always copied)")
   .option("--disabled", "store it without running it")
   .option("--json", "print JSON")
-  .action((id: string, url: string, o: { name?: string; tenant: string; site: string; solutions?: string; publish: string; disabled?: boolean; json?: boolean }) =>
+  .action((id: string, url: string, o: { name?: string; tenant: string; site: string; solutions?: string; publish: string; rtspTransport: string; transcode?: boolean; disabled?: boolean; json?: boolean }) =>
     withClient(async (client) => {
       const spec = {
         id,
@@ -188,6 +190,8 @@ camera
         tenant: o.tenant,
         site: o.site,
         publish: o.publish as "on-demand",
+        rtsp_transport: o.rtspTransport as "tcp",
+        transcode: o.transcode === true,
         enabled: o.disabled !== true,
         ...(o.name !== undefined ? { name: o.name } : {}),
         ...(o.solutions !== undefined ? { solutions: o.solutions.split(",").filter((x) => x !== "") } : {}),

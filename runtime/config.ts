@@ -49,7 +49,7 @@ export interface Config {
   embeddedNatsPort: number;
   /** Replicas of streams and buckets; unset = 1 on a single server, 3 on a cluster of three or more. */
   replicas?: number;
-  /** Actor kind that runs each camera: `sim` (simulated, no media) until the camera actor lands. */
+  /** Actor kind that runs each camera: `camera` (default) or `sim` (simulated, no media). */
   actorKind: string;
 }
 
@@ -190,7 +190,7 @@ export function loadConfig(env: Env, role: Role): Config {
     dataDir: parsed.CAMFLEET_DATA_DIR ?? join(env.XDG_DATA_HOME ?? join(homedir(), ".local", "share"), "camfleet"),
     embeddedNatsPort: parsed.CAMFLEET_NATS_PORT ?? 4222,
     ...(parsed.CAMFLEET_REPLICAS !== undefined ? { replicas: parsed.CAMFLEET_REPLICAS } : {}),
-    actorKind: parsed.CAMFLEET_ACTOR_KIND ?? "sim",
+    actorKind: parsed.CAMFLEET_ACTOR_KIND ?? "camera",
   };
 }
 

@@ -71,6 +71,8 @@ const cameraSpecFields = {
   solutions: z.array(SolutionName).max(32),
   publish: z.enum(["on-demand", "always", "off"]),
   rtsp_transport: z.enum(["tcp", "udp"]),
+  /** Re-encode a source that is not H.264 (H.265, MJPEG, …) to H.264; off, such a source is UNSUPPORTED_CODEC. H.264 is always copied. */
+  transcode: z.boolean(),
   ai: z.strictObject(aiFields),
   labels: z.record(z.string().max(64), z.string().max(256)).optional(),
 };
@@ -85,6 +87,7 @@ export const CameraSpecSchema = z.strictObject({
   solutions: z.array(SolutionName).max(32).default([]),
   publish: z.enum(["on-demand", "always", "off"]).default("on-demand"),
   rtsp_transport: z.enum(["tcp", "udp"]).default("tcp"),
+  transcode: z.boolean().default(false),
   ai: AiSettingsSchema.prefault({}),
 });
 export type CameraSpec = z.output<typeof CameraSpecSchema>;

@@ -99,4 +99,20 @@ describe("camera actor against a real RTSP camera", () => {
     await client.putCamera({ id: "gate", url: cam.url("/gate", { withCredentials: true }) });
     await waitState("gate", (s) => s.state === "STREAMING", "gate STREAMING with the right password", 40_000);
   });
+
+  it("an H.265 camera is UNSUPPORTED_CODEC until its spec turns transcode on, then streams", async () => {
+    const cam = await startRtspCamera({ onCleanup: onTestFinished, mounts: [{ path: "/hevc", codec: "h265", width: 320, height: 240, fps: 10 }] });
+    const { client, waitState } = await cameraNode();
+    await client.putCamera({ id: "hevc", url: cam.url("/hevc") });
+    const refused = await waitState("hevc", (s) => s.state === "ERROR", "hevc ERROR without transcode");
+    expect(refused.error).toMatchObject({ code: "UNSUPPORTED_CODEC", detail: "source video is hevc, not H.264, and transcoding is off" });
+
+    const { camera } = await client.putCamera({ id: "hevc", url: cam.url("/hevc"), transcode: true });
+    expect(camera.transcode).toBe(true);
+    const streaming = await waitState("hevc", (s) => s.state === "STREAMING", "hevc STREAMING with transcode", 40_000);
+    // The source's own stream is reported; what leaves the camera is H.264 (checked at RTP level in camera-ingest.test.ts).
+    expect(streaming.stream).toMatchObject({ codec: "hevc", width: 320, height: 240 });
+    await waitState("hevc", (s) => s.frames.received > 10, "transcoded frames counted");
+    expect(ffmpegWith(`:${cam.port}/hevc`)).toHaveLength(1);
+  });
 });

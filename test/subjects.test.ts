@@ -103,6 +103,7 @@ describe("CameraSpec", () => {
       solutions: [],
       publish: "on-demand",
       rtsp_transport: "tcp",
+      transcode: false,
       ai: { enabled: false, max_fps: 1, timeout_ms: 2000, motion_gate: true },
     });
   });

@@ -27,6 +27,8 @@ export type StartIngest = (
   spec: CameraSpec,
   options: IngestCallbacks & {
     allowLocalSources: boolean;
+    /** The spec's `transcode`: re-encode a source that is not H.264 instead of failing with UNSUPPORTED_CODEC. */
+    transcode: boolean;
     logger: ActorContext["logger"];
     /** FFmpeg's socket timeout, ms: longer than the stall timeout, so a frozen source reads as STREAM_STALLED. */
     ioTimeoutMs?: number;
@@ -152,6 +154,7 @@ class CameraActor implements Actor {
     const started = this.#media
       .startIngest(this.#spec, {
         allowLocalSources: this.#ctx.config.allowLocalSources,
+        transcode: this.#spec.transcode,
         logger: this.#ctx.logger,
         ioTimeoutMs: this.#machine.getSnapshot().context.timing.stallTimeoutMs * 2,
         onReady: (stream) => {
@@ -247,7 +250,7 @@ class CameraActor implements Actor {
   update(spec: CameraSpec): void {
     const old = this.#spec;
     this.#spec = spec;
-    const sourceChanged = spec.url !== old.url || spec.rtsp_transport !== old.rtsp_transport || JSON.stringify(spec.ai) !== JSON.stringify(old.ai);
+    const sourceChanged = spec.url !== old.url || spec.rtsp_transport !== old.rtsp_transport || spec.transcode !== old.transcode || JSON.stringify(spec.ai) !== JSON.stringify(old.ai);
     if (sourceChanged) {
       // Only the ingest restarts; the WHIP session follows the new stream when it is up.
       this.#machine.send({ type: "RESTART" });
