@@ -126,7 +126,7 @@ function ticksOf(pids: number[]): Map<number, number> {
 // ------------------------------------------------------------------ helpers
 
 async function startReceiver(): Promise<{ origin: string; stats(): Promise<{ cameras: Record<string, { packets: number; bytes: number }>; cpu_us: number }>; pid: number }> {
-  const run = await superviseSpawn(process.execPath, ["--import", "tsx", RECEIVER], { stdio: ["ignore", "pipe"] });
+  const run = superviseSpawn(process.execPath, ["--import", "tsx", RECEIVER], { stdio: ["ignore", "pipe"] });
   onCleanup(() => run.terminate(5000));
   if (run.child.pid) ourPids.add(run.child.pid);
   const origin = await new Promise<string>((resolve, reject) => {
@@ -174,7 +174,7 @@ async function measureFloor(cam: RtspCamera, n: number): Promise<PhaseResult> {
       sockets.push(s);
     }
     for (let i = 0; i < n; i++) {
-      const run = await superviseSpawn(FFMPEG, bareArgs(cam.url(MOUNT.path), sockets[i]!.address().port), { tailLines: 10 });
+      const run = superviseSpawn(FFMPEG, bareArgs(cam.url(MOUNT.path), sockets[i]!.address().port), { tailLines: 10 });
       if (run.child.pid) ourPids.add(run.child.pid);
       runs.push(run);
     }
@@ -240,7 +240,7 @@ async function startCamfleet(cam: RtspCamera, whipOrigin: string, receiverStats:
     node = { pid: proc.child.pid! };
   } else {
     // --cpu-prof is not allowed in NODE_OPTIONS: run bin/camfleet.js ourselves, with the flag on node's command line.
-    const run = await superviseSpawn(process.execPath, ["--cpu-prof", `--cpu-prof-dir=${profDir}`, CAMFLEET_BIN, "node"], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe"] });
+    const run = superviseSpawn(process.execPath, ["--cpu-prof", `--cpu-prof-dir=${profDir}`, CAMFLEET_BIN, "node"], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe"] });
     local.push(() => run.terminate(15_000)); // SIGTERM: the node exits and writes its profile
     await new Promise<void>((resolve, reject) => {
       let buf = "";
@@ -404,7 +404,7 @@ try {
   const cam = await startRtspCamera({ onCleanup, shared: true, mounts: [MOUNT] });
   if (cam.pid) ourPids.add(cam.pid);
   // One client attached for the whole run: a shared stream can stall as clients come and go.
-  const watcher = await superviseSpawn(FFMPEG, ["-hide_banner", "-nostdin", "-loglevel", "error", "-rtsp_transport", "tcp", "-i", cam.url(MOUNT.path), "-map", "0:v:0", "-c:v", "copy", "-f", "null", "-"], { tailLines: 10 });
+  const watcher = superviseSpawn(FFMPEG, ["-hide_banner", "-nostdin", "-loglevel", "error", "-rtsp_transport", "tcp", "-i", cam.url(MOUNT.path), "-map", "0:v:0", "-c:v", "copy", "-f", "null", "-"], { tailLines: 10 });
   onCleanup(() => watcher.terminate(5000));
   if (watcher.child.pid) ourPids.add(watcher.child.pid);
   await sleep(2000);

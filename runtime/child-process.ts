@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess, type IOType } from "node:child_process";
-import { constants as fsConstants } from "node:fs";
+import { existsSync, constants as fsConstants } from "node:fs";
 import { access } from "node:fs/promises";
 import { delimiter, join } from "node:path";
 
@@ -40,52 +40,67 @@ export interface SupervisedChild {
   spawnError?: Error;
   /** Set when we asked the process to go, so callers can tell a crash from a stop. */
   expected: boolean;
+  /** True once the process has exited (or could not be spawned); its pid must not be signalled any more. */
+  hasExited(): boolean;
   stderrTail(): string;
-  /** SIGTERM, then SIGKILL after `timeoutMs`; resolves on exit. */
+  /** Sends `signal` to the process's group (the process and whatever it started), unless it has exited. */
+  signal(signal: NodeJS.Signals): void;
+  /** SIGTERM to the group, then SIGKILL after `timeoutMs`; resolves on exit. */
   terminate(timeoutMs: number): Promise<ChildExit>;
-  /** SIGKILL; resolves on exit. */
+  /** SIGKILL to the group; resolves on exit. */
   kill(): Promise<ChildExit>;
 }
 
-const SETPRIV_PATHS = ["/usr/bin/setpriv", "/bin/setpriv"];
-let setprivPath: Promise<string | undefined> | undefined;
+/** setpriv (util-linux) gives the child a parent-death signal; without it, children outlive a kill -9 of ours. */
+export const SETPRIV = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => existsSync(p));
 
 /** Starts `command` supervised as described above. */
-export async function superviseSpawn(command: string, args: readonly string[], options: SuperviseOptions = {}): Promise<SupervisedChild> {
-  setprivPath ??= findExecutable("setpriv", SETPRIV_PATHS);
-  const setpriv = await setprivPath;
+export function superviseSpawn(command: string, args: readonly string[], options: SuperviseOptions = {}): SupervisedChild {
   // The parent-death signal is tied to the forking thread: for child_process that is Node's main thread.
-  const [cmd, argv] = setpriv !== undefined ? [setpriv, ["--pdeathsig", "KILL", "--", command, ...args]] : [command, [...args]];
+  const [cmd, argv] = SETPRIV !== undefined ? [SETPRIV, ["--pdeathsig", "KILL", "--", command, ...args]] : [command, [...args]];
   const [stdin = "ignore", stdout = "ignore", ...extra] = options.stdio ?? [];
+  // detached: its own process group, so signals reach everything it started and a terminal's Ctrl-C reaches only us.
   const child: ChildProcess = spawn(cmd, argv, { env: options.env ?? process.env, stdio: [stdin, stdout, "pipe", ...extra], detached: true });
 
   const tail: string[] = [];
   const keep = options.tailLines ?? 40;
+  let ended = false;
   let onExit!: (e: ChildExit) => void;
   const exited = new Promise<ChildExit>((resolve) => (onExit = resolve));
   let onClosed!: () => void;
   const closed = new Promise<void>((resolve) => (onClosed = resolve));
+
+  const signal = (sig: NodeJS.Signals) => {
+    const pid = child.pid;
+    // After the exit the pid (and group id) may belong to someone else: never signal it then.
+    if (ended || pid === undefined) return;
+    try {
+      process.kill(-pid, sig);
+    } catch {
+      child.kill(sig);
+    }
+  };
 
   const supervised: SupervisedChild = {
     child,
     exited,
     closed,
     expected: false,
+    hasExited: () => ended,
     stderrTail: () => tail.join("\n"),
+    signal,
     async terminate(timeoutMs) {
       supervised.expected = true;
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill("SIGTERM");
-        const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-        const exit = await exited;
-        clearTimeout(timer);
-        return exit;
-      }
+      if (ended) return exited;
+      signal("SIGTERM");
+      const exit = await withTimeout(exited, timeoutMs);
+      if (exit !== timedOut) return exit;
+      signal("SIGKILL");
       return exited;
     },
     async kill() {
       supervised.expected = true;
-      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      signal("SIGKILL");
       return exited;
     },
   };
@@ -98,7 +113,8 @@ export async function superviseSpawn(command: string, args: readonly string[], o
   let partial = "";
   child.stderr?.setEncoding("utf8");
   child.stderr?.on("data", (chunk: string) => {
-    const lines = (partial + chunk).split("\n");
+    // \r too: FFmpeg ends its status lines with it.
+    const lines = (partial + chunk).split(/\r\n|\n|\r/);
     partial = lines.pop() ?? "";
     for (const l of lines) line(l);
   });
@@ -109,11 +125,16 @@ export async function superviseSpawn(command: string, args: readonly string[], o
   });
   // 'error' without 'exit' happens when the spawn itself fails (e.g. EACCES).
   child.once("error", (err) => {
+    if (ended) return;
+    ended = true;
     supervised.spawnError = err;
     onExit({ code: null, signal: null });
     onClosed();
   });
-  child.once("exit", (code, signal) => onExit({ code, signal }));
+  child.once("exit", (code, sig) => {
+    ended = true;
+    onExit({ code, signal: sig });
+  });
   return supervised;
 }
 

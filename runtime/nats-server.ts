@@ -263,7 +263,7 @@ export class NatsServerProcess {
     this.#stderrLines = [];
     // Parent-death signal and an own process group: a Ctrl-C reaches only the
     // parent, which stops the server in order, after its clients have drained.
-    const run = await superviseSpawn(binary, this.#args(), { ...(o.env !== undefined ? { env: o.env } : {}), onStderrLine: (line) => this.#logLine(line) });
+    const run = superviseSpawn(binary, this.#args(), { ...(o.env !== undefined ? { env: o.env } : {}), onStderrLine: (line) => this.#logLine(line) });
     this.#running = run;
     void run.exited.then((exit) => {
       if (this.#running === run) this.#running = undefined;

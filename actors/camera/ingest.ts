@@ -14,20 +14,17 @@
 // UNSUPPORTED_CODEC, or, with `transcode`, FFmpeg is started once more with
 // libx264 for that source. H.264 is never re-encoded.
 //
-// Process hygiene follows runtime/nats-server.ts: an argument array (no
-// shell), `setpriv --pdeathsig KILL` where it exists (FFmpeg dies with this
-// process, even on SIGKILL), its own process group (a terminal's Ctrl-C
-// reaches only the parent, and stop() signals the whole group), the inherited
-// environment (the test suite's leak check follows a variable every child
-// inherits). Node reaps the child; stop() resolves only after the exit.
+// FFmpeg runs under runtime/child-process.ts like every helper process: an
+// argument array (no shell), `setpriv --pdeathsig KILL` (it dies with this
+// process, even on SIGKILL), its own process group (stop() signals the whole
+// group), the inherited environment (the test suite's leak check follows a
+// variable every child inherits). stop() resolves only after the exit.
 
-import { spawn, type ChildProcess } from "node:child_process";
 import { createSocket, type Socket } from "node:dgram";
-import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { silentLogger, type Logger } from "../../runtime/index.ts";
 import { redact, schemeOf, type CameraErrorCode, type CameraSpec, type StreamInfo } from "../../subjects/index.ts";
-import { timedOut, withTimeout } from "../../runtime/child-process.ts";
+import { superviseSpawn, withTimeout, type SupervisedChild } from "../../runtime/child-process.ts";
 
 // ---------------------------------------------------------------- public types
 
@@ -427,19 +424,17 @@ function clean(text: string): string {
 
 // ---------------------------------------------------------------- running
 
-const SETPRIV = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => existsSync(p));
 const STDERR_TAIL_LINES = 40;
 /** Bound on waiting for FFmpeg's pipes to drain after it exited. */
 const PIPE_DRAIN_MS = 1_000;
 
 interface Proc {
-  child: ChildProcess;
+  /** FFmpeg under runtime/child-process.ts: own process group, parent-death signal, stderr lines. */
+  run: SupervisedChild;
   mode: VideoMode;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** Settles when the process has exited and its pipes are drained (or after PIPE_DRAIN_MS). */
   done: Promise<void>;
-  hasExited: boolean;
-  spawnError?: Error;
+  /** The last STDERR_TAIL_LINES lines, for classifying the exit. */
   stderr: string[];
   section: "none" | "input" | "output";
   outputIndex: number;
@@ -515,7 +510,7 @@ class Ingest implements IngestHandle {
 
   get pid(): number | undefined {
     const p = this.#current;
-    return p && !p.hasExited ? p.child.pid : undefined;
+    return p && !p.run.hasExited() ? p.run.child.pid : undefined;
   }
 
   get rtpPort(): number | undefined {
@@ -558,7 +553,7 @@ class Ingest implements IngestHandle {
         mode = "encode";
         continue;
       }
-      const exit = await proc.exited;
+      const exit = await proc.run.exited;
       return classifyFfmpegExit({
         stderr: proc.stderr,
         code: exit.code,
@@ -567,7 +562,7 @@ class Ingest implements IngestHandle {
         inputOpened: proc.inputOpened,
         inputCodec: proc.input?.codec,
         copying: proc.mode === "copy" && this.#scheme !== "testsrc",
-        spawnError: proc.spawnError?.message,
+        spawnError: proc.run.spawnError?.message,
       });
     }
   }
@@ -585,10 +580,9 @@ class Ingest implements IngestHandle {
   #spawn(mode: VideoMode): Proc {
     const args = buildFfmpegArgs(this.#spec, { ...this.#argOptions(), rtpPort: this.#port!, video: mode });
     const ffmpeg = this.#opts.ffmpegPath ?? "ffmpeg";
-    const [command, argv] = SETPRIV ? [SETPRIV, ["--pdeathsig", "KILL", "--", ffmpeg, ...args]] : [ffmpeg, args];
     const withAnalysis = this.#spec.ai.enabled;
-    const stdio: ("ignore" | "pipe")[] = ["ignore", "pipe", "pipe"];
-    if (withAnalysis) stdio.push("pipe");
+    // stdin, stdout (progress), then fd 3 (analysis frames) when AI is on; stderr is always a pipe.
+    const stdio: ("ignore" | "pipe")[] = withAnalysis ? ["ignore", "pipe", "pipe"] : ["ignore", "pipe"];
     this.#log.debug({ args: args.map(redact) }, "starting ffmpeg");
     this.#startedAt = Date.now();
     this.#ready = false;
@@ -596,18 +590,19 @@ class Ingest implements IngestHandle {
     this.#frames = 0;
     this.#rtpSender = undefined;
 
-    // detached: its own process group, so stop() can signal the group.
-    const child = spawn(command, argv, { env: process.env, stdio, detached: true });
-    let onExit!: (e: { code: number | null; signal: NodeJS.Signals | null }) => void;
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => (onExit = res));
+    let proc!: Proc;
+    const run = superviseSpawn(ffmpeg, args, { stdio, tailLines: 0, onStderrLine: (line: string) => this.#onStderr(proc, line) });
+    const child = run.child;
     let onClose!: () => void;
     const closed = new Promise<void>((res) => (onClose = res));
-    const proc: Proc = {
-      child,
+    child.once("close", () => onClose());
+    run.exited.then(() => {
+      if (run.spawnError) onClose(); // no 'close' follows a failed spawn
+    });
+    proc = {
+      run,
       mode,
-      exited,
-      done: exited.then(() => withTimeout(closed, PIPE_DRAIN_MS)).then(() => undefined),
-      hasExited: false,
+      done: run.exited.then(() => withTimeout(closed, PIPE_DRAIN_MS)).then(() => undefined),
       stderr: [],
       section: "none",
       outputIndex: -1,
@@ -615,20 +610,7 @@ class Ingest implements IngestHandle {
       wrongCodec: false,
     };
     this.#current = proc;
-    child.once("error", (err) => {
-      // 'error' without 'exit' when the spawn itself fails.
-      proc.spawnError = err;
-      proc.hasExited = true;
-      onExit({ code: null, signal: null });
-      onClose();
-    });
-    child.once("exit", (code, signal) => {
-      proc.hasExited = true;
-      onExit({ code, signal });
-    });
-    child.once("close", () => onClose());
 
-    lines(child.stderr!, (line) => this.#onStderr(proc, line));
     lines(child.stdout!, progressParser((block) => this.#onProgressBlock(block)));
     if (withAnalysis) {
       const assembler = new FrameAssembler(this.#opts.analysisPixFmt ?? "gray", (frame) => this.#emit(() => this.#opts.onFrame?.(frame)));
@@ -663,7 +645,7 @@ class Ingest implements IngestHandle {
       if (copying && parsed.stream.codec !== "h264") {
         // The copy would fail at the bitstream filter anyway; end it now.
         proc.wrongCodec = true;
-        signalGroup(proc, "SIGKILL");
+        proc.run.signal("SIGKILL");
         return;
       }
       this.#maybeReady();
@@ -737,24 +719,10 @@ class Ingest implements IngestHandle {
   }
 }
 
-/** SIGTERM to the group (FFmpeg exits 255 on it: normal), SIGKILL after timeoutMs; resolves after the exit. */
+/** SIGTERM to the group (FFmpeg exits 255 on it: normal), SIGKILL after timeoutMs; resolves once exited and drained. */
 async function terminate(proc: Proc, timeoutMs: number): Promise<void> {
-  if (!proc.hasExited) {
-    signalGroup(proc, "SIGTERM");
-    if ((await withTimeout(proc.exited, timeoutMs)) === timedOut) signalGroup(proc, "SIGKILL");
-  }
+  await proc.run.terminate(timeoutMs);
   await proc.done;
-}
-
-function signalGroup(proc: Proc, signal: NodeJS.Signals): void {
-  const pid = proc.child.pid;
-  // After 'exit' the pid may belong to someone else: never signal it then.
-  if (proc.hasExited || pid === undefined) return;
-  try {
-    process.kill(-pid, signal);
-  } catch {
-    proc.child.kill(signal);
-  }
 }
 
 function bindRtpSocket(onPacket: (packet: Buffer, from: { address: string; port: number }) => void): Promise<Socket> {

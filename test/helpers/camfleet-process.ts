@@ -1,13 +1,13 @@
 // Runs the real `camfleet` command (bin/camfleet.js) as a child process and
 // reads its JSON log lines, so tests drive the program the way a user does.
 
-import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import type { ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import { superviseSpawn } from "../../runtime/child-process.ts";
 import type { RegisterCleanup } from "./nats-harness.ts";
 
 const BIN = fileURLToPath(new URL("../../bin/camfleet.js", import.meta.url));
-const SETPRIV = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => existsSync(p));
 
 export interface CamfleetProcess {
   child: ChildProcess;
@@ -25,13 +25,19 @@ export interface CamfleetProcess {
 export function runCamfleet(args: string[], opts: { env?: Record<string, string | undefined>; onCleanup: RegisterCleanup }): CamfleetProcess {
   // Inherit the environment: the suite's leak check follows a variable every child carries.
   const env = { ...process.env, LOG_LEVEL: "debug", ...opts.env };
-  // Under a parent-death signal, like the embedded nats-server: a killed test
-  // runner or benchmark leaves no node behind.
-  const child = SETPRIV
-    ? spawn(SETPRIV, ["--pdeathsig", "KILL", "--", process.execPath, BIN, ...args], { env, stdio: ["ignore", "pipe", "pipe"] })
-    : spawn(process.execPath, [BIN, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
-  const lines: Array<Record<string, unknown>> = [];
+  // Supervised like every helper process: under a parent-death signal (a
+  // killed test runner or benchmark leaves no node behind), in its own group.
   let stderr = "";
+  const run = superviseSpawn(process.execPath, [BIN, ...args], {
+    env,
+    stdio: ["ignore", "pipe"],
+    tailLines: 0,
+    onStderrLine: (line) => {
+      stderr += `${line}\n`;
+    },
+  });
+  const child = run.child;
+  const lines: Array<Record<string, unknown>> = [];
   const waiters = new Set<() => void>();
   let buf = "";
   child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
@@ -48,26 +54,11 @@ export function runCamfleet(args: string[], opts: { env?: Record<string, string 
       for (const w of waiters) w();
     }
   });
-  child.stderr!.setEncoding("utf8").on("data", (chunk: string) => {
-    stderr += chunk;
+  const exited = run.exited.then((exit) => {
+    for (const w of waiters) w();
+    return exit;
   });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once("exit", (code, signal) => {
-      for (const w of waiters) w();
-      resolve({ code, signal });
-    });
-  });
-
-  const stop = async (timeoutMs = 10_000) => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-      const result = await exited;
-      clearTimeout(timer);
-      return result;
-    }
-    return exited;
-  };
+  const stop = (timeoutMs = 10_000) => run.terminate(timeoutMs);
   opts.onCleanup(async () => {
     await stop(5_000);
   });

@@ -170,7 +170,7 @@ export async function startRtspCamera(opts: StartRtspCameraOptions): Promise<Rts
       throw new RtspCameraStartError(`no ${python}; run scripts/setup.sh (Debian's python3 with python3-gi is needed)`, { stderr: "" });
     }
     const args = [SERVER_SCRIPT, "--port", String(port), ...specs.flatMap((s) => ["--mount", JSON.stringify(s)])];
-    const run = await superviseSpawn(python, args, {
+    const run = superviseSpawn(python, args, {
       stdio: ["ignore", "pipe"],
       tailLines: STDERR_TAIL_LINES,
       ...(opts.onLog !== undefined ? { onStderrLine: opts.onLog } : {}),
