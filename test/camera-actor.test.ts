@@ -115,4 +115,29 @@ describe("camera actor against a real RTSP camera", () => {
     await waitState("hevc", (s) => s.frames.received > 10, "transcoded frames counted");
     expect(ffmpegWith(`:${cam.port}/hevc`)).toHaveLength(1);
   });
+
+  it("a changed spec restarts only what changed: a new name keeps FFmpeg, a new URL replaces it", async () => {
+    const cam = await startRtspCamera({ onCleanup: onTestFinished, mounts: [{ path: "/a", width: 320, height: 240, fps: 10 }, { path: "/b", width: 320, height: 240, fps: 10 }] });
+    const { client, waitState } = await cameraNode();
+    await client.putCamera({ id: "hall", url: cam.url("/a") });
+    const first = await waitState("hall", (s) => s.state === "STREAMING", "hall STREAMING on /a");
+    const [pidA] = ffmpegWith(`:${cam.port}/a`);
+    expect(pidA).toBeDefined();
+
+    // Not a source setting: the actor takes the spec, FFmpeg and the state stay.
+    await client.putCamera({ id: "hall", url: cam.url("/a"), name: "Front hall", labels: { floor: "1" } });
+    await waitFor(async () => (await client.getCamera("hall")).camera.name === "Front hall", { timeoutMs: 5_000, message: "renamed spec stored" });
+    const renamed = await waitState("hall", (s) => s.frames.received > first.frames.received + 10, "hall keeps streaming after the rename");
+    expect(renamed.state).toBe("STREAMING");
+    expect(renamed.since_ts).toBe(first.since_ts);
+    expect(ffmpegWith(`:${cam.port}/a`)).toEqual([pidA]);
+
+    // A source setting: only the ingest restarts, on the new URL.
+    await client.putCamera({ id: "hall", url: cam.url("/b"), name: "Front hall" });
+    await waitFor(() => ffmpegWith(`:${cam.port}/b`).length === 1 && ffmpegWith(`:${cam.port}/a`).length === 0, {
+      timeoutMs: 15_000,
+      message: "FFmpeg of /a replaced by one of /b",
+    });
+    await waitState("hall", (s) => s.state === "STREAMING" && s.since_ts > first.since_ts, "hall STREAMING on /b");
+  });
 });
