@@ -28,3 +28,4 @@ export { ClusterView } from "./cluster-view.ts";
 export { isTransientNatsError } from "./nats.ts";
 export { startOpsServer } from "./ops-http.ts";
 export type { OpsServer, OpsServerOptions } from "./ops-http.ts";
+export { h264PeerConfig, isLoopbackPair, keepLoopbackCandidates, LOOPBACK } from "./webrtc.ts";
