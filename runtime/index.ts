@@ -17,7 +17,7 @@ export type { ControlClientOptions, ControlResult } from "./control-client.ts";
 export { DEFAULT_PLACEMENT, FleetNode } from "./node.ts";
 export type { FleetNodeOptions, PlacementTuning } from "./node.ts";
 export { KindRegistry, runtimeError } from "./kinds.ts";
-export type { Actor, ActorContext, ActorKind, StatusReport, StopReason } from "./kinds.ts";
+export type { Actor, ActorContext, ActorKind, StatusReport, StopReason, ViewerReport } from "./kinds.ts";
 export { isCasConflict, LeaseKeeper, leaseTiming } from "./leases.ts";
 export type { LeaseLossReason, OwnedLease } from "./leases.ts";
 export { fairShare, handoverCount, hashUnit, rankCandidates, rendezvousScore } from "./placement.ts";

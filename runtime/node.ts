@@ -17,7 +17,7 @@ import {
 import { ClusterView } from "./cluster-view.ts";
 import type { Config } from "./config.ts";
 import { describeConfig } from "./config.ts";
-import { serveCameraStatus, serveControl } from "./control-server.ts";
+import { serveCameraStatus, serveCameraViewers, serveControl } from "./control-server.ts";
 import { startEmbeddedNats } from "./embedded-nats.ts";
 import { ensureJetStream } from "./jetstream-setup.ts";
 import type { ActorContext, KindRegistry, StatusReport, StopReason } from "./kinds.ts";
@@ -86,6 +86,7 @@ interface Owned {
   slot: ActorSlot;
   specRevision: number;
   statusSub: Subscription;
+  viewersSub: Subscription;
 }
 
 /**
@@ -442,7 +443,8 @@ export class FleetNode {
       onRestart: () => this.#restarts.inc({ camera }),
     });
     const statusSub = serveCameraStatus(this.#nc!, camera, () => slot.status(), log);
-    this.#owned.set(camera, { slot, specRevision, statusSub });
+    const viewersSub = serveCameraViewers(this.#nc!, camera, (report) => slot.viewers(report), log);
+    this.#owned.set(camera, { slot, specRevision, statusSub, viewersSub });
     this.metrics.camerasOwned.set(this.#owned.size);
     slot.start();
   }
@@ -497,6 +499,7 @@ export class FleetNode {
     if (owned === undefined) return;
     this.#owned.delete(camera);
     owned.statusSub.unsubscribe();
+    owned.viewersSub.unsubscribe();
     this.metrics.camerasOwned.set(this.#owned.size);
     this.#options.logger.warn({ camera, reason, epoch: owned.slot.epoch }, "lease lost; stopped actor (self-fencing)");
     void owned.slot.stop("lease-lost");
@@ -509,6 +512,7 @@ export class FleetNode {
     if (owned === undefined) return;
     this.#owned.delete(camera);
     owned.statusSub.unsubscribe();
+    owned.viewersSub.unsubscribe();
     await owned.slot.stop(reason);
     await this.#leases?.release(camera);
     this.metrics.camerasOwned.set(this.#owned.size);

@@ -1,7 +1,7 @@
 import { Counter, Gauge, type Registry } from "prom-client";
 import { createActor, type Actor as XActor } from "xstate";
 import { whipUrlFor } from "../../runtime/index.ts";
-import type { Actor, ActorContext, ActorKind, StopReason } from "../../runtime/index.ts";
+import type { Actor, ActorContext, ActorKind, StopReason, ViewerReport } from "../../runtime/index.ts";
 import type { CameraErrorCode, CameraSpec, CameraStatus, StreamInfo } from "../../subjects/index.ts";
 import { cameraMachine, DEFAULT_CAMERA_TIMING, stateName, type CameraTiming } from "./machine.ts";
 
@@ -114,6 +114,12 @@ class CameraActor implements Actor {
   #summary?: NodeJS.Timeout;
   #stopping?: Promise<void>;
   readonly #pending = new Set<Promise<unknown>>();
+  /** Viewer counts by gateway, each until it expires (monotonic ms) unless the gateway sends it again. */
+  readonly #viewerCounts = new Map<string, { viewers: number; expiresAt: number }>();
+  #viewerExpiry?: NodeJS.Timeout;
+  /** On-demand: someone watches (or stopped watching less than the linger time ago). */
+  #demand = false;
+  #linger?: NodeJS.Timeout;
 
   constructor(ctx: ActorContext, media: CameraKindOptions) {
     this.#ctx = ctx;
@@ -130,7 +136,7 @@ class CameraActor implements Actor {
       },
     });
     this.#machine = createActor(machine, {
-      input: { timing: { ...DEFAULT_CAMERA_TIMING, ...media.timing }, publishWanted: publishWanted(ctx.spec) },
+      input: { timing: { ...DEFAULT_CAMERA_TIMING, ...media.timing }, publishWanted: publishWanted(ctx.spec, false) },
     });
     this.#machine.subscribe((snapshot) => {
       const state = stateName(snapshot.value);
@@ -234,7 +240,7 @@ class CameraActor implements Actor {
       ...(this.#lastFrameTs !== undefined ? { last_frame_ts: this.#lastFrameTs } : {}),
       ...(age !== undefined ? { last_frame_age_s: Math.round(age * 1000) / 1000 } : {}),
       publishing: this.#publishing(),
-      viewers: 0,
+      viewers: this.#totalViewers(),
       ...(error !== undefined ? { error } : {}),
     });
   }
@@ -251,14 +257,65 @@ class CameraActor implements Actor {
     if (sourceChanged) {
       // Only the ingest restarts; the WHIP session follows the new stream when it is up.
       this.#machine.send({ type: "RESTART" });
-    } else if (publishWanted(spec) !== publishWanted(old)) {
-      this.#machine.send({ type: publishWanted(spec) ? "PUBLISH_WANTED" : "PUBLISH_UNWANTED" });
+    } else if (publishWanted(spec, this.#demand) !== publishWanted(old, this.#demand)) {
+      this.#machine.send({ type: publishWanted(spec, this.#demand) ? "PUBLISH_WANTED" : "PUBLISH_UNWANTED" });
     }
+  }
+
+  // ------------------------------------------------------------ viewers (on-demand publishing)
+
+  viewers(report: ViewerReport): number {
+    if (this.#stopping !== undefined) return 0;
+    if (report.viewers > 0) this.#viewerCounts.set(report.gateway, { viewers: report.viewers, expiresAt: performance.now() + report.ttlMs });
+    else this.#viewerCounts.delete(report.gateway);
+    this.#onViewersChanged();
+    return this.#totalViewers();
+  }
+
+  #totalViewers(): number {
+    const now = performance.now();
+    let total = 0;
+    for (const c of this.#viewerCounts.values()) if (c.expiresAt > now) total += c.viewers;
+    return total;
+  }
+
+  /** Drops expired counts, re-arms the expiry timer, and turns demand on or (after the linger time) off. */
+  #onViewersChanged(): void {
+    const now = performance.now();
+    for (const [gateway, c] of this.#viewerCounts) if (c.expiresAt <= now) this.#viewerCounts.delete(gateway);
+    clearTimeout(this.#viewerExpiry);
+    this.#viewerExpiry = undefined;
+    const next = Math.min(...[...this.#viewerCounts.values()].map((c) => c.expiresAt));
+    // A gateway that stops refreshing (it died) must not keep the camera publishing.
+    if (Number.isFinite(next)) this.#viewerExpiry = setTimeout(() => this.#onViewersChanged(), Math.max(0, next - now) + 1);
+
+    const watched = this.#totalViewers() > 0;
+    if (watched) {
+      clearTimeout(this.#linger);
+      this.#linger = undefined;
+      this.#setDemand(true);
+    } else if (this.#demand && this.#linger === undefined) {
+      this.#linger = setTimeout(() => {
+        this.#linger = undefined;
+        if (this.#totalViewers() === 0) this.#setDemand(false);
+      }, this.#ctx.config.onDemandLingerMs);
+    }
+  }
+
+  #setDemand(demand: boolean): void {
+    if (demand === this.#demand) return;
+    const before = publishWanted(this.#spec, this.#demand);
+    this.#demand = demand;
+    const after = publishWanted(this.#spec, demand);
+    this.#ctx.logger.info({ demand, viewers: this.#totalViewers() }, demand ? "viewers arrived: publishing on demand" : "no viewers for the linger time: publishing stops");
+    if (before !== after) this.#machine.send({ type: after ? "PUBLISH_WANTED" : "PUBLISH_UNWANTED" });
   }
 
   stop(_reason: StopReason): Promise<void> {
     this.#stopping ??= (async () => {
       clearInterval(this.#summary);
+      clearTimeout(this.#viewerExpiry);
+      clearTimeout(this.#linger);
       this.#machine.send({ type: "STOP" });
       this.#machine.stop();
       this.#metrics.forget(this.#spec.id);
@@ -283,7 +340,7 @@ class CameraActor implements Actor {
       ...(this.#lastFrameTs !== undefined ? { last_frame_ts: this.#lastFrameTs } : {}),
       frames: { received: this.#frames, sent_ai: 0, skipped_motion: 0, detections: 0 },
       publishing: this.#publishing(),
-      viewers: 0,
+      viewers: this.#totalViewers(),
       ...(this.#whip !== undefined
         ? { whip: { ...(this.#whip.sessionUrl !== undefined ? { session_url: this.#whip.sessionUrl } : {}), uptime_s: this.#whip.uptimeS() } }
         : {}),
@@ -292,7 +349,7 @@ class CameraActor implements Actor {
   }
 }
 
-/** `always` publishes whenever streaming; `on-demand` waits for viewers (counted by the relay, not yet wired); `off` never. */
-function publishWanted(spec: CameraSpec): boolean {
-  return spec.publish === "always";
+/** `always` publishes whenever streaming; `on-demand` while a gateway reports viewers (and for the linger time after); `off` never. */
+function publishWanted(spec: CameraSpec, demand: boolean): boolean {
+  return spec.publish === "always" || (spec.publish === "on-demand" && demand);
 }
