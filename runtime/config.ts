@@ -57,6 +57,8 @@ export interface Config {
   relayMaxViewersPerCamera: number;
   /** WHEP viewers a gateway serves at most, all cameras together. Default 500. */
   relayMaxViewers: number;
+  /** The relay keeps WebRTC on 127.0.0.1 only (single-host setups, tests). Default false. */
+  webrtcLoopbackOnly: boolean;
   /** Actor kind that runs each camera: `sim` (simulated, no media) until the camera actor lands. */
   actorKind: string;
 }
@@ -153,6 +155,7 @@ const VARS = {
   ON_DEMAND_LINGER_MS: { schema: int(0, 3_600_000) },
   RELAY_MAX_VIEWERS_PER_CAMERA: { schema: int(1, 100_000) },
   RELAY_MAX_VIEWERS: { schema: int(1, 1_000_000) },
+  WEBRTC_LOOPBACK_ONLY: { schema: bool },
 } as const satisfies Record<string, { schema: z.ZodType; alias?: string }>;
 
 type VarName = keyof typeof VARS;
@@ -207,6 +210,7 @@ export function loadConfig(env: Env, role: Role): Config {
     onDemandLingerMs: parsed.ON_DEMAND_LINGER_MS ?? 30_000,
     relayMaxViewersPerCamera: parsed.RELAY_MAX_VIEWERS_PER_CAMERA ?? 100,
     relayMaxViewers: parsed.RELAY_MAX_VIEWERS ?? 500,
+    webrtcLoopbackOnly: parsed.WEBRTC_LOOPBACK_ONLY ?? false,
   };
 }
 

@@ -61,6 +61,8 @@ export interface FleetNodeOptions {
   backoff?: BackoffPolicy;
   /** Aborts a start that is still waiting for NATS. */
   signal?: AbortSignal;
+  /** Serve /metrics, /healthz, /readyz on HTTP_PORT. Default true; `camfleet up` leaves them to the gateway. */
+  opsServer?: boolean;
 }
 
 /** How long shutdown waits, in all, for NATS to confirm releases and flush, ms. */
@@ -174,14 +176,16 @@ export class FleetNode {
     log.info({ config: describeConfig(config), version: this.#options.version, actorKind: kind.name }, "starting node");
     if (kind.name === "sim") log.warn("actor kind sim: cameras are simulated, no source is opened");
     // Ops first, so /healthz answers and /readyz explains while NATS comes up.
-    this.#ops = await startOpsServer({
-      host: config.httpHost,
-      port: config.httpPort,
-      registry: this.#options.registry,
-      notReadyReason: () => this.#notReadyReason(),
-      logger: log,
-    });
-    log.info({ url: this.#ops.url }, "serving /metrics, /healthz, /readyz");
+    if (this.#options.opsServer ?? true) {
+      this.#ops = await startOpsServer({
+        host: config.httpHost,
+        port: config.httpPort,
+        registry: this.#options.registry,
+        notReadyReason: () => this.#notReadyReason(),
+        logger: log,
+      });
+      log.info({ url: this.#ops.url }, "serving /metrics, /healthz, /readyz");
+    }
 
     if (config.natsServers === undefined) {
       this.#embedded = await startEmbeddedNats({ dataDir: config.dataDir, port: config.embeddedNatsPort, logger: log });
@@ -263,6 +267,11 @@ export class FleetNode {
         await new Promise((r) => setTimeout(r, delay));
       }
     }
+  }
+
+  /** Why the node cannot do its job yet, or undefined when it can. */
+  notReadyReason(): string | undefined {
+    return this.#notReadyReason();
   }
 
   #notReadyReason(): string | undefined {
