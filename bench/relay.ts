@@ -50,6 +50,7 @@ const CAMFLEET_BIN = fileURLToPath(new URL("../bin/camfleet.js", import.meta.url
 const VIEWERS = fileURLToPath(new URL("../test/fixtures/whep-viewers.ts", import.meta.url));
 const BASELINE = fileURLToPath(new URL("./udp-baseline.ts", import.meta.url));
 const HOST = "127.0.0.1";
+const VIEWERS_PER_PROCESS = 10;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const cleanups: Array<() => Promise<unknown>> = [];
@@ -119,6 +120,8 @@ function lines(child: SupervisedChild, on: (line: Record<string, unknown>) => vo
 }
 
 interface Phase {
+  /** In-relay forward time (arrival → last viewer's copy sent), ms, from the gateway's histogram: bucket upper bounds. */
+  inRelay?: { p50: number; p99: number };
   viewers: number;
   p50: number;
   p99: number;
@@ -140,13 +143,16 @@ function collector(child: SupervisedChild) {
   return {
     ready: () => ready,
     packets: () => packets,
-    reset: () => void (samples = []),
+    reset: (): void => {
+      samples = [];
+    },
     take: () => samples,
   };
 }
 
-async function measure(pid: number, viewers: number, c: ReturnType<typeof collector>, sent: () => number): Promise<Phase> {
+async function measure(pid: number, viewers: number, c: Pick<ReturnType<typeof collector>, "packets" | "reset" | "take">, sent: () => number, atStart?: () => Promise<void>): Promise<Phase> {
   await sleep(SETTLE_S * 1000);
+  await atStart?.();
   c.reset();
   const t0 = cpuTicks(pid);
   const p0 = c.packets();
@@ -181,11 +187,45 @@ async function startGateway(natsUrl: string, profDir?: string) {
   return { gw, url };
 }
 
+/** Viewers in processes of at most VIEWERS_PER_PROCESS each, so no one process's decryption queue dominates the figures. */
 async function relayViewers(url: string, n: number) {
-  const child = await superviseSpawn(process.execPath, ["--import", "tsx", VIEWERS, `${url}/whep/bench`, String(n), "--latency"], { stdio: ["ignore", "pipe"] });
-  const c = collector(child);
+  const children: SupervisedChild[] = [];
+  const cs: Array<ReturnType<typeof collector>> = [];
+  for (let left = n; left > 0; left -= VIEWERS_PER_PROCESS) {
+    const k = Math.min(VIEWERS_PER_PROCESS, left);
+    const child = await superviseSpawn(process.execPath, ["--import", "tsx", VIEWERS, `${url}/whep/bench`, String(k), "--latency"], { stdio: ["ignore", "pipe"] });
+    cleanups.push(() => child.terminate(5_000));
+    children.push(child);
+    cs.push(collector(child));
+  }
+  const c = {
+    ready: () => cs.every((x) => x.ready()),
+    packets: () => cs.reduce((a, x) => a + x.packets(), 0),
+    reset: () => cs.forEach((x) => x.reset()),
+    take: () => cs.flatMap((x) => x.take()),
+  };
   await waitUntil(() => c.ready() && c.packets() > n * 50, 60_000, `${n} relay viewers receiving`, 100);
-  return { child, c };
+  return { child: { terminate: async (ms: number) => void (await Promise.all(children.map((ch) => ch.terminate(ms)))) }, c };
+}
+
+/** Bucket counts of camfleet_relay_forward_seconds from the gateway's /metrics. */
+async function forwardBuckets(url: string): Promise<Map<number, number>> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const m = new Map<number, number>();
+  for (const line of text.split("\n")) {
+    const r = /^camfleet_relay_forward_seconds_bucket\{le="([^"]+)"[^}]*\} (\d+)/.exec(line);
+    if (r) m.set(r[1] === "+Inf" ? Infinity : Number(r[1]), Number(r[2]));
+  }
+  return m;
+}
+
+/** A quantile (ms) from cumulative bucket deltas: the upper bound of the bucket it falls in. */
+function bucketQuantile(before: Map<number, number>, after: Map<number, number>, q: number): number {
+  const les = [...after.keys()].sort((a, b) => a - b);
+  const total = (after.get(Infinity) ?? 0) - (before.get(Infinity) ?? 0);
+  if (total <= 0) return NaN;
+  for (const le of les) if ((after.get(le) ?? 0) - (before.get(le) ?? 0) >= q * total) return le * 1000;
+  return Infinity;
 }
 
 async function relayPhases(url: string, gwPid: number, sent: () => number): Promise<{ idleCpu: number; phases: Phase[] }> {
@@ -196,7 +236,10 @@ async function relayPhases(url: string, gwPid: number, sent: () => number): Prom
   const phases: Phase[] = [];
   for (const n of COUNTS) {
     const v = await relayViewers(url, n);
-    phases.push(await measure(gwPid, n, v.c, sent));
+    let b0 = new Map<number, number>();
+    const phase = await measure(gwPid, n, v.c, sent, async () => void (b0 = await forwardBuckets(url)));
+    const b1 = await forwardBuckets(url);
+    phases.push({ ...phase, inRelay: { p50: bucketQuantile(b0, b1, 0.5), p99: bucketQuantile(b0, b1, 0.99) } });
     await v.child.terminate(5_000);
     await waitUntil(async () => ((await (await fetch(`${url}/webrtc/stats`)).json()) as { viewers: number }).viewers === 0, 20_000, "viewers gone", 100);
   }
@@ -317,14 +360,16 @@ async function main(): Promise<void> {
   for (const n of COUNTS) base.push(await baselinePhase(n));
 
   console.log("");
-  console.log("| path | viewers | p50 ms | p99 ms | samples | delivered | forwarder CPU % | CPU % per viewer |");
-  console.log("|---|---|---|---|---|---|---|---|");
-  console.log(`| relay (publisher only) | 0 | - | - | - | - | ${f1(relay.idleCpu)} | - |`);
+  console.log("| path | viewers | end-to-end p50 ms | end-to-end p99 ms | in-relay p50 ms (≤) | in-relay p99 ms (≤) | samples | delivered | forwarder CPU % | CPU % per viewer |");
+  console.log("|---|---|---|---|---|---|---|---|---|---|");
+  console.log(`| relay (publisher only) | 0 | - | - | - | - | - | - | ${f1(relay.idleCpu)} | - |`);
   for (const p of relay.phases) {
-    console.log(`| relay | ${p.viewers} | ${f2(p.p50)} | ${f2(p.p99)} | ${p.samples} | ${(p.delivered * 100).toFixed(1)} % | ${f1(p.cpuPct)} | ${f2((p.cpuPct - relay.idleCpu) / p.viewers)} |`);
+    console.log(
+      `| relay | ${p.viewers} | ${f2(p.p50)} | ${f2(p.p99)} | ${f2(p.inRelay?.p50 ?? NaN)} | ${f2(p.inRelay?.p99 ?? NaN)} | ${p.samples} | ${(p.delivered * 100).toFixed(1)} % | ${f1(p.cpuPct)} | ${f2((p.cpuPct - relay.idleCpu) / p.viewers)} |`,
+    );
   }
   for (const p of base) {
-    console.log(`| baseline: plain UDP forward | ${p.viewers} | ${f2(p.p50)} | ${f2(p.p99)} | ${p.samples} | ${(p.delivered * 100).toFixed(1)} % | ${f1(p.cpuPct)} | ${f2(p.cpuPct / p.viewers)} |`);
+    console.log(`| baseline: plain UDP forward | ${p.viewers} | ${f2(p.p50)} | ${f2(p.p99)} | - | - | ${p.samples} | ${(p.delivered * 100).toFixed(1)} % | ${f1(p.cpuPct)} | ${f2(p.cpuPct / p.viewers)} |`);
   }
   console.log("");
   let missed = false;
@@ -332,9 +377,17 @@ async function main(): Promise<void> {
     const b = base.find((x) => x.viewers === p.viewers);
     const added50 = b ? p.p50 - b.p50 : NaN;
     const added99 = b ? p.p99 - b.p99 : NaN;
-    const ok = p.p99 <= TARGET_P99_MS;
-    missed ||= !ok;
-    console.log(`${p.viewers} viewers: relay adds p50 ${f2(added50)} ms, p99 ${f2(added99)} ms over plain UDP; relay-path p99 ${f2(p.p99)} ms ${ok ? "PASS" : "FAIL"} (target ≤ ${TARGET_P99_MS} ms)`);
+    // Two readings of "added latency", both judged: RTP in → RTP out inside the relay (from the packet's
+    // arrival in the relay's handler to its last viewer copy handed to the socket), and what the whole
+    // WebRTC path adds over plain UDP end to end (which also carries queueing before the handler runs,
+    // the publisher's and viewers' SRTP, and the viewers' processes competing for the same 2 cores).
+    const inOk = (p.inRelay?.p99 ?? Infinity) <= TARGET_P99_MS;
+    const e2eOk = added99 <= TARGET_P99_MS;
+    missed ||= !inOk || !e2eOk;
+    console.log(
+      `${p.viewers} viewers: inside the relay p50 ≤ ${f2(p.inRelay?.p50 ?? NaN)} ms, p99 ≤ ${f2(p.inRelay?.p99 ?? NaN)} ms ${inOk ? "PASS" : "FAIL"}; ` +
+        `end to end the relay path adds p50 ${f2(added50)} ms, p99 ${f2(added99)} ms over plain UDP ${e2eOk ? "PASS" : "FAIL"} (target p99 ≤ ${TARGET_P99_MS} ms)`,
+    );
   }
   const max = relay.phases.find((p) => p.viewers >= TARGET_VIEWERS);
   const viewersOk = max !== undefined && max.delivered >= 0.95;

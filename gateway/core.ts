@@ -25,6 +25,8 @@ export interface GatewayCoreOptions {
   viewerTtlMs?: number;
   /** Relay claim TTL, ms (tests). */
   relayTtlMs?: number;
+  /** Each forwarded packet's time through the relay, ms (metrics). */
+  onForwarded?: (ms: number) => void;
 }
 
 export type OpenOutcome = { redirect: string } | { answer: string; location: string };
@@ -53,6 +55,7 @@ export class GatewayCore {
       maxViewers: options.config.relayMaxViewers,
       ...options.relayTiming,
       onChange: (camera) => this.#settle(camera),
+      ...(options.onForwarded !== undefined ? { onForwarded: options.onForwarded } : {}),
     });
     this.directory = new RelayDirectory({
       kv: options.relays,

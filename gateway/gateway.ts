@@ -1,6 +1,6 @@
 import type { AddressInfo } from "node:net";
 import { Kvm } from "@nats-io/kv";
-import { Gauge, type Registry } from "prom-client";
+import { Gauge, Histogram, type Registry } from "prom-client";
 import { connectNats, ensureJetStream, type Config, type Logger, type NatsConnection } from "../runtime/index.ts";
 import { BUCKETS } from "../subjects/index.ts";
 import { GatewayCore, type GatewayCoreOptions } from "./core.ts";
@@ -69,7 +69,14 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     const [cameras, relays] = await Promise.all([kvm.open(BUCKETS.cameras), kvm.open(BUCKETS.relays, { timeout: 2000 })]);
 
     const conn = nc;
+    const forward = new Histogram({
+      name: "camfleet_relay_forward_seconds",
+      help: "Time from a packet's arrival at the relay to its last viewer copy handed to the socket (the relay's added latency)",
+      buckets: [0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25],
+      registers: [options.registry],
+    });
     core = new GatewayCore({
+      onForwarded: (ms) => forward.observe(ms / 1000),
       config,
       logger: log,
       nc: conn,

@@ -46,6 +46,12 @@ export interface RelayOptions {
   maxGopBytes?: number;
   /** Called whenever a camera's publisher or viewer count changes. */
   onChange?: (camera: string) => void;
+  /**
+   * Called for each packet forwarded to at least one viewer, with the time
+   * from its arrival at the relay to the last viewer's copy handed to the
+   * socket, ms: the relay's own added latency.
+   */
+  onForwarded?: (ms: number) => void;
 }
 
 export type SessionKind = "whip" | "whep";
@@ -140,11 +146,11 @@ class Viewer extends Session {
     this.camera.viewerConnected(this);
   }
 
-  send(rtp: RtpPacket): void {
+  send(rtp: RtpPacket): Promise<void> {
     this.packetsOut++;
     this.firstPacketAt ??= performance.now();
     // werift clones before rewriting SSRC/PT, so one packet object serves every viewer.
-    this.transceiver.sender.sendRtp(rtp).catch(() => {});
+    return this.transceiver.sender.sendRtp(rtp).catch(() => {});
   }
 }
 
@@ -192,20 +198,22 @@ class CameraRelay {
         this.gopTimestamp = undefined;
       }
     }
+    const sends: Promise<void>[] = [];
     for (const viewer of this.viewers) {
-      if (viewer.state === "live") viewer.send(rtp);
+      if (viewer.state === "live") sends.push(viewer.send(rtp));
       else if (viewer.state === "waiting" && key) {
         viewer.state = "live";
-        viewer.send(rtp);
+        sends.push(viewer.send(rtp));
       }
     }
+    if (sends.length > 0) this.relay.timeForward(publisher.lastRtpAt, sends);
   }
 
   /** A viewer's DTLS is up: replay the cached GOP, or wait for the next key frame and ask for one. */
   viewerConnected(viewer: Viewer): void {
     if (this.gop.length > 0) {
       viewer.state = "live";
-      for (const rtp of this.gop) viewer.send(rtp);
+      for (const rtp of this.gop) void viewer.send(rtp);
     } else {
       this.requestKeyFrame();
     }
@@ -288,6 +296,11 @@ export class Relay {
       this.#cameras.set(id, c);
     }
     return c;
+  }
+
+  timeForward(arrivedAt: number, sends: Promise<void>[]): void {
+    const report = this.options.onForwarded;
+    if (report !== undefined) void Promise.all(sends).then(() => report(performance.now() - arrivedAt));
   }
 
   changed(camera: string): void {
