@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { MediaStreamTrack, RTCPeerConnection, type RTCRtpTransceiver, type RtpPacket } from "werift";
 import { h264PeerConfig, keepLoopbackCandidates, type Logger } from "../runtime/index.ts";
 import { CamfleetError } from "../subjects/index.ts";
-import { checkOffer, startsKeyFrame } from "./sdp.ts";
+import { checkOffer, h264NalTypes } from "./sdp.ts";
 
 /**
  * The media relay: for each camera one WHIP publisher (werift, recvonly) and
@@ -12,7 +12,7 @@ import { checkOffer, startsKeyFrame } from "./sdp.ts";
  * encrypts (SRTP) per viewer; that is the per-viewer cost.
  *
  * A picture at once: the relay keeps the RTP of the current GOP, from the
- * last packet that starts a key frame (SPS or IDR) on. A viewer that comes
+ * last IDR on (with the SPS/PPS sent just before it, same timestamp). A viewer that comes
  * up gets that GOP replayed, then the live packets, so its decoder starts
  * at once instead of at the source's next IDR. Copied H.264 cannot make a
  * key frame on request, so a viewer's PLI is passed to the publisher (rate
@@ -162,6 +162,9 @@ class CameraRelay {
   gop: RtpPacket[] = [];
   gopBytes = 0;
   gopTimestamp?: number;
+  /** The latest packets that carry only parameter sets (SPS/PPS/SEI), and their timestamp. */
+  params: RtpPacket[] = [];
+  paramsTimestamp?: number;
   plisForwarded = 0;
 
   constructor(
@@ -180,13 +183,23 @@ class CameraRelay {
     publisher.packetsIn++;
     publisher.bytesIn += rtp.payload.length;
     publisher.lastRtpAt = performance.now();
-    const key = startsKeyFrame(rtp.payload);
-    if (key && rtp.header.timestamp !== this.gopTimestamp) {
-      // A new key frame: the old GOP is no longer needed to start decoding.
+    const ts = rtp.header.timestamp;
+    const types = h264NalTypes(rtp.payload);
+    // SPS/PPS (and SEI) alone: kept, so a GOP that starts at the IDR of the same timestamp starts with them.
+    if (types.length > 0 && types.every((t) => t === 7 || t === 8 || t === 6)) {
+      if (ts !== this.paramsTimestamp) {
+        this.params = [];
+        this.paramsTimestamp = ts;
+      }
+      this.params.push(rtp);
+    }
+    // A decoder can start only at an IDR; parameter sets before a P-frame start nothing.
+    const gopStarts = types.includes(5) && ts !== this.gopTimestamp;
+    if (gopStarts) {
       publisher.keyFrames++;
-      this.gop = [];
-      this.gopBytes = 0;
-      this.gopTimestamp = rtp.header.timestamp;
+      this.gop = this.paramsTimestamp === ts ? [...this.params] : [];
+      this.gopBytes = this.gop.reduce((n, p) => n + p.payload.length, 0);
+      this.gopTimestamp = ts;
     }
     if (this.gopTimestamp !== undefined) {
       this.gop.push(rtp);
@@ -201,9 +214,10 @@ class CameraRelay {
     const sends: Promise<void>[] = [];
     for (const viewer of this.viewers) {
       if (viewer.state === "live") sends.push(viewer.send(rtp));
-      else if (viewer.state === "waiting" && key) {
+      else if (viewer.state === "waiting" && gopStarts) {
+        // Its first packets: the parameter sets of this IDR, then the IDR itself (all in this.gop now).
         viewer.state = "live";
-        sends.push(viewer.send(rtp));
+        for (const p of this.gop) sends.push(viewer.send(p));
       }
     }
     if (sends.length > 0) this.relay.timeForward(publisher.lastRtpAt, sends);
@@ -234,6 +248,8 @@ class CameraRelay {
   /** A new publisher replaces the old one: viewers stay, their streams continue without a jump. */
   setPublisher(publisher: Publisher | undefined): void {
     this.publisher = publisher;
+    this.params = [];
+    this.paramsTimestamp = undefined;
     this.gop = [];
     this.gopBytes = 0;
     this.gopTimestamp = undefined;

@@ -1,4 +1,7 @@
+import { h264NalTypes } from "../runtime/index.ts";
 import { CamfleetError } from "../subjects/index.ts";
+
+export { h264NalTypes };
 
 /**
  * What the relay checks in an SDP offer before werift sees it: werift
@@ -64,25 +67,7 @@ export function checkOffer(sdp: string, direction: "send" | "receive"): OfferSum
   return { h264PayloadTypes: h264 };
 }
 
-/** H.264 NAL unit types in one RTP payload (RFC 6184): single NAL, STAP-A, or the start of an FU-A. */
-export function h264NalTypes(payload: Buffer): number[] {
-  if (payload.length === 0) return [];
-  const type = payload[0]! & 0x1f;
-  if (type === 24) {
-    const types: number[] = [];
-    for (let i = 1; i + 2 < payload.length; ) {
-      const size = payload.readUInt16BE(i);
-      types.push(payload[i + 2]! & 0x1f);
-      i += 2 + size;
-    }
-    return types;
-  }
-  if (type === 28) return payload.length > 1 && payload[1]! & 0x80 ? [payload[1]! & 0x1f] : [];
-  return [type];
-}
-
-/** The packet starts an access unit a decoder can begin at: it carries an SPS (7) or the start of an IDR slice (5). */
+/** The packet carries an IDR slice (5), or the start of one: a decoder can begin at this frame. */
 export function startsKeyFrame(payload: Buffer): boolean {
-  const types = h264NalTypes(payload);
-  return types.includes(7) || types.includes(5);
+  return h264NalTypes(payload).includes(5);
 }

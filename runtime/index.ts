@@ -28,4 +28,4 @@ export { ClusterView } from "./cluster-view.ts";
 export { isTransientNatsError } from "./nats.ts";
 export { startOpsServer } from "./ops-http.ts";
 export type { OpsServer, OpsServerOptions } from "./ops-http.ts";
-export { h264PeerConfig, isLoopbackPair, keepLoopbackCandidates, LOOPBACK } from "./webrtc.ts";
+export { h264NalTypes, h264PeerConfig, isLoopbackPair, keepLoopbackCandidates, LOOPBACK, rtpPayload } from "./webrtc.ts";

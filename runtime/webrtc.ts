@@ -44,3 +44,31 @@ export function keepLoopbackCandidates(sdp: string): string {
 export function isLoopbackPair(pair: CandidatePair): boolean {
   return pair.localCandidate.host === LOOPBACK && pair.remoteCandidate.host === LOOPBACK;
 }
+
+/** H.264 NAL unit types in one RTP payload (RFC 6184): single NAL, STAP-A, or the start of an FU-A. */
+export function h264NalTypes(payload: Buffer): number[] {
+  if (payload.length === 0) return [];
+  const type = payload[0]! & 0x1f;
+  if (type === 24) {
+    const types: number[] = [];
+    for (let i = 1; i + 2 < payload.length; ) {
+      const size = payload.readUInt16BE(i);
+      types.push(payload[i + 2]! & 0x1f);
+      i += 2 + size;
+    }
+    return types;
+  }
+  if (type === 28) return payload.length > 1 && payload[1]! & 0x80 ? [payload[1]! & 0x1f] : [];
+  return [type];
+}
+
+/** The payload of a serialized RTP packet (after CSRCs and header extension), or undefined if it is not RTP. */
+export function rtpPayload(packet: Buffer): Buffer | undefined {
+  if (packet.length < 12 || packet[0]! >> 6 !== 2) return undefined;
+  let offset = 12 + (packet[0]! & 0x0f) * 4;
+  if (packet[0]! & 0x10) {
+    if (packet.length < offset + 4) return undefined;
+    offset += 4 + packet.readUInt16BE(offset + 2) * 4;
+  }
+  return offset <= packet.length ? packet.subarray(offset) : undefined;
+}

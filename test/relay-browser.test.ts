@@ -7,7 +7,7 @@ import { connect } from "@nats-io/transport-node";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { startGateway, type Gateway } from "../gateway/index.ts";
 import { ControlClient, createRegistry, ensureJetStream, loadConfig, silentLogger } from "../runtime/index.ts";
-import { BUCKETS, CameraSpecSchema, kvKeys, type CameraStatus } from "../subjects/index.ts";
+import { BUCKETS, CameraSpecSchema, kvKeys, subjects, type CameraStatus } from "../subjects/index.ts";
 import { runCamfleet } from "./helpers/camfleet-process.ts";
 import { hasChromium, launchChromium } from "./helpers/chromium.ts";
 import { startNats } from "./helpers/nats-harness.ts";
@@ -67,15 +67,14 @@ describe.skipIf(!hasChromium)("relay with Chromium", () => {
       return s !== null && s.framesDecoded > 0 && s.frameWidth > 0 ? s : undefined;
     }, { timeoutMs: 15_000, intervalMs: 100, message: "Chromium decodes the camera" });
     expect(decoded).toMatchObject({ frameWidth: 640, frameHeight: 360, codec: "video/H264" });
-    const first = (await viewer.firstDecodedAt())!;
+    const first = await waitFor(() => viewer.firstDecodedAt(), { message: "first decode time noted" });
     await waitFor(async () => ((await viewer.stats())?.framesDecoded ?? 0) >= decoded.framesDecoded + 15, { timeoutMs: 5_000, intervalMs: 100, message: "keeps decoding" });
 
     // A second viewer of the now running camera starts from the cached GOP.
     const second = await browser.newPeerPage(gw.url);
     const ex2 = await second.watch(`${gw.url}/whep/door`);
     expect(ex2.status).toBe(201);
-    await waitFor(async () => ((await second.stats())?.framesDecoded ?? 0) > 0, { timeoutMs: 10_000, intervalMs: 50, message: "second viewer decodes" });
-    const first2 = (await second.firstDecodedAt())!;
+    const first2 = await waitFor(() => second.firstDecodedAt(), { timeoutMs: 10_000, intervalMs: 50, message: "second viewer decodes" });
     await waitStatus((s) => s.viewers === 2, "two viewers counted at the owner", 5_000);
     await annotate(
       `idle camera: WHEP POST→first decoded frame ${(first - exchange.postAt).toFixed(0)} ms (POST→answer ${(exchange.answeredAt - exchange.postAt).toFixed(0)} ms); ` +
@@ -94,6 +93,15 @@ describe.skipIf(!hasChromium)("relay with Chromium", () => {
     expect(stoppedAfter).toBeGreaterThan(LINGER_MS - 1_000);
     // The ingest goes on: the camera is still streaming, ready for the next viewer.
     expect((await status())?.state).toBe("STREAMING");
+
+    // A gateway that dies stops refreshing its count: the owner forgets it after its TTL.
+    const reply = await nc.request(subjects.ctl.cameraViewers("door"), JSON.stringify({ gateway: "ghost-gw", viewers: 3, ttl_ms: 1_000 }), { timeout: 2_000 });
+    expect(reply.json()).toEqual({ ok: true, viewers: 3 });
+    expect((await status())?.viewers).toBe(3);
+    await waitStatus((s) => s.viewers === 0, "the dead gateway's count expired", 5_000);
+    // A bad report is refused and changes nothing.
+    const bad = await nc.request(subjects.ctl.cameraViewers("door"), JSON.stringify({ gateway: "ghost-gw", viewers: -1, ttl_ms: 1_000 }), { timeout: 2_000 });
+    expect(bad.json()).toMatchObject({ ok: false, error: { code: "INVALID_ARGUMENT" } });
   });
 
   it("Chromium publishes its fake camera over WHIP, and a second Chromium page decodes it", async () => {

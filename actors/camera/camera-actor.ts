@@ -3,6 +3,7 @@ import { createActor, type Actor as XActor } from "xstate";
 import { whipUrlFor } from "../../runtime/index.ts";
 import type { Actor, ActorContext, ActorKind, StopReason, ViewerReport } from "../../runtime/index.ts";
 import type { CameraErrorCode, CameraSpec, CameraStatus, StreamInfo } from "../../subjects/index.ts";
+import { GopCache } from "./gop-cache.ts";
 import { cameraMachine, DEFAULT_CAMERA_TIMING, stateName, type CameraTiming } from "./machine.ts";
 
 /**
@@ -120,6 +121,8 @@ class CameraActor implements Actor {
   /** On-demand: someone watches (or stopped watching less than the linger time ago). */
   #demand = false;
   #linger?: NodeJS.Timeout;
+  /** The source's current GOP: a WHIP session that starts (a viewer arrived) begins with it, not at the next IDR. */
+  readonly #gop = new GopCache();
 
   constructor(ctx: ActorContext, media: CameraKindOptions) {
     this.#ctx = ctx;
@@ -177,7 +180,9 @@ class CameraActor implements Actor {
           this.#machine.send({ type: "SOURCE_FAILED", code, detail });
         },
         onRtp: (packet) => {
-          if (run === this.#run) this.#whip?.writeRtp(packet);
+          if (run !== this.#run) return;
+          if (this.#spec.publish !== "off") this.#gop.push(packet);
+          this.#whip?.writeRtp(packet);
         },
       })
       .then(
@@ -196,6 +201,7 @@ class CameraActor implements Actor {
 
   #stopIngest(): void {
     this.#run++;
+    this.#gop.clear();
     const ingest = this.#ingest;
     this.#ingest = undefined;
     if (ingest !== undefined) this.#track(ingest.stop());
@@ -207,7 +213,10 @@ class CameraActor implements Actor {
       url: whipUrlFor(this.#ctx.config.whipUrl, this.#spec.id),
       logger: this.#ctx.logger,
       onUp: () => {
-        if (this.#whip === whip) this.#machine.send({ type: "WHIP_UP" });
+        if (this.#whip !== whip) return;
+        // Viewers get a picture at once: the GOP so far, then the live packets.
+        for (const packet of this.#gop.packets()) whip.writeRtp(packet);
+        this.#machine.send({ type: "WHIP_UP" });
       },
       onFailed: (detail) => {
         if (this.#whip !== whip) return;
