@@ -111,6 +111,11 @@ function runGateway(ctx: { config: Config; logger: Logger; signal: AbortSignal }
 /** `up`: embedded NATS and a node, with the gateway (and relay) on HTTP_PORT serving the node's metrics too. */
 async function startUp(ctx: { config: Config; logger: Logger; signal: AbortSignal }) {
   const registry = createRegistry({ node: ctx.config.nodeId });
+  // Cameras publish to this very gateway unless told otherwise, on whatever HTTP_PORT it has.
+  const ownWhip = process.env.WHIP_URL === undefined && process.env.MEDIAMTX_WHIP === undefined;
+  const host = ctx.config.httpHost === "0.0.0.0" ? "127.0.0.1" : ctx.config.httpHost.includes(":") ? `[${ctx.config.httpHost}]` : ctx.config.httpHost;
+  const config: Config = ownWhip && ctx.config.httpPort !== 0 ? { ...ctx.config, whipUrl: `http://${host}:${ctx.config.httpPort}/whip/{camera}` } : { ...ctx.config };
+  ctx = { ...ctx, config };
   const node = await startNode(ctx, false, registry);
   try {
     const gateway = await startGateway({
@@ -123,6 +128,8 @@ async function startUp(ctx: { config: Config; logger: Logger; signal: AbortSigna
       signal: ctx.signal,
       notReadyReason: () => node.notReadyReason(),
     });
+    // HTTP_PORT=0: the port is known only now; actors read the template when they start publishing.
+    if (ownWhip && ctx.config.httpPort === 0) config.whipUrl = `${gateway.url}/whip/{camera}`;
     return {
       stop: async () => {
         // The gateway first: its viewers and publishers end while NATS is still there to hear about it.

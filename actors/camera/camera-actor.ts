@@ -211,6 +211,8 @@ class CameraActor implements Actor {
     this.#stopPublish();
     const whip = this.#media.startWhip({
       url: whipUrlFor(this.#ctx.config.whipUrl, this.#spec.id),
+      // The built-in relay's gateway asks for the API token on /whip like on every route.
+      ...(this.#ctx.config.apiToken !== undefined ? { token: this.#ctx.config.apiToken } : {}),
       logger: this.#ctx.logger,
       onUp: () => {
         if (this.#whip !== whip) return;
