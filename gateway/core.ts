@@ -1,6 +1,6 @@
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import type { Config, Logger } from "../runtime/index.ts";
+import { isTransientNatsError, type Config, type Logger } from "../runtime/index.ts";
 import { CamfleetError, CameraSpecSchema, kvKeys, type CameraSpec } from "../subjects/index.ts";
 import { Relay, type SessionKind } from "./relay.ts";
 import { RelayDirectory } from "./relay-directory.ts";
@@ -84,6 +84,15 @@ export class GatewayCore {
 
   /** A WHIP publisher or WHEP viewer for a camera: here, or a redirect to the gateway that holds its relay. */
   async open(kind: SessionKind, camera: string, offer: string, route: "sdp" | "offer" = "sdp"): Promise<OpenOutcome> {
+    try {
+      return await this.#open(kind, camera, offer, route);
+    } catch (err) {
+      if (isTransientNatsError(err)) throw new CamfleetError("UNAVAILABLE", "the cluster (NATS) cannot answer right now; retry", { cause: err });
+      throw err;
+    }
+  }
+
+  async #open(kind: SessionKind, camera: string, offer: string, route: "sdp" | "offer"): Promise<OpenOutcome> {
     const spec = await this.cameraSpec(camera);
     if (kind === "whep" && spec.publish === "off") throw new CamfleetError("CONFLICT", `camera ${camera} has publish "off": nothing to watch`);
     if (kind === "whep" && !spec.enabled) throw new CamfleetError("CONFLICT", `camera ${camera} is stopped; start it to watch it`);
