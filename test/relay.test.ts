@@ -8,6 +8,7 @@ import { describe, expect, it, onTestFinished } from "vitest";
 import { fileURLToPath } from "node:url";
 import { startWhip } from "../actors/camera/whip.ts";
 import { superviseSpawn } from "../runtime/child-process.ts";
+import { runCamfleet } from "./helpers/camfleet-process.ts";
 import { startGateway, type Gateway } from "../gateway/index.ts";
 import { createRegistry, ensureJetStream, loadConfig, silentLogger } from "../runtime/index.ts";
 import { BUCKETS, CameraSpecSchema, kvKeys, type CameraSpecInput } from "../subjects/index.ts";
@@ -157,6 +158,32 @@ describe("relay: two gateways", () => {
     const whip = await fetch(`${b.url}/whip/gate`, { method: "POST", headers: { "content-type": "application/sdp" }, body: (await weriftOffer("sendonly")).sdp, redirect: "manual" });
     expect(whip.status).toBe(307);
     expect(whip.headers.get("location")).toBe(`${a.url}/whip/gate`);
+  });
+});
+
+describe("relay: the holding gateway dies", () => {
+  it("its claim goes stale and another gateway takes the camera's relay over", async ({ annotate }) => {
+    const { nats, putCamera, gateway } = await cluster();
+    await putCamera({ id: "yard", url: "rtsp://127.0.0.1:1/x" });
+    const a = runCamfleet(["gateway"], { env: { NATS_URL: nats.url, HTTP_PORT: "0", NODE_ID: "gw-dies", WEBRTC_LOOPBACK_ONLY: "true" }, onCleanup: onTestFinished });
+    const aUrl = (await a.waitForLog((l) => l.msg === "gateway ready")).url as string;
+    const b = await gateway({ NODE_ID: "gw-b" });
+    // A viewer at A makes A the holder (it waits there for a publisher).
+    await whepViewer(`${aUrl}/whep/yard`, { onCleanup: onTestFinished });
+    const postB = async () => {
+      const offer = await weriftOffer("recvonly");
+      onTestFinished(() => offer.close());
+      const res = await fetch(`${b.url}/whep/yard`, { method: "POST", headers: { "content-type": "application/sdp" }, body: offer.sdp, redirect: "manual" });
+      await res.body?.cancel();
+      return { status: res.status, location: res.headers.get("location") };
+    };
+    expect(await postB()).toEqual({ status: 307, location: `${aUrl}/whep/yard` });
+
+    a.child.kill("SIGKILL");
+    const killed = performance.now();
+    await waitFor(async () => (await postB()).status === 201, { timeoutMs: 12_000, intervalMs: 250, message: "B takes the relay over" });
+    await annotate(`B took the relay over ${(performance.now() - killed).toFixed(0)} ms after A was killed (claim TTL 6 s)`);
+    expect((await stats(b, "yard")).cameras[0]).toMatchObject({ viewers: 1 });
   });
 });
 
