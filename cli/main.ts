@@ -203,7 +203,7 @@ program
 
 program
   .command("gateway")
-  .description("HTTP gateway with the built-in WHIP/WHEP relay on HTTP_PORT (8080); needs NATS_URL (the legacy REST routes, SSE and dashboard are not built yet)")
+  .description("HTTP gateway with the built-in WHIP/WHEP relay on HTTP_PORT (8080); NATS_URL, default the embedded server of a node on this host (the legacy REST routes, SSE and dashboard are not built yet)")
   .action(() => runService("gateway", runGateway));
 program.command("detector").description("the reference gRPC detector on DETECTOR_LISTEN [not built yet]").action(notBuilt("detector", "issue 6"));
 

@@ -18,7 +18,7 @@ export interface GatewayOptions {
   config: Config;
   logger: Logger;
   registry: Registry;
-  /** NATS to use; default config.natsServers (the gateway never embeds a server). */
+  /** NATS to use; default NATS_URL, else the embedded server of a `camfleet node`/`up` on this host (127.0.0.1:CAMFLEET_NATS_PORT). The gateway never embeds a server. */
   natsServers?: string[];
   /** Keep WebRTC on 127.0.0.1 (tests). Default false. */
   loopbackOnly?: boolean;
@@ -42,9 +42,9 @@ export interface Gateway {
 
 export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const { config, logger: log } = options;
-  const servers = options.natsServers ?? config.natsServers;
-  if (servers === undefined || servers.length === 0) {
-    throw new Error("the gateway needs a NATS cluster: set NATS_URL (or run `camfleet up`, which starts one)");
+  const servers = options.natsServers ?? config.natsServers ?? [`nats://127.0.0.1:${config.embeddedNatsPort}`];
+  if (options.natsServers === undefined && config.natsServers === undefined) {
+    log.info({ servers }, "NATS_URL unset: using the embedded nats-server of a node on this host");
   }
   const app = createHttp({ logger: log, ...(config.apiToken !== undefined ? { apiToken: config.apiToken } : {}) });
   let nc: NatsConnection | undefined;
