@@ -23,7 +23,7 @@
 import { createSocket } from "node:dgram";
 import { readFileSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Kvm } from "@nats-io/kv";
@@ -122,6 +122,8 @@ function lines(child: SupervisedChild, on: (line: Record<string, unknown>) => vo
 interface Phase {
   /** In-relay forward time (arrival → last viewer's copy sent), ms, from the gateway's histogram: bucket upper bounds. */
   inRelay?: { p50: number; p99: number };
+  /** CPU of the viewers' (or sink's) processes together, % of one core. */
+  peersCpuPct: number;
   viewers: number;
   p50: number;
   p99: number;
@@ -150,10 +152,19 @@ function collector(child: SupervisedChild) {
   };
 }
 
-async function measure(pid: number, viewers: number, c: Pick<ReturnType<typeof collector>, "packets" | "reset" | "take">, sent: () => number, atStart?: () => Promise<void>): Promise<Phase> {
+async function measure(
+  pid: number,
+  viewers: number,
+  c: Pick<ReturnType<typeof collector>, "packets" | "reset" | "take">,
+  sent: () => number,
+  peers: number[],
+  atStart?: () => Promise<void>,
+): Promise<Phase> {
   await sleep(SETTLE_S * 1000);
   await atStart?.();
   c.reset();
+  const peerTicks = () => peers.reduce((n, p) => n + cpuTicks(p), 0);
+  const q0 = peerTicks();
   const t0 = cpuTicks(pid);
   const p0 = c.packets();
   const s0 = sent();
@@ -161,10 +172,11 @@ async function measure(pid: number, viewers: number, c: Pick<ReturnType<typeof c
   await sleep(WINDOW_S * 1000);
   const seconds = (performance.now() - w0) / 1000;
   const cpuPct = ((cpuTicks(pid) - t0) / CLK_TCK / seconds) * 100;
+  const peersCpuPct = ((peerTicks() - q0) / CLK_TCK / seconds) * 100;
   const got = c.packets() - p0;
   const expected = (sent() - s0) * viewers;
   const ms = c.take().map((us) => us / 1000).sort((a, b) => a - b);
-  return { viewers, p50: quantile(ms, 0.5), p99: quantile(ms, 0.99), samples: ms.length, delivered: expected > 0 ? got / expected : 0, cpuPct };
+  return { viewers, p50: quantile(ms, 0.5), p99: quantile(ms, 0.99), samples: ms.length, delivered: expected > 0 ? got / expected : 0, cpuPct, peersCpuPct };
 }
 
 async function startGateway(natsUrl: string, profDir?: string) {
@@ -205,7 +217,7 @@ async function relayViewers(url: string, n: number) {
     take: () => cs.flatMap((x) => x.take()),
   };
   await waitUntil(() => c.ready() && c.packets() > n * 50, 60_000, `${n} relay viewers receiving`, 100);
-  return { child: { terminate: async (ms: number) => void (await Promise.all(children.map((ch) => ch.terminate(ms)))) }, c };
+  return { child: { terminate: async (ms: number) => void (await Promise.all(children.map((ch) => ch.terminate(ms)))) }, c, pids: children.map((ch) => ch.child.pid!) };
 }
 
 /** Bucket counts of camfleet_relay_forward_seconds from the gateway's /metrics. */
@@ -237,7 +249,7 @@ async function relayPhases(url: string, gwPid: number, sent: () => number): Prom
   for (const n of COUNTS) {
     const v = await relayViewers(url, n);
     let b0 = new Map<number, number>();
-    const phase = await measure(gwPid, n, v.c, sent, async () => void (b0 = await forwardBuckets(url)));
+    const phase = await measure(gwPid, n, v.c, sent, v.pids, async () => void (b0 = await forwardBuckets(url)));
     const b1 = await forwardBuckets(url);
     phases.push({ ...phase, inRelay: { p50: bucketQuantile(b0, b1, 0.5), p99: bucketQuantile(b0, b1, 0.99) } });
     await v.child.terminate(5_000);
@@ -265,7 +277,7 @@ async function baselinePhase(n: number): Promise<Phase> {
   const tx = createSocket("udp4");
   const cam = syntheticCamera((p) => tx.send(p, fwdPort, HOST));
   try {
-    return await measure(fwd.child.pid!, n, c, cam.sent);
+    return await measure(fwd.child.pid!, n, c, cam.sent, [sink.child.pid!]);
   } finally {
     cam.stop();
     tx.close();
@@ -360,16 +372,17 @@ async function main(): Promise<void> {
   for (const n of COUNTS) base.push(await baselinePhase(n));
 
   console.log("");
-  console.log("| path | viewers | end-to-end p50 ms | end-to-end p99 ms | in-relay p50 ms (≤) | in-relay p99 ms (≤) | samples | delivered | forwarder CPU % | CPU % per viewer |");
-  console.log("|---|---|---|---|---|---|---|---|---|---|");
-  console.log(`| relay (publisher only) | 0 | - | - | - | - | - | - | ${f1(relay.idleCpu)} | - |`);
+  console.log(`load average at the end: ${loadavg().map((x) => x.toFixed(2)).join(", ")} (2 cores)`);
+  console.log("| path | viewers | end-to-end p50 ms | end-to-end p99 ms | in-relay p50 ms (≤) | in-relay p99 ms (≤) | samples | delivered | forwarder CPU % | CPU % per viewer | receivers' CPU % |");
+  console.log("|---|---|---|---|---|---|---|---|---|---|---|");
+  console.log(`| relay (publisher only) | 0 | - | - | - | - | - | - | ${f1(relay.idleCpu)} | - | - |`);
   for (const p of relay.phases) {
     console.log(
-      `| relay | ${p.viewers} | ${f2(p.p50)} | ${f2(p.p99)} | ${f2(p.inRelay?.p50 ?? NaN)} | ${f2(p.inRelay?.p99 ?? NaN)} | ${p.samples} | ${(p.delivered * 100).toFixed(1)} % | ${f1(p.cpuPct)} | ${f2((p.cpuPct - relay.idleCpu) / p.viewers)} |`,
+      `| relay | ${p.viewers} | ${f2(p.p50)} | ${f2(p.p99)} | ${f2(p.inRelay?.p50 ?? NaN)} | ${f2(p.inRelay?.p99 ?? NaN)} | ${p.samples} | ${(p.delivered * 100).toFixed(1)} % | ${f1(p.cpuPct)} | ${f2((p.cpuPct - relay.idleCpu) / p.viewers)} | ${f1(p.peersCpuPct)} |`,
     );
   }
   for (const p of base) {
-    console.log(`| baseline: plain UDP forward | ${p.viewers} | ${f2(p.p50)} | ${f2(p.p99)} | - | - | ${p.samples} | ${(p.delivered * 100).toFixed(1)} % | ${f1(p.cpuPct)} | ${f2(p.cpuPct / p.viewers)} |`);
+    console.log(`| baseline: plain UDP forward | ${p.viewers} | ${f2(p.p50)} | ${f2(p.p99)} | - | - | ${p.samples} | ${(p.delivered * 100).toFixed(1)} % | ${f1(p.cpuPct)} | ${f2(p.cpuPct / p.viewers)} | ${f1(p.peersCpuPct)} |`);
   }
   console.log("");
   let missed = false;
