@@ -341,7 +341,13 @@ export class Relay {
         cam.onRtp(pub, rtp);
       });
     });
-    const answer = await this.#negotiate(pub, offer, ingest, "recvonly");
+    let answer: string;
+    try {
+      answer = await this.#negotiate(pub, offer, ingest, "recvonly");
+    } catch (err) {
+      if (cam.empty() && this.#cameras.get(camera) === cam) this.#cameras.delete(camera);
+      throw err;
+    }
     const old = cam.publisher;
     cam.setPublisher(pub);
     this.#sessions.set(pub.id, pub);
@@ -371,7 +377,7 @@ export class Relay {
     try {
       answer = await this.#negotiate(viewer, offer, viewer.transceiver, "sendonly");
     } catch (err) {
-      if (c.empty()) this.#cameras.delete(camera);
+      if (c.empty() && this.#cameras.get(camera) === c) this.#cameras.delete(camera);
       throw err;
     }
     c.viewers.add(viewer);
