@@ -78,6 +78,9 @@ const DEFAULT_MAX_GOP_BYTES = 8 * 1024 * 1024;
 /** PLIs sent to one publisher at most this often, ms: a room of viewers asking at once is one request. */
 const PLI_MIN_INTERVAL_MS = 500;
 const SWEEP_INTERVAL_MS = 500;
+/** A new viewer's cached GOP goes out this many packets at a time, with this pause between: ~8k packets/s. */
+const REPLAY_CHUNK = 32;
+const REPLAY_PAUSE_MS = 4;
 
 type Ended = "deleted" | "failed" | "closed" | "timeout" | "replaced" | "shutdown";
 
@@ -137,8 +140,13 @@ class Publisher extends Session {
 class Viewer extends Session {
   readonly track = new MediaStreamTrack({ kind: "video" });
   transceiver!: RTCRtpTransceiver;
-  /** connecting: no DTLS yet; waiting: connected, waiting for a key frame; live: forwarding. */
-  state: "connecting" | "waiting" | "live" = "connecting";
+  /**
+   * connecting: no DTLS yet; waiting: connected, waiting for a key frame;
+   * replaying: getting the cached GOP (live packets queue behind it); live: forwarding.
+   */
+  state: "connecting" | "waiting" | "replaying" | "live" = "connecting";
+  /** What a replaying viewer still has to get, oldest first. */
+  replay: RtpPacket[] = [];
   packetsOut = 0;
   firstPacketAt?: number;
   onConnected(): void {
@@ -174,7 +182,7 @@ class CameraRelay {
 
   liveViewers(): number {
     let n = 0;
-    for (const v of this.viewers) if (v.state === "live") n++;
+    for (const v of this.viewers) if (v.state === "live" || v.state === "replaying") n++;
     return n;
   }
 
@@ -214,6 +222,7 @@ class CameraRelay {
     const sends: Promise<void>[] = [];
     for (const viewer of this.viewers) {
       if (viewer.state === "live") sends.push(viewer.send(rtp));
+      else if (viewer.state === "replaying") viewer.replay.push(rtp);
       else if (viewer.state === "waiting" && gopStarts) {
         // Its first packets: the parameter sets of this IDR, then the IDR itself (all in this.gop now).
         viewer.state = "live";
@@ -226,12 +235,26 @@ class CameraRelay {
   /** A viewer's DTLS is up: replay the cached GOP, or wait for the next key frame and ask for one. */
   viewerConnected(viewer: Viewer): void {
     if (this.gop.length > 0) {
-      viewer.state = "live";
-      for (const rtp of this.gop) void viewer.send(rtp);
+      viewer.state = "replaying";
+      viewer.replay = [...this.gop];
+      this.#pump(viewer);
     } else {
       this.requestKeyFrame();
     }
     this.relay.changed(this.id);
+  }
+
+  /**
+   * Sends a replaying viewer its next REPLAY_CHUNK packets, then yields for
+   * REPLAY_PAUSE_MS: a GOP (hundreds of packets at a few Mbit/s) at once would
+   * overflow the viewer's socket buffer (and werift retransmits only its last
+   * 128 packets), and would hold up every other viewer for as long.
+   */
+  #pump(viewer: Viewer): void {
+    if (viewer.state !== "replaying" || viewer.ended !== undefined) return;
+    for (const rtp of viewer.replay.splice(0, REPLAY_CHUNK)) void viewer.send(rtp);
+    if (viewer.replay.length === 0) viewer.state = "live";
+    else setTimeout(() => this.#pump(viewer), REPLAY_PAUSE_MS);
   }
 
   /** Asks the publisher for a key frame (PLI), at most every PLI_MIN_INTERVAL_MS. */
@@ -254,8 +277,9 @@ class CameraRelay {
     this.gopBytes = 0;
     this.gopTimestamp = undefined;
     for (const v of this.viewers) {
-      if (v.state === "live") {
+      if (v.state === "live" || v.state === "replaying") {
         v.state = "waiting";
+        v.replay = [];
         // werift then maps the new source's sequence numbers and timestamps onto the old ones.
         v.transceiver.sender.replaceRTP({ sequenceNumber: 0, timestamp: 0 }, true);
       }
