@@ -3,6 +3,7 @@ import { Command } from "commander";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { cameraActorKind, simKind } from "../actors/index.ts";
 import { ensureCamfleetError, redact } from "../subjects/index.ts";
+import { startGateway } from "../gateway/index.ts";
 import { ConfigError, ControlClient, createLogger, createRegistry, FleetNode, KindRegistry, loadConfig, type Config, type Logger, type Role } from "../runtime/index.ts";
 
 /**
@@ -97,15 +98,61 @@ function loadConfigOrExit(role: Role): Config {
   }
 }
 
-function startNode(ctx: { config: Config; logger: Logger; signal: AbortSignal }): Promise<FleetNode> {
+function startNode(ctx: { config: Config; logger: Logger; signal: AbortSignal }, opsServer = true, registry = createRegistry({ node: ctx.config.nodeId })): Promise<FleetNode> {
   return FleetNode.start({
     config: ctx.config,
     logger: ctx.logger,
-    registry: createRegistry({ node: ctx.config.nodeId }),
+    registry,
     version: VERSION,
     kinds: new KindRegistry().register(simKind).register(cameraActorKind),
     signal: ctx.signal,
+    opsServer,
   });
+}
+
+function runGateway(ctx: { config: Config; logger: Logger; signal: AbortSignal }) {
+  return startGateway({
+    config: ctx.config,
+    logger: ctx.logger,
+    registry: createRegistry({ node: ctx.config.nodeId }),
+    loopbackOnly: ctx.config.webrtcLoopbackOnly,
+    signal: ctx.signal,
+  });
+}
+
+/** `up`: embedded NATS and a node, with the gateway (and relay) on HTTP_PORT serving the node's metrics too. */
+async function startUp(ctx: { config: Config; logger: Logger; signal: AbortSignal }) {
+  const registry = createRegistry({ node: ctx.config.nodeId });
+  // Cameras publish to this very gateway unless told otherwise, on whatever HTTP_PORT it has.
+  const ownWhip = process.env.WHIP_URL === undefined && process.env.MEDIAMTX_WHIP === undefined;
+  const host = ctx.config.httpHost === "0.0.0.0" ? "127.0.0.1" : ctx.config.httpHost.includes(":") ? `[${ctx.config.httpHost}]` : ctx.config.httpHost;
+  const config: Config = ownWhip && ctx.config.httpPort !== 0 ? { ...ctx.config, whipUrl: `http://${host}:${ctx.config.httpPort}/whip/{camera}` } : { ...ctx.config };
+  ctx = { ...ctx, config };
+  const node = await startNode(ctx, false, registry);
+  try {
+    const gateway = await startGateway({
+      config: ctx.config,
+      logger: ctx.logger.child({ role: "gateway" }),
+      registry,
+      natsServers: node.natsServers,
+      loopbackOnly: ctx.config.webrtcLoopbackOnly,
+      ensureJetStream: false,
+      signal: ctx.signal,
+      notReadyReason: () => node.notReadyReason(),
+    });
+    // HTTP_PORT=0: the port is known only now; actors read the template when they start publishing.
+    if (ownWhip && ctx.config.httpPort === 0) config.whipUrl = `${gateway.url}/whip/{camera}`;
+    return {
+      stop: async () => {
+        // The gateway first: its viewers and publishers end while NATS is still there to hear about it.
+        await gateway.stop();
+        await node.stop();
+      },
+    };
+  } catch (err) {
+    await node.stop();
+    throw err;
+  }
 }
 
 /** Runs a client command against the cluster; errors become one line on stderr and exit 1. */
@@ -158,15 +205,18 @@ const program = new Command()
 
 program
   .command("up")
-  .description("everything on one machine: embedded NATS and a node (the gateway and detector join as they are built)")
-  .action(() => runService("up", startNode));
+  .description("everything on one machine: embedded NATS, a node, and the gateway with the WHIP/WHEP relay on HTTP_PORT (8080); the detector joins when it is built")
+  .action(() => runService("up", startUp));
 
 program
   .command("node")
   .description("run a node: hosts camera actors; embedded NATS when NATS_URL is unset; /metrics on HTTP_PORT (9108)")
-  .action(() => runService("node", startNode));
+  .action(() => runService("node", (ctx) => startNode(ctx)));
 
-program.command("gateway").description("HTTP gateway, WHIP/WHEP relay and dashboard on HTTP_PORT (8080) [not built yet]").action(notBuilt("gateway", "issue 5"));
+program
+  .command("gateway")
+  .description("HTTP gateway with the built-in WHIP/WHEP relay on HTTP_PORT (8080); NATS_URL, default the embedded server of a node on this host (the legacy REST routes, SSE and dashboard are not built yet)")
+  .action(() => runService("gateway", runGateway));
 program.command("detector").description("the reference gRPC detector on DETECTOR_LISTEN [not built yet]").action(notBuilt("detector", "issue 6"));
 
 const camera = program.command("camera").description("manage cameras (talks to the cluster at NATS_URL, default nats://127.0.0.1:4222)");

@@ -49,6 +49,16 @@ export interface Config {
   embeddedNatsPort: number;
   /** Replicas of streams and buckets; unset = 1 on a single server, 3 on a cluster of three or more. */
   replicas?: number;
+  /** Public base URL of this gateway, for WHEP/WHIP redirects and Location headers; default http://HTTP_HOST:HTTP_PORT. */
+  gatewayUrl?: string;
+  /** An on-demand camera keeps publishing this long after its last viewer left, ms. Default 30000. */
+  onDemandLingerMs: number;
+  /** WHEP viewers of one camera a gateway serves at most. Default 100. */
+  relayMaxViewersPerCamera: number;
+  /** WHEP viewers a gateway serves at most, all cameras together. Default 500. */
+  relayMaxViewers: number;
+  /** The relay keeps WebRTC on 127.0.0.1 only (single-host setups, tests). Default false. */
+  webrtcLoopbackOnly: boolean;
   /** Actor kind that runs each camera: `camera` (default) or `sim` (simulated, no media). */
   actorKind: string;
 }
@@ -141,6 +151,11 @@ const VARS = {
   CAMFLEET_NATS_PORT: { schema: int(0, 65_535) },
   CAMFLEET_REPLICAS: { schema: int(1, 5) },
   CAMFLEET_ACTOR_KIND: { schema: id },
+  GATEWAY_URL: { schema: httpUrl },
+  ON_DEMAND_LINGER_MS: { schema: int(0, 3_600_000) },
+  RELAY_MAX_VIEWERS_PER_CAMERA: { schema: int(1, 100_000) },
+  RELAY_MAX_VIEWERS: { schema: int(1, 1_000_000) },
+  WEBRTC_LOOPBACK_ONLY: { schema: bool },
 } as const satisfies Record<string, { schema: z.ZodType; alias?: string }>;
 
 type VarName = keyof typeof VARS;
@@ -191,6 +206,11 @@ export function loadConfig(env: Env, role: Role): Config {
     embeddedNatsPort: parsed.CAMFLEET_NATS_PORT ?? 4222,
     ...(parsed.CAMFLEET_REPLICAS !== undefined ? { replicas: parsed.CAMFLEET_REPLICAS } : {}),
     actorKind: parsed.CAMFLEET_ACTOR_KIND ?? "camera",
+    ...(parsed.GATEWAY_URL !== undefined ? { gatewayUrl: parsed.GATEWAY_URL.replace(/\/+$/, "") } : {}),
+    onDemandLingerMs: parsed.ON_DEMAND_LINGER_MS ?? 30_000,
+    relayMaxViewersPerCamera: parsed.RELAY_MAX_VIEWERS_PER_CAMERA ?? 100,
+    relayMaxViewers: parsed.RELAY_MAX_VIEWERS ?? 500,
+    webrtcLoopbackOnly: parsed.WEBRTC_LOOPBACK_ONLY ?? false,
   };
 }
 

@@ -19,6 +19,7 @@ import {
   type NodeInfo,
 } from "../subjects/index.ts";
 import { isCasConflict } from "./leases.ts";
+import type { ViewerReport } from "./kinds.ts";
 import type { Logger } from "./logger.ts";
 import type { NodeMetrics } from "./metrics.ts";
 import { isTransientNatsError } from "./nats.ts";
@@ -228,6 +229,25 @@ export function serveCameraStatus(nc: NatsConnection, camera: string, status: ()
         reply = { ok: false, error: ce.toJSON() };
       }
       msg.respond(JSON.stringify(reply));
+    },
+  });
+}
+
+/** Serves `camera.<id>.viewers` for one camera this node runs: a gateway's viewer count goes to the actor. */
+export function serveCameraViewers(nc: NatsConnection, camera: string, viewers: (report: ViewerReport) => number, logger: Logger): Subscription {
+  return nc.subscribe(subjects.ctl.cameraViewers(camera), {
+    callback: (err, msg) => {
+      if (err !== null) return;
+      let reply: Record<string, unknown>;
+      try {
+        const req = parseOrThrow(control.cameraViewers.request, parseBody(msg), "viewer report");
+        reply = { ok: true, viewers: viewers({ gateway: req.gateway, viewers: req.viewers, ttlMs: req.ttl_ms }) };
+      } catch (e) {
+        const ce = ensureCamfleetError(e);
+        if (ce.code === "INTERNAL") logger.error({ err: e, camera }, "viewer report failed");
+        reply = { ok: false, error: ce.toJSON() };
+      }
+      if (msg.reply !== undefined && msg.reply !== "") msg.respond(JSON.stringify(reply));
     },
   });
 }

@@ -85,8 +85,13 @@ export async function ensureJetStream(nc: NatsConnection, options: JetStreamSetu
   await kvm.create(BUCKETS.cameras, { replicas, history: 5 });
   await kvm.create(BUCKETS.leases, { replicas, history: 1 });
   await kvm.create(BUCKETS.nodes, { replicas, history: 1 });
+  // Relay claims are renewed every few seconds; max age clears the claims of gateways long gone.
+  await kvm.create(BUCKETS.relays, { replicas, history: 1, ttl: RELAY_BUCKET_MAX_AGE_MS });
   return { replicas };
 }
+
+/** Entries of camfleet_relays not written for this long are removed by the server, ms. */
+const RELAY_BUCKET_MAX_AGE_MS = 5 * 60_000;
 
 /** Two nodes starting together may both try to add; the loser's add fails with "name in use". */
 async function addIgnoringRace(add: () => Promise<unknown>): Promise<void> {

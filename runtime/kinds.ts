@@ -33,6 +33,14 @@ export interface ActorContext {
   fail(error: unknown): void;
 }
 
+/** One gateway's count of a camera's viewers, as `camera.<id>.viewers` delivers it. */
+export interface ViewerReport {
+  gateway: string;
+  viewers: number;
+  /** The count holds this long unless the gateway sends it again, ms. */
+  ttlMs: number;
+}
+
 export interface Actor {
   /** A changed spec of the same camera; the actor restarts only what changed. */
   update(spec: CameraSpec): void | Promise<void>;
@@ -40,6 +48,11 @@ export interface Actor {
   stop(reason: StopReason): Promise<void>;
   /** The live status, for `camera.<id>.status`. */
   status(): CameraStatus;
+  /**
+   * A gateway reports how many viewers the camera has there; returns the
+   * total over all gateways. Optional: kinds without media ignore viewers.
+   */
+  viewers?(report: ViewerReport): number;
 }
 
 export interface ActorKind {

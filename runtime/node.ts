@@ -17,7 +17,7 @@ import {
 import { ClusterView } from "./cluster-view.ts";
 import type { Config } from "./config.ts";
 import { describeConfig } from "./config.ts";
-import { serveCameraStatus, serveControl } from "./control-server.ts";
+import { serveCameraStatus, serveCameraViewers, serveControl } from "./control-server.ts";
 import { startEmbeddedNats } from "./embedded-nats.ts";
 import { ensureJetStream } from "./jetstream-setup.ts";
 import type { ActorContext, KindRegistry, StatusReport, StopReason } from "./kinds.ts";
@@ -61,6 +61,8 @@ export interface FleetNodeOptions {
   backoff?: BackoffPolicy;
   /** Aborts a start that is still waiting for NATS. */
   signal?: AbortSignal;
+  /** Serve /metrics, /healthz, /readyz on HTTP_PORT. Default true; `camfleet up` leaves them to the gateway. */
+  opsServer?: boolean;
 }
 
 /** How long shutdown waits, in all, for NATS to confirm releases and flush, ms. */
@@ -86,6 +88,7 @@ interface Owned {
   slot: ActorSlot;
   specRevision: number;
   statusSub: Subscription;
+  viewersSub: Subscription;
 }
 
 /**
@@ -173,14 +176,16 @@ export class FleetNode {
     log.info({ config: describeConfig(config), version: this.#options.version, actorKind: kind.name }, "starting node");
     if (kind.name === "sim") log.warn("actor kind sim: cameras are simulated, no source is opened");
     // Ops first, so /healthz answers and /readyz explains while NATS comes up.
-    this.#ops = await startOpsServer({
-      host: config.httpHost,
-      port: config.httpPort,
-      registry: this.#options.registry,
-      notReadyReason: () => this.#notReadyReason(),
-      logger: log,
-    });
-    log.info({ url: this.#ops.url }, "serving /metrics, /healthz, /readyz");
+    if (this.#options.opsServer ?? true) {
+      this.#ops = await startOpsServer({
+        host: config.httpHost,
+        port: config.httpPort,
+        registry: this.#options.registry,
+        notReadyReason: () => this.#notReadyReason(),
+        logger: log,
+      });
+      log.info({ url: this.#ops.url }, "serving /metrics, /healthz, /readyz");
+    }
 
     if (config.natsServers === undefined) {
       this.#embedded = await startEmbeddedNats({ dataDir: config.dataDir, port: config.embeddedNatsPort, logger: log });
@@ -262,6 +267,11 @@ export class FleetNode {
         await new Promise((r) => setTimeout(r, delay));
       }
     }
+  }
+
+  /** Why the node cannot do its job yet, or undefined when it can. */
+  notReadyReason(): string | undefined {
+    return this.#notReadyReason();
   }
 
   #notReadyReason(): string | undefined {
@@ -442,7 +452,8 @@ export class FleetNode {
       onRestart: () => this.#restarts.inc({ camera }),
     });
     const statusSub = serveCameraStatus(this.#nc!, camera, () => slot.status(), log);
-    this.#owned.set(camera, { slot, specRevision, statusSub });
+    const viewersSub = serveCameraViewers(this.#nc!, camera, (report) => slot.viewers(report), log);
+    this.#owned.set(camera, { slot, specRevision, statusSub, viewersSub });
     this.metrics.camerasOwned.set(this.#owned.size);
     slot.start();
   }
@@ -497,6 +508,7 @@ export class FleetNode {
     if (owned === undefined) return;
     this.#owned.delete(camera);
     owned.statusSub.unsubscribe();
+    owned.viewersSub.unsubscribe();
     this.metrics.camerasOwned.set(this.#owned.size);
     this.#options.logger.warn({ camera, reason, epoch: owned.slot.epoch }, "lease lost; stopped actor (self-fencing)");
     void owned.slot.stop("lease-lost");
@@ -509,6 +521,7 @@ export class FleetNode {
     if (owned === undefined) return;
     this.#owned.delete(camera);
     owned.statusSub.unsubscribe();
+    owned.viewersSub.unsubscribe();
     await owned.slot.stop(reason);
     await this.#leases?.release(camera);
     this.metrics.camerasOwned.set(this.#owned.size);

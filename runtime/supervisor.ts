@@ -1,5 +1,5 @@
 import type { CameraSpec, CameraStatus } from "../subjects/index.ts";
-import type { Actor, ActorContext, ActorKind, StatusReport, StopReason } from "./kinds.ts";
+import type { Actor, ActorContext, ActorKind, StatusReport, StopReason, ViewerReport } from "./kinds.ts";
 import { runtimeError } from "./kinds.ts";
 import type { Logger } from "./logger.ts";
 
@@ -133,6 +133,11 @@ export class ActorSlot {
       }
     })();
     return this.#stopping;
+  }
+
+  /** Passes a gateway's viewer count to the actor; 0 while no actor runs or its kind ignores viewers. */
+  viewers(report: ViewerReport): number {
+    return this.#actor?.viewers?.(report) ?? 0;
   }
 
   status(): CameraStatus {

@@ -47,6 +47,7 @@ export {
   NodeInfoSchema,
   parseOrThrow,
   redactSpec,
+  RelaySchema,
   REMOTE_SCHEMES,
   schemeOf,
   StatusEventSchema,
@@ -67,6 +68,7 @@ export type {
   ErrorReply,
   Lease,
   NodeInfo,
+  Relay,
   StatusEvent,
   StreamInfo,
 } from "./schemas.ts";

@@ -17,6 +17,8 @@ export const BUCKETS = {
   cameras: "camfleet_cameras",
   leases: "camfleet_leases",
   nodes: "camfleet_nodes",
+  /** Which gateway holds the media relay of a camera (its WHIP publisher and WHEP viewers). */
+  relays: "camfleet_relays",
 } as const;
 
 /** Queue group for control subjects that any node may answer. */
@@ -64,6 +66,8 @@ export const subjects = {
     cameraStart: (camera: string) => `${PREFIX}.ctl.camera.${assertId("camera", camera)}.start`,
     cameraStop: (camera: string) => `${PREFIX}.ctl.camera.${assertId("camera", camera)}.stop`,
     cameraStatus: (camera: string) => `${PREFIX}.ctl.camera.${assertId("camera", camera)}.status`,
+    /** A gateway's count of WHEP viewers of a camera, to the camera's owner (on-demand publishing). */
+    cameraViewers: (camera: string) => `${PREFIX}.ctl.camera.${assertId("camera", camera)}.viewers`,
     nodeDrain: (node: string) => `${PREFIX}.ctl.node.${assertId("node", node)}.drain`,
     /** Wildcards a node subscribes to; the id token is validated on receipt. */
     cameraStartAny: `${PREFIX}.ctl.camera.*.start`,
@@ -94,6 +98,7 @@ export const kvKeys = {
   camera: (camera: string) => assertId("camera", camera),
   lease: (camera: string) => assertId("camera", camera),
   node: (node: string) => assertId("node", node),
+  relay: (camera: string) => assertId("camera", camera),
 } as const;
 
 /** JetStream message id for a detection: the same frame retried is one message. */

@@ -132,6 +132,25 @@ export const NodeInfoSchema = z.object({
 });
 export type NodeInfo = z.output<typeof NodeInfoSchema>;
 
+/**
+ * The value in KV bucket camfleet_relays: the gateway that holds a camera's
+ * media relay. Claimed with create, renewed with update at the last
+ * revision; stale once `renewed_ts` is older than the gateways' relay TTL.
+ */
+export const RelaySchema = z.object({
+  camera: IdSchema,
+  /** Id of the holding gateway (its NODE_ID). */
+  gateway: IdSchema,
+  /** Public base URL of the holding gateway (GATEWAY_URL), e.g. http://10.0.0.7:8080. */
+  url: z.string(),
+  claimed_ts: Millis,
+  renewed_ts: Millis,
+  /** A WHIP publisher is connected there now. */
+  publishing: z.boolean(),
+  viewers: z.number().int().nonnegative(),
+});
+export type Relay = z.output<typeof RelaySchema>;
+
 // ---------------------------------------------------------------- events
 
 export const CAMERA_STATES = ["STOPPED", "CONNECTING", "STREAMING", "ERROR"] as const;
@@ -259,6 +278,20 @@ export const control = {
   cameraStart: { request: CameraSpecPatchSchema, reply: reply({ camera: CameraSpecSchema }) },
   cameraStop: { request: Empty, reply: reply({ camera: CameraSpecSchema }) },
   cameraStatus: { request: Empty, reply: reply(CameraStatusSchema.shape) },
+  /**
+   * `camera.<id>.viewers`: one gateway's count of WHEP viewers of the camera
+   * (waiting ones included). The owner keeps each gateway's count for
+   * `ttl_ms` unless it is sent again, so a dead gateway never keeps a camera
+   * publishing. Replies with the camera's total over all gateways.
+   */
+  cameraViewers: {
+    request: z.strictObject({
+      gateway: IdSchema,
+      viewers: z.number().int().nonnegative().max(1_000_000),
+      ttl_ms: z.number().int().min(1_000).max(600_000),
+    }),
+    reply: reply({ viewers: z.number().int().nonnegative() }),
+  },
   nodesList: { request: Empty, reply: reply({ nodes: z.array(NodeInfoSchema) }) },
   nodeDrain: { request: Empty, reply: reply({ released: z.number().int().nonnegative() }) },
 } as const;

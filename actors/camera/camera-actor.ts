@@ -1,8 +1,9 @@
 import { Counter, Gauge, type Registry } from "prom-client";
 import { createActor, type Actor as XActor } from "xstate";
 import { whipUrlFor } from "../../runtime/index.ts";
-import type { Actor, ActorContext, ActorKind, StopReason } from "../../runtime/index.ts";
+import type { Actor, ActorContext, ActorKind, StopReason, ViewerReport } from "../../runtime/index.ts";
 import type { CameraErrorCode, CameraSpec, CameraStatus, StreamInfo } from "../../subjects/index.ts";
+import { GopCache } from "./gop-cache.ts";
 import { cameraMachine, DEFAULT_CAMERA_TIMING, stateName, type CameraTiming } from "./machine.ts";
 
 /**
@@ -116,6 +117,14 @@ class CameraActor implements Actor {
   #summary?: NodeJS.Timeout;
   #stopping?: Promise<void>;
   readonly #pending = new Set<Promise<unknown>>();
+  /** Viewer counts by gateway, each until it expires (monotonic ms) unless the gateway sends it again. */
+  readonly #viewerCounts = new Map<string, { viewers: number; expiresAt: number }>();
+  #viewerExpiry?: NodeJS.Timeout;
+  /** On-demand: someone watches (or stopped watching less than the linger time ago). */
+  #demand = false;
+  #linger?: NodeJS.Timeout;
+  /** The source's current GOP: a WHIP session that starts (a viewer arrived) begins with it, not at the next IDR. */
+  readonly #gop = new GopCache();
 
   constructor(ctx: ActorContext, media: CameraKindOptions) {
     this.#ctx = ctx;
@@ -132,7 +141,7 @@ class CameraActor implements Actor {
       },
     });
     this.#machine = createActor(machine, {
-      input: { timing: { ...DEFAULT_CAMERA_TIMING, ...media.timing }, publishWanted: publishWanted(ctx.spec) },
+      input: { timing: { ...DEFAULT_CAMERA_TIMING, ...media.timing }, publishWanted: publishWanted(ctx.spec, false) },
     });
     this.#machine.subscribe((snapshot) => {
       const state = stateName(snapshot.value);
@@ -174,7 +183,9 @@ class CameraActor implements Actor {
           this.#machine.send({ type: "SOURCE_FAILED", code, detail });
         },
         onRtp: (packet) => {
-          if (run === this.#run) this.#whip?.writeRtp(packet);
+          if (run !== this.#run) return;
+          if (this.#spec.publish !== "off") this.#gop.push(packet);
+          this.#whip?.writeRtp(packet);
         },
       })
       .then(
@@ -193,6 +204,7 @@ class CameraActor implements Actor {
 
   #stopIngest(): void {
     this.#run++;
+    this.#gop.clear();
     const ingest = this.#ingest;
     this.#ingest = undefined;
     if (ingest !== undefined) this.#track(ingest.stop());
@@ -202,9 +214,14 @@ class CameraActor implements Actor {
     this.#stopPublish();
     const whip = this.#media.startWhip({
       url: whipUrlFor(this.#ctx.config.whipUrl, this.#spec.id),
+      // The built-in relay's gateway asks for the API token on /whip like on every route.
+      ...(this.#ctx.config.apiToken !== undefined ? { token: this.#ctx.config.apiToken } : {}),
       logger: this.#ctx.logger,
       onUp: () => {
-        if (this.#whip === whip) this.#machine.send({ type: "WHIP_UP" });
+        if (this.#whip !== whip) return;
+        // Viewers get a picture at once: the GOP so far, then the live packets.
+        for (const packet of this.#gop.packets()) whip.writeRtp(packet);
+        this.#machine.send({ type: "WHIP_UP" });
       },
       onFailed: (detail) => {
         if (this.#whip !== whip) return;
@@ -237,7 +254,7 @@ class CameraActor implements Actor {
       ...(this.#lastFrameTs !== undefined ? { last_frame_ts: this.#lastFrameTs } : {}),
       ...(age !== undefined ? { last_frame_age_s: Math.round(age * 1000) / 1000 } : {}),
       publishing: this.#publishing(),
-      viewers: 0,
+      viewers: this.#totalViewers(),
       ...(error !== undefined ? { error } : {}),
     });
   }
@@ -254,14 +271,65 @@ class CameraActor implements Actor {
     if (sourceChanged) {
       // Only the ingest restarts; the WHIP session follows the new stream when it is up.
       this.#machine.send({ type: "RESTART" });
-    } else if (publishWanted(spec) !== publishWanted(old)) {
-      this.#machine.send({ type: publishWanted(spec) ? "PUBLISH_WANTED" : "PUBLISH_UNWANTED" });
+    } else if (publishWanted(spec, this.#demand) !== publishWanted(old, this.#demand)) {
+      this.#machine.send({ type: publishWanted(spec, this.#demand) ? "PUBLISH_WANTED" : "PUBLISH_UNWANTED" });
     }
+  }
+
+  // ------------------------------------------------------------ viewers (on-demand publishing)
+
+  viewers(report: ViewerReport): number {
+    if (this.#stopping !== undefined) return 0;
+    if (report.viewers > 0) this.#viewerCounts.set(report.gateway, { viewers: report.viewers, expiresAt: performance.now() + report.ttlMs });
+    else this.#viewerCounts.delete(report.gateway);
+    this.#onViewersChanged();
+    return this.#totalViewers();
+  }
+
+  #totalViewers(): number {
+    const now = performance.now();
+    let total = 0;
+    for (const c of this.#viewerCounts.values()) if (c.expiresAt > now) total += c.viewers;
+    return total;
+  }
+
+  /** Drops expired counts, re-arms the expiry timer, and turns demand on or (after the linger time) off. */
+  #onViewersChanged(): void {
+    const now = performance.now();
+    for (const [gateway, c] of this.#viewerCounts) if (c.expiresAt <= now) this.#viewerCounts.delete(gateway);
+    clearTimeout(this.#viewerExpiry);
+    this.#viewerExpiry = undefined;
+    const next = Math.min(...[...this.#viewerCounts.values()].map((c) => c.expiresAt));
+    // A gateway that stops refreshing (it died) must not keep the camera publishing.
+    if (Number.isFinite(next)) this.#viewerExpiry = setTimeout(() => this.#onViewersChanged(), Math.max(0, next - now) + 1);
+
+    const watched = this.#totalViewers() > 0;
+    if (watched) {
+      clearTimeout(this.#linger);
+      this.#linger = undefined;
+      this.#setDemand(true);
+    } else if (this.#demand && this.#linger === undefined) {
+      this.#linger = setTimeout(() => {
+        this.#linger = undefined;
+        if (this.#totalViewers() === 0) this.#setDemand(false);
+      }, this.#ctx.config.onDemandLingerMs);
+    }
+  }
+
+  #setDemand(demand: boolean): void {
+    if (demand === this.#demand) return;
+    const before = publishWanted(this.#spec, this.#demand);
+    this.#demand = demand;
+    const after = publishWanted(this.#spec, demand);
+    this.#ctx.logger.info({ demand, viewers: this.#totalViewers() }, demand ? "viewers arrived: publishing on demand" : "no viewers for the linger time: publishing stops");
+    if (before !== after) this.#machine.send({ type: after ? "PUBLISH_WANTED" : "PUBLISH_UNWANTED" });
   }
 
   stop(_reason: StopReason): Promise<void> {
     this.#stopping ??= (async () => {
       clearInterval(this.#summary);
+      clearTimeout(this.#viewerExpiry);
+      clearTimeout(this.#linger);
       this.#machine.send({ type: "STOP" });
       this.#machine.stop();
       this.#metrics.forget(this.#spec.id);
@@ -286,7 +354,7 @@ class CameraActor implements Actor {
       ...(this.#lastFrameTs !== undefined ? { last_frame_ts: this.#lastFrameTs } : {}),
       frames: { received: this.#frames, sent_ai: 0, skipped_motion: 0, detections: 0 },
       publishing: this.#publishing(),
-      viewers: 0,
+      viewers: this.#totalViewers(),
       ...(this.#whip !== undefined
         ? { whip: { ...(this.#whip.sessionUrl !== undefined ? { session_url: this.#whip.sessionUrl } : {}), uptime_s: this.#whip.uptimeS() } }
         : {}),
@@ -295,7 +363,7 @@ class CameraActor implements Actor {
   }
 }
 
-/** `always` publishes whenever streaming; `on-demand` waits for viewers (counted by the relay, not yet wired); `off` never. */
-function publishWanted(spec: CameraSpec): boolean {
-  return spec.publish === "always";
+/** `always` publishes whenever streaming; `on-demand` while a gateway reports viewers (and for the linger time after); `off` never. */
+function publishWanted(spec: CameraSpec, demand: boolean): boolean {
+  return spec.publish === "always" || (spec.publish === "on-demand" && demand);
 }

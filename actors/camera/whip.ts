@@ -1,5 +1,5 @@
-import { MediaStreamTrack, RTCPeerConnection, useH264, type CandidatePair } from "werift";
-import { silentLogger, type Logger } from "../../runtime/index.ts";
+import { MediaStreamTrack, RTCPeerConnection } from "werift";
+import { h264PeerConfig, keepLoopbackCandidates, silentLogger, type Logger } from "../../runtime/index.ts";
 import { redact } from "../../subjects/index.ts";
 
 /**
@@ -72,7 +72,6 @@ const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 const DEFAULT_DELETE_TIMEOUT_MS = 1_000;
 /** How much of an error response body goes into the failure detail. */
 const BODY_SNIPPET_CHARS = 200;
-const LOOPBACK = "127.0.0.1";
 
 /** Starts publishing at once; the outcome arrives through `onUp` / `onFailed`. */
 export function startWhip(options: WhipOptions): WhipSession {
@@ -85,14 +84,8 @@ export function startWhip(options: WhipOptions): WhipSession {
   const deleteTimeoutMs = options.deleteTimeoutMs ?? DEFAULT_DELETE_TIMEOUT_MS;
   const auth: Record<string, string> = options.token !== undefined ? { Authorization: `Bearer ${options.token}` } : {};
 
-  const pc = new RTCPeerConnection({
-    codecs: { video: [useH264()], audio: [] },
-    // The default is a public STUN server; a camera node reaches its relay directly.
-    iceServers: [],
-    // werift skips loopback unless told; a relay on the same host is common.
-    iceAdditionalHostAddresses: [LOOPBACK],
-    ...(loopbackOnly ? { iceFilterCandidatePair: isLoopbackPair } : {}),
-  });
+  // No STUN (a camera node reaches its relay directly), loopback gathered (a relay on the same host is common).
+  const pc = new RTCPeerConnection(h264PeerConfig({ loopbackOnly }));
   const track = new MediaStreamTrack({ kind: "video" });
   const transceiver = pc.addTransceiver(track, { direction: "sendonly" });
 
@@ -311,26 +304,8 @@ class WhipTimeoutError extends Error {
   }
 }
 
-/**
- * Drops every `a=candidate` line that is not a UDP candidate on 127.0.0.1.
- * For loopback-only setups (tests): peers offer all their interfaces.
- */
-export function keepLoopbackCandidates(sdp: string): string {
-  const eol = sdp.includes("\r\n") ? "\r\n" : "\n";
-  return sdp
-    .split(eol)
-    .filter((line) => {
-      if (!line.startsWith("a=candidate:")) return true;
-      // candidate:<foundation> <component> <transport> <priority> <address> <port> typ <type> …
-      const fields = line.slice("a=candidate:".length).split(" ");
-      return fields[2]?.toLowerCase() === "udp" && fields[4] === LOOPBACK;
-    })
-    .join(eol);
-}
-
-function isLoopbackPair(pair: CandidatePair): boolean {
-  return pair.localCandidate.host === LOOPBACK && pair.remoteCandidate.host === LOOPBACK;
-}
+/** Kept here too: callers (and tests) of the publisher used to import it from this module. */
+export { keepLoopbackCandidates };
 
 function gatheringComplete(pc: RTCPeerConnection, signal: AbortSignal, timeoutMs: number): Promise<void> {
   if (pc.iceGatheringState === "complete") return Promise.resolve();

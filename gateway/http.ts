@@ -1,0 +1,66 @@
+import { timingSafeEqual } from "node:crypto";
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from "fastify";
+import type { Logger } from "../runtime/index.ts";
+import { CamfleetError, CONTROL_ERROR_CODES, ensureCamfleetError, httpStatusOf, type ControlErrorCode } from "../subjects/index.ts";
+import { MAX_SDP_BYTES } from "./sdp.ts";
+
+/**
+ * The gateway's HTTP server: fastify with camfleet's error shape
+ * (`{error: {code, message}}`, statuses from subjects/errors.ts), an
+ * `application/sdp` body parser, a body limit, and bearer-token auth.
+ * Route modules (media, ops, later legacy REST, SSE, dashboard) register on it.
+ */
+
+/** Routes that answer without a token: liveness and readiness probes. */
+const OPEN_PATHS = new Set(["/health", "/healthz", "/readyz"]);
+/** Largest JSON body any route takes, bytes. */
+export const MAX_JSON_BYTES = 128 * 1024;
+
+export function createHttp(options: { logger: Logger; apiToken?: string }): FastifyInstance {
+  const log = options.logger.child({ component: "http" });
+  const app = Fastify({ logger: false, bodyLimit: MAX_JSON_BYTES, return503OnClosing: true, forceCloseConnections: true });
+
+  app.addContentTypeParser("application/sdp", { parseAs: "string", bodyLimit: MAX_SDP_BYTES }, (_req, body, done) => done(null, body));
+
+  if (options.apiToken !== undefined) {
+    const want = Buffer.from(`Bearer ${options.apiToken}`);
+    app.addHook("onRequest", async (req, reply) => {
+      if (OPEN_PATHS.has(req.url.split("?")[0] ?? "")) return;
+      const got = Buffer.from(req.headers.authorization ?? "");
+      if (got.length !== want.length || !timingSafeEqual(got, want)) {
+        reply.header("www-authenticate", 'Bearer realm="camfleet"');
+        return sendError(reply, new CamfleetError("UNAUTHENTICATED", "missing or wrong bearer token (Authorization: Bearer <CAMFLEET_API_TOKEN>)"));
+      }
+    });
+  }
+
+  app.setNotFoundHandler((req, reply) => sendError(reply, new CamfleetError("NOT_FOUND", `no route ${req.method} ${req.url.split("?")[0]}`)));
+
+  app.setErrorHandler((err: FastifyError | CamfleetError, req, reply) => {
+    const e = toCamfleetError(err);
+    if (e.code === "INTERNAL") log.error({ err, method: req.method, url: req.url.split("?")[0] }, "request failed");
+    return sendError(reply, e);
+  });
+  return app;
+}
+
+/** fastify's own errors (body too large, bad content type, bad JSON) in camfleet's codes. */
+function toCamfleetError(err: unknown): CamfleetError {
+  if (err instanceof CamfleetError) return err;
+  const fe = err as Partial<FastifyError>;
+  if (typeof fe.statusCode === "number" && typeof fe.code === "string" && fe.code.startsWith("FST_")) {
+    if (fe.statusCode === 413) return new CamfleetError("PAYLOAD_TOO_LARGE", `the request body is larger than this route accepts (${fe.code})`);
+    if (fe.statusCode === 415) return new CamfleetError("INVALID_ARGUMENT", `unsupported Content-Type: ${fe.message ?? ""}`.trim());
+    if (fe.statusCode >= 400 && fe.statusCode < 500) return new CamfleetError("INVALID_ARGUMENT", fe.message ?? "bad request");
+  }
+  return ensureCamfleetError(err);
+}
+
+export function sendError(reply: FastifyReply, err: CamfleetError): FastifyReply {
+  const code: ControlErrorCode = err.code in CONTROL_ERROR_CODES ? err.code : "INTERNAL";
+  return reply
+    .code(httpStatusOf(code))
+    .header("content-type", "application/json; charset=utf-8")
+    .header("cache-control", "no-store")
+    .send(JSON.stringify({ error: { code, message: err.message } }));
+}

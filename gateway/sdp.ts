@@ -1,0 +1,73 @@
+import { h264NalTypes } from "../runtime/index.ts";
+import { CamfleetError } from "../subjects/index.ts";
+
+export { h264NalTypes };
+
+/**
+ * What the relay checks in an SDP offer before werift sees it: werift
+ * accepts some garbage without complaint, and the caller deserves a precise
+ * 400 (malformed) or 406 (no H.264; SIP's 488 Not Acceptable Here).
+ */
+
+/** Largest SDP body the media routes accept, bytes. Real offers are 2–8 KiB. */
+export const MAX_SDP_BYTES = 64 * 1024;
+
+export interface OfferSummary {
+  /** Payload types of H.264 in the video section(s). */
+  h264PayloadTypes: number[];
+}
+
+/** Throws INVALID_ARGUMENT for a malformed offer and UNSUPPORTED_MEDIA when no video section offers H.264. */
+export function checkOffer(sdp: string, direction: "send" | "receive"): OfferSummary {
+  const lines = sdp.split(/\r?\n/).filter((l) => l !== "");
+  if (lines[0] !== "v=0") throw new CamfleetError("INVALID_ARGUMENT", "malformed SDP offer: it must start with v=0");
+  const bad = lines.find((l) => !/^[a-z]=/.test(l));
+  if (bad !== undefined) throw new CamfleetError("INVALID_ARGUMENT", `malformed SDP offer: line ${JSON.stringify(bad.slice(0, 40))} is not <type>=<value>`);
+  if (!lines.some((l) => l.startsWith("o="))) throw new CamfleetError("INVALID_ARGUMENT", "malformed SDP offer: no o= line");
+  const media = lines.filter((l) => l.startsWith("m="));
+  if (media.length === 0) throw new CamfleetError("INVALID_ARGUMENT", "malformed SDP offer: no media section (m=)");
+  if (!lines.some((l) => l.startsWith("a=ice-ufrag:")) || !lines.some((l) => l.startsWith("a=fingerprint:"))) {
+    throw new CamfleetError("INVALID_ARGUMENT", "malformed SDP offer: WebRTC needs a=ice-ufrag and a=fingerprint");
+  }
+
+  // Walk the video sections: H.264 by rtpmap, and a direction that fits.
+  const h264: number[] = [];
+  let inVideo = false;
+  let videoSections = 0;
+  let directionOk = false;
+  let sectionDirection = "sendrecv";
+  const closeSection = () => {
+    if (!inVideo) return;
+    const wanted = direction === "send" ? ["sendonly", "sendrecv"] : ["recvonly", "sendrecv"];
+    if (wanted.includes(sectionDirection)) directionOk = true;
+  };
+  for (const line of lines) {
+    if (line.startsWith("m=")) {
+      closeSection();
+      inVideo = /^m=video [1-9]\d* /.test(line) || /^m=video 9 /.test(line);
+      if (inVideo) videoSections++;
+      sectionDirection = "sendrecv";
+      continue;
+    }
+    if (!inVideo) continue;
+    const dir = /^a=(sendonly|recvonly|sendrecv|inactive)$/.exec(line);
+    if (dir) sectionDirection = dir[1]!;
+    const map = /^a=rtpmap:(\d+) H264\/90000$/i.exec(line);
+    if (map) h264.push(Number(map[1]));
+  }
+  closeSection();
+  if (videoSections === 0) throw new CamfleetError("UNSUPPORTED_MEDIA", "the SDP offer has no video section; this relay carries H.264 video only");
+  if (h264.length === 0) throw new CamfleetError("UNSUPPORTED_MEDIA", "the SDP offer has no H.264 codec (H264/90000); this relay copies H.264 and cannot transcode");
+  if (!directionOk) {
+    throw new CamfleetError(
+      "UNSUPPORTED_MEDIA",
+      direction === "send" ? "the WHIP offer does not send video (a=sendonly or sendrecv needed)" : "the WHEP offer does not receive video (a=recvonly or sendrecv needed)",
+    );
+  }
+  return { h264PayloadTypes: h264 };
+}
+
+/** The packet carries an IDR slice (5), or the start of one: a decoder can begin at this frame. */
+export function startsKeyFrame(payload: Buffer): boolean {
+  return h264NalTypes(payload).includes(5);
+}

@@ -1,0 +1,97 @@
+// The pure parts of the relay: offer checks (400 / 406) and the camera's GOP
+// cache, on hand-made packets (no process, no network).
+
+import { describe, expect, it } from "vitest";
+import { GopCache } from "../actors/camera/gop-cache.ts";
+import { checkOffer, h264NalTypes } from "../gateway/sdp.ts";
+import { CamfleetError } from "../subjects/index.ts";
+
+const OFFER = [
+  "v=0",
+  "o=- 1 1 IN IP4 127.0.0.1",
+  "s=-",
+  "t=0 0",
+  "a=fingerprint:sha-256 AB:CD",
+  "a=ice-ufrag:abcd",
+  "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+  "a=recvonly",
+  "a=rtpmap:111 opus/48000/2",
+  "m=video 9 UDP/TLS/RTP/SAVPF 96 102",
+  "a=recvonly",
+  "a=rtpmap:96 VP8/90000",
+  "a=rtpmap:102 H264/90000",
+  "",
+].join("\r\n");
+
+function codeOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (err) {
+    return err instanceof CamfleetError ? err.code : "not a CamfleetError";
+  }
+  return undefined;
+}
+
+describe("checkOffer", () => {
+  it("accepts a WHEP offer with H.264 among other codecs, and names its payload types", () => {
+    expect(checkOffer(OFFER, "receive")).toEqual({ h264PayloadTypes: [102] });
+  });
+  it.each([
+    ["no v=0", OFFER.replace("v=0", "v=1"), "INVALID_ARGUMENT"],
+    ["a line that is not type=value", OFFER.replace("s=-", "garbage"), "INVALID_ARGUMENT"],
+    ["no media", OFFER.split("m=audio")[0]!, "INVALID_ARGUMENT"],
+    ["no ICE credentials", OFFER.replace("a=ice-ufrag:abcd\r\n", ""), "INVALID_ARGUMENT"],
+    ["audio only", OFFER.split("m=video")[0]!, "UNSUPPORTED_MEDIA"],
+    ["no H.264", OFFER.replace("H264/90000", "AV1/90000"), "UNSUPPORTED_MEDIA"],
+  ])("refuses %s", (_what, sdp, code) => {
+    expect(codeOf(() => checkOffer(sdp, "receive"))).toBe(code);
+  });
+  it("refuses a WHIP offer that only receives, and a WHEP offer that only sends", () => {
+    expect(codeOf(() => checkOffer(OFFER, "send"))).toBe("UNSUPPORTED_MEDIA");
+    expect(codeOf(() => checkOffer(OFFER.replaceAll("a=recvonly", "a=sendonly"), "receive"))).toBe("UNSUPPORTED_MEDIA");
+  });
+});
+
+/** An RTP packet (payload type 96) with this timestamp and payload. */
+function rtp(ts: number, payload: number[]): Buffer {
+  const b = Buffer.alloc(12 + payload.length);
+  b[0] = 0x80;
+  b[1] = 96;
+  b.writeUInt32BE(ts, 4);
+  Buffer.from(payload).copy(b, 12);
+  return b;
+}
+const stapSpsPps = (ts: number) => rtp(ts, [24, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce]);
+const idrStart = (ts: number) => rtp(ts, [0x7c, 0x85, 1, 2, 3]);
+const idrEnd = (ts: number) => rtp(ts, [0x7c, 0x45, 4, 5]);
+const pFrame = (ts: number) => rtp(ts, [0x41, 9, 9]);
+
+describe("GopCache", () => {
+  it("keeps nothing until an IDR, then the IDR with the SPS/PPS of its timestamp and everything after", () => {
+    const gop = new GopCache();
+    gop.push(pFrame(100));
+    gop.push(stapSpsPps(200)); // parameter sets before a P-frame start nothing
+    gop.push(pFrame(200));
+    expect(gop.packets()).toEqual([]);
+    gop.push(stapSpsPps(300));
+    gop.push(idrStart(300));
+    gop.push(idrEnd(300));
+    gop.push(pFrame(400));
+    expect(gop.packets().map((p) => h264NalTypes(p.subarray(12)))).toEqual([[7, 8], [5], [], [1]]);
+    // The next IDR replaces the GOP.
+    gop.push(idrStart(500));
+    expect(gop.packets()).toHaveLength(1);
+  });
+  it("drops a GOP past its size limit until the next IDR, and ignores what is not RTP", () => {
+    const gop = new GopCache(40);
+    gop.push(Buffer.from([1, 2, 3]));
+    gop.push(idrStart(1));
+    gop.push(pFrame(2));
+    gop.push(pFrame(3));
+    expect(gop.packets()).toEqual([]);
+    gop.push(pFrame(4));
+    expect(gop.packets()).toEqual([]);
+    gop.push(idrStart(5));
+    expect(gop.packets()).toHaveLength(1);
+  });
+});
