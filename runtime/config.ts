@@ -51,6 +51,10 @@ export interface Config {
   replicas?: number;
   /** Actor kind that runs each camera: `sim` (simulated, no media) until the camera actor lands. */
   actorKind: string;
+  /** Limits of the CAMFLEET_DETECTIONS stream; replicas unset = `replicas`. */
+  detectionsStream: { maxAgeMs: number; maxBytes: number; replicas?: number };
+  /** Detection events a node buffers while NATS is away; more are dropped and counted. Default 10000. */
+  detectionsBuffer: number;
 }
 
 const DEFAULT_HTTP_PORT: Record<Role, number> = { node: 9108, gateway: 8080, up: 8080, detector: 9108, client: 9108 };
@@ -141,6 +145,10 @@ const VARS = {
   CAMFLEET_NATS_PORT: { schema: int(0, 65_535) },
   CAMFLEET_REPLICAS: { schema: int(1, 5) },
   CAMFLEET_ACTOR_KIND: { schema: id },
+  CAMFLEET_DETECTIONS_MAX_AGE_S: { schema: int(60, 10 * 365 * 86_400) },
+  CAMFLEET_DETECTIONS_MAX_BYTES: { schema: int(-1, 2 ** 50) },
+  CAMFLEET_DETECTIONS_REPLICAS: { schema: int(1, 5) },
+  CAMFLEET_DETECTIONS_BUFFER: { schema: int(1, 1_000_000) },
 } as const satisfies Record<string, { schema: z.ZodType; alias?: string }>;
 
 type VarName = keyof typeof VARS;
@@ -191,6 +199,12 @@ export function loadConfig(env: Env, role: Role): Config {
     embeddedNatsPort: parsed.CAMFLEET_NATS_PORT ?? 4222,
     ...(parsed.CAMFLEET_REPLICAS !== undefined ? { replicas: parsed.CAMFLEET_REPLICAS } : {}),
     actorKind: parsed.CAMFLEET_ACTOR_KIND ?? "sim",
+    detectionsStream: {
+      maxAgeMs: (parsed.CAMFLEET_DETECTIONS_MAX_AGE_S ?? 7 * 86_400) * 1000,
+      maxBytes: parsed.CAMFLEET_DETECTIONS_MAX_BYTES ?? 4 * 1024 ** 3,
+      ...(parsed.CAMFLEET_DETECTIONS_REPLICAS !== undefined ? { replicas: parsed.CAMFLEET_DETECTIONS_REPLICAS } : {}),
+    },
+    detectionsBuffer: parsed.CAMFLEET_DETECTIONS_BUFFER ?? 10_000,
   };
 }
 
