@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { Command } from "commander";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { cameraActorKind, simKind } from "../actors/index.ts";
+import { ReferenceDetector, serveDetector, type DetectorServer } from "../proto/index.ts";
 import { ensureCamfleetError, redact } from "../subjects/index.ts";
 import { ConfigError, ControlClient, createLogger, createRegistry, FleetNode, KindRegistry, loadConfig, type Config, type Logger, type Role } from "../runtime/index.ts";
 
@@ -96,6 +97,40 @@ function startNode(ctx: { config: Config; logger: Logger; signal: AbortSignal })
   });
 }
 
+/** The reference detector on DETECTOR_LISTEN. */
+async function startDetector(ctx: { config: Config; logger: Logger }): Promise<DetectorServer> {
+  const log = ctx.logger.child({ component: "detector" });
+  const server = await serveDetector(new ReferenceDetector(), {
+    listen: ctx.config.detectorListen,
+    onError: (err, req) => log.error({ err, camera: req.cameraId, frame: req.frameId }, "detector failed on a frame"),
+  });
+  log.info({ address: server.address }, "reference detector listening (solutions: motion; gRPC health service included)");
+  return server;
+}
+
+/** `camfleet up`: the reference detector, then a node that uses it (AI_ENDPOINT defaults to DETECTOR_LISTEN). */
+async function startUp(ctx: { config: Config; logger: Logger; signal: AbortSignal }): Promise<Service> {
+  let detector: DetectorServer | undefined;
+  try {
+    detector = await startDetector(ctx);
+  } catch (err) {
+    // Another detector (a real model server, or a second `up`) may hold the port: use whatever answers there.
+    ctx.logger.warn({ err, listen: ctx.config.detectorListen }, "could not start the reference detector; cameras use whatever answers at AI_ENDPOINT");
+  }
+  try {
+    const node = await startNode(ctx);
+    return {
+      stop: async () => {
+        await node.stop();
+        await detector?.stop();
+      },
+    };
+  } catch (err) {
+    await detector?.stop();
+    throw err;
+  }
+}
+
 /** Runs a client command against the cluster; errors become one line on stderr and exit 1. */
 async function withClient(work: (client: ControlClient) => Promise<void>): Promise<void> {
   const config = loadConfigOrExit("client");
@@ -146,8 +181,8 @@ const program = new Command()
 
 program
   .command("up")
-  .description("everything on one machine: embedded NATS and a node (the gateway and detector join as they are built)")
-  .action(() => runService("up", startNode));
+  .description("everything on one machine: embedded NATS, a node and the reference detector (the gateway joins as it is built)")
+  .action(() => runService("up", startUp));
 
 program
   .command("node")
@@ -155,7 +190,10 @@ program
   .action(() => runService("node", startNode));
 
 program.command("gateway").description("HTTP gateway, WHIP/WHEP relay and dashboard on HTTP_PORT (8080) [not built yet]").action(notBuilt("gateway", "issue 5"));
-program.command("detector").description("the reference gRPC detector on DETECTOR_LISTEN [not built yet]").action(notBuilt("detector", "issue 6"));
+program
+  .command("detector")
+  .description("the reference gRPC detector (solution: motion) on DETECTOR_LISTEN (127.0.0.1:50051)")
+  .action(() => runService("detector", startDetector));
 
 const camera = program.command("camera").description("manage cameras (talks to the cluster at NATS_URL, default nats://127.0.0.1:4222)");
 camera
