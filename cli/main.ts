@@ -3,8 +3,25 @@ import { Command } from "commander";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { cameraActorKind, simKind } from "../actors/index.ts";
 import { ReferenceDetector, serveDetector, type DetectorServer } from "../proto/index.ts";
-import { ensureCamfleetError, redact } from "../subjects/index.ts";
-import { ConfigError, ControlClient, createLogger, createRegistry, FleetNode, KindRegistry, loadConfig, type Config, type Logger, type Role } from "../runtime/index.ts";
+import { assertId, CamfleetError, ensureCamfleetError, redact } from "../subjects/index.ts";
+import {
+  ConfigError,
+  ControlClient,
+  createLogger,
+  createRegistry,
+  FleetNode,
+  KindRegistry,
+  loadConfig,
+  parseSince,
+  startAlertConsumer,
+  tailEvents,
+  type CamfleetEvent,
+  type Config,
+  type EventType,
+  type Logger,
+  type Role,
+  type StartAt,
+} from "../runtime/index.ts";
 
 /**
  * The `camfleet` command. Services (`up`, `node`, …) run until SIGINT or
@@ -133,6 +150,10 @@ async function startUp(ctx: { config: Config; logger: Logger; signal: AbortSigna
 
 /** Runs a client command against the cluster; errors become one line on stderr and exit 1. */
 async function withClient(work: (client: ControlClient) => Promise<void>): Promise<void> {
+  await withNats((nc) => work(new ControlClient(nc)));
+}
+
+async function withNats(work: (nc: NatsConnection) => Promise<void>): Promise<void> {
   const config = loadConfigOrExit("client");
   const servers = config.natsServers ?? [`nats://127.0.0.1:${config.embeddedNatsPort}`];
   let nc: NatsConnection;
@@ -143,7 +164,7 @@ async function withClient(work: (client: ControlClient) => Promise<void>): Promi
     process.exit(EXIT_FAILURE);
   }
   try {
-    await work(new ControlClient(nc));
+    await work(nc);
   } catch (err) {
     const e = ensureCamfleetError(err);
     process.stderr.write(`camfleet: ${e.code}: ${e.message}\n`);
@@ -287,11 +308,67 @@ program
       );
     }),
   );
+interface EventsOptions {
+  tenant?: string;
+  site?: string;
+  camera?: string;
+  type: string;
+  since?: string;
+  durable?: string;
+  follow: boolean;
+}
+
 program
   .command("events")
-  .description("tail status and detection events [not built yet]")
+  .description("print status and detection events, one JSON line each: new ones as they come, or replayed with --since")
+  .option("--tenant <id>", "only this tenant")
+  .option("--site <id>", "only this site")
   .option("--camera <id>", "only this camera")
-  .option("--since <time>", "replay from this time")
-  .action(notBuilt("events", "issue 6"));
+  .option("--type <type>", "status, detection or all", "all")
+  .option("--since <time>", "replay from a time (ISO 8601, ms since the epoch) or a duration back (30s, 15m, 2h, 7d); 'all' for everything kept")
+  .option("--durable <name>", "read through a durable consumer of this name: a later run goes on where this one stopped (events are acked once printed)")
+  .option("--no-follow", "exit once the stored events are printed instead of waiting for new ones")
+  .action((o: EventsOptions) =>
+    withNats(async (nc) => {
+      const types: EventType[] = o.type === "all" ? ["status", "detection"] : o.type === "status" || o.type === "detection" ? [o.type] : [];
+      if (types.length === 0) throw new CamfleetError("INVALID_ARGUMENT", `--type must be status, detection or all, got ${JSON.stringify(o.type)}`);
+      const start: StartAt = o.since === undefined ? (o.durable !== undefined ? "all" : "new") : o.since === "all" ? "all" : parseSince(o.since);
+      const scope = {
+        ...(o.tenant !== undefined ? { tenant: assertId("tenant", o.tenant) } : {}),
+        ...(o.site !== undefined ? { site: assertId("site", o.site) } : {}),
+        ...(o.camera !== undefined ? { camera: assertId("camera", o.camera) } : {}),
+      };
+      const print = (event: CamfleetEvent) => {
+        process.stdout.write(`${JSON.stringify(event)}\n`);
+      };
+      const stop = new AbortController();
+      for (const sig of ["SIGINT", "SIGTERM"] as const) process.once(sig, () => stop.abort());
+      if (o.durable === undefined) {
+        await tailEvents(nc, { types, scope, start, follow: o.follow, onEvent: print, signal: stop.signal });
+        return;
+      }
+      const durable = o.durable;
+      await Promise.all(
+        types.map(async (type) => {
+          let caughtUp!: () => void;
+          const done = new Promise<void>((resolve) => (caughtUp = resolve));
+          const consumer = await startAlertConsumer<CamfleetEvent>(nc, {
+            durable,
+            type,
+            scope,
+            start,
+            handler: (event, meta) => {
+              print(event);
+              if (!o.follow && meta.pending === 0) caughtUp();
+            },
+          });
+          if (!o.follow && consumer.pendingAtStart === 0) caughtUp();
+          stop.signal.addEventListener("abort", () => caughtUp(), { once: true });
+          await done;
+          await consumer.stop();
+        }),
+      );
+    }),
+  );
 
 await program.parseAsync(process.argv);

@@ -222,7 +222,7 @@ export class DetectorClient {
 
   constructor(options: DetectorClientOptions) {
     this.endpoint = options.endpoint;
-    const Ctor = grpc.makeGenericClientConstructor(detectorDefinition(), "Detector");
+    const Ctor = grpc.makeGenericClientConstructor(withGarbleMarker(detectorDefinition()), "Detector");
     this.#client = new Ctor(options.endpoint, grpc.credentials.createInsecure(), {
       "grpc.initial_reconnect_backoff_ms": 200,
       "grpc.max_reconnect_backoff_ms": options.maxReconnectBackoffMs ?? 2000,
@@ -266,12 +266,43 @@ export class DetectorClient {
       const call = fn(request, new grpc.Metadata(), { deadline }, (err: grpc.ServiceError | null, response: R) => {
         options.signal?.removeEventListener("abort", cancel);
         if (err) reject(fromServiceError(err, this.endpoint, options.deadlineMs));
+        else if (isGarbled(response)) reject(new DetectorError("BAD_RESPONSE", `detector at ${this.endpoint} answered bytes that are not a ${method} response`, { cause: response[GARBLED] }));
         else resolve(response);
       });
       const cancel = () => call.cancel();
       options.signal?.addEventListener("abort", cancel, { once: true });
     });
   }
+}
+
+const GARBLED = Symbol("garbled");
+type Garbled = { [GARBLED]: unknown };
+
+function isGarbled(v: unknown): v is Garbled {
+  return typeof v === "object" && v !== null && GARBLED in v;
+}
+
+/**
+ * The service definition with response decoding that cannot throw: bytes
+ * that are no message become a marked value, which the client turns into
+ * BAD_RESPONSE (grpc-js would report a generic INTERNAL, told apart only by
+ * its text).
+ */
+function withGarbleMarker(def: grpc.ServiceDefinition): grpc.ServiceDefinition {
+  const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+  for (const [name, m] of Object.entries(def)) {
+    out[name] = {
+      ...m,
+      responseDeserialize: (bytes: Buffer) => {
+        try {
+          return m.responseDeserialize(bytes);
+        } catch (err) {
+          return { [GARBLED]: err } satisfies Garbled;
+        }
+      },
+    };
+  }
+  return out as grpc.ServiceDefinition;
 }
 
 function fromServiceError(err: grpc.ServiceError, endpoint: string, deadlineMs: number): DetectorError {
@@ -287,8 +318,7 @@ function fromServiceError(err: grpc.ServiceError, endpoint: string, deadlineMs: 
     case grpc.status.CANCELLED:
       return new DetectorError("FAILED", "detector call cancelled", { cause: err });
     default:
-      // INTERNAL with "Failed to parse server response" is what a garbled answer gives.
-      return new DetectorError(/parse|deserializ/i.test(err.details) ? "BAD_RESPONSE" : "FAILED", `detector at ${endpoint} failed: ${grpc.status[err.code] ?? err.code}: ${err.details}`, {
+      return new DetectorError("FAILED", `detector at ${endpoint} failed: ${grpc.status[err.code] ?? err.code}: ${err.details}`, {
         cause: err,
       });
   }

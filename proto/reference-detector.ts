@@ -23,7 +23,7 @@ export interface ReferenceDetectorOptions {
   analysisWidth?: number;
   /** Weight of the newest frame in the background, 0..1 (1 = plain difference with the previous frame). Default 0.5. */
   alpha?: number;
-  /** Grey-level difference (0..255) above which a pixel changed. Default 20. */
+  /** Grey-level difference (0..255) above which a pixel changed. Default 10. */
   threshold?: number;
   /** Smallest region reported, as a share of the analysed frame. Default 0.001 (at least 2 px). */
   minRegion?: number;
@@ -50,7 +50,7 @@ export class ReferenceDetector implements DetectorService {
     this.#opts = {
       analysisWidth: 160,
       alpha: 0.5,
-      threshold: 20,
+      threshold: 10,
       minRegion: 0.001,
       maxBoxes: 16,
       maxCameras: 4096,

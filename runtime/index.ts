@@ -30,3 +30,5 @@ export { ClusterView } from "./cluster-view.ts";
 export { isTransientNatsError } from "./nats.ts";
 export { startOpsServer } from "./ops-http.ts";
 export type { OpsServer, OpsServerOptions } from "./ops-http.ts";
+export { parseSince, startAlertConsumer, tailEvents } from "./event-consumers.ts";
+export type { AlertConsumer, AlertConsumerOptions, CamfleetEvent, EventMeta, EventType, StartAt, TailOptions } from "./event-consumers.ts";
