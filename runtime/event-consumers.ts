@@ -203,6 +203,12 @@ export async function startAlertConsumer<E extends CamfleetEvent = DetectionEven
       try {
         const consumer = await js.consumers.get(src.stream, options.durable);
         messages = await consumer.consume({ max_messages: Math.min(256, options.maxAckPending ?? 256) });
+        // stop() may have come while consume() was being set up: it could not close these.
+        // Not awaited: close() settles only once the iterator is read (nats.js 3.4).
+        if (stopped) {
+          void messages.close();
+          break;
+        }
         for await (const m of messages) {
           if (stopped) break;
           const event = parseEvent(type, m);
@@ -235,7 +241,8 @@ export async function startAlertConsumer<E extends CamfleetEvent = DetectionEven
     done,
     async stop() {
       stopped = true;
-      await messages?.close().catch(() => undefined);
+      // The loop reading `messages` ends once they are closed; `done` says when.
+      void messages?.close().catch(() => undefined);
       await done;
     },
   };
