@@ -41,7 +41,9 @@ export type PublishOutcome = "queued" | "overflow";
 
 export class BufferedPublisher {
   readonly #o: Required<Omit<BufferedPublisherOptions, "registry" | "metricPrefix">>;
-  readonly #queue: Item[] = [];
+  /** Waiting items are #queue[#head..]; a head index, because shift() on a long array copies it. */
+  #queue: Item[] = [];
+  #head = 0;
   #inFlight = 0;
   #pausedUntil = 0;
   #retryTimer?: NodeJS.Timeout;
@@ -63,14 +65,20 @@ export class BufferedPublisher {
         dropped: new Counter({ name: `${prefix}_dropped_total`, help: "Events dropped because the publish buffer was full (NATS away too long)", registers: [registry] }),
         retried: new Counter({ name: `${prefix}_publish_retries_total`, help: "Publishes sent again with the same Nats-Msg-Id after a failed attempt", registers: [registry] }),
         failed: new Counter({ name: `${prefix}_publish_failed_total`, help: "Events JetStream refused for good (e.g. no stream for the subject)", registers: [registry] }),
-        buffered: new Gauge({ name: `${prefix}_buffered`, help: "Events waiting for or awaiting a JetStream ack", registers: [registry] }),
+        buffered: new Gauge({
+          name: `${prefix}_buffered`,
+          help: "Events waiting for or awaiting a JetStream ack",
+          registers: [registry],
+          // Read when scraped, not set per event: this sits on the hot path.
+          collect: () => this.#metrics?.buffered.set(this.pending),
+        }),
       };
     }
   }
 
   /** Events not yet acknowledged. */
   get pending(): number {
-    return this.#queue.length + this.#inFlight;
+    return this.#queue.length - this.#head + this.#inFlight;
   }
 
   /** Queues one event; "overflow" when the buffer is full (the event is dropped and counted). */
@@ -82,8 +90,7 @@ export class BufferedPublisher {
       return "overflow";
     }
     this.#queue.push({ subject, data: typeof data === "string" ? Buffer.from(data) : data, msgId, refusals: 0 });
-    this.#metrics?.buffered.set(this.pending);
-    this.#pump();
+    if (this.#inFlight < this.#o.window) this.#pump();
     return "queued";
   }
 
@@ -118,8 +125,16 @@ export class BufferedPublisher {
       }, this.#pausedUntil - now);
       return;
     }
-    while (this.#inFlight < this.#o.window && this.#queue.length > 0) {
-      const item = this.#queue.shift()!;
+    while (this.#inFlight < this.#o.window && this.#head < this.#queue.length) {
+      const item = this.#queue[this.#head]!;
+      this.#queue[this.#head++] = undefined as unknown as Item; // let it be collected
+      if (this.#head === this.#queue.length) {
+        this.#queue = [];
+        this.#head = 0;
+      } else if (this.#head > 4096 && this.#head * 2 > this.#queue.length) {
+        this.#queue = this.#queue.slice(this.#head);
+        this.#head = 0;
+      }
       this.#inFlight++;
       this.#o.js.publish(item.subject, item.data, { msgID: item.msgId, timeout: this.#o.ackTimeoutMs }).then(
         (ack) => {
@@ -139,7 +154,8 @@ export class BufferedPublisher {
             // Same msg id again: if the first attempt was stored after all, JetStream drops the copy.
             this.stats.retried++;
             this.#metrics?.retried.inc();
-            this.#queue.unshift(item);
+            if (this.#head > 0) this.#queue[--this.#head] = item;
+            else this.#queue.unshift(item);
             this.#backoffMs = Math.min(2000, Math.max(100, this.#backoffMs * 2));
             this.#pausedUntil = performance.now() + this.#backoffMs;
           }
@@ -150,7 +166,6 @@ export class BufferedPublisher {
   }
 
   #settled(): void {
-    this.#metrics?.buffered.set(this.pending);
     if (this.pending === 0) for (const fn of [...this.#idle]) fn();
     this.#pump();
   }
