@@ -26,7 +26,7 @@ export interface Config {
   httpHost: string;
   /** WHIP endpoint template; `{camera}` stands for the camera id. */
   whipUrl: string;
-  /** gRPC detector address, host:port. Default 127.0.0.1:50051. */
+  /** gRPC detector address, host:port. Default DETECTOR_LISTEN, else 127.0.0.1:50051 (so `camfleet up` uses its own detector). */
   aiEndpoint: string;
   /** Frames per second sent to the detector at most, for cameras that do not say. Default 1. */
   aiMaxFps: number;
@@ -186,7 +186,7 @@ export function loadConfig(env: Env, role: Role): Config {
     httpPort: parsed.HTTP_PORT ?? DEFAULT_HTTP_PORT[role],
     httpHost: parsed.HTTP_HOST ?? "127.0.0.1",
     whipUrl: whipTemplate(parsed.WHIP_URL, parsed.MEDIAMTX_WHIP),
-    aiEndpoint: parsed.AI_ENDPOINT ?? "127.0.0.1:50051",
+    aiEndpoint: parsed.AI_ENDPOINT ?? parsed.DETECTOR_LISTEN ?? "127.0.0.1:50051",
     aiMaxFps: parsed.AI_MAX_FPS ?? 1,
     ...(parsed.AI_PROCESS_EVERY_N !== undefined ? { aiEveryN: parsed.AI_PROCESS_EVERY_N } : {}),
     aiTimeoutMs: parsed.AI_TIMEOUT_MS ?? 2000,
