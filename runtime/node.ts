@@ -481,22 +481,17 @@ export class FleetNode {
     return held !== undefined && held.epoch === epoch && leases.isValid(camera);
   }
 
+  /** Who speaks and when: the fields the runtime stamps on every event. */
+  #origin(spec: CameraSpec, epoch: number) {
+    return { camera: spec.id, tenant: spec.tenant, site: spec.site, node: this.id, epoch, ts: Date.now() };
+  }
+
   /** Stamps a DetectionEvent and hands it to the buffered publisher, unless fenced. */
   #publishDetection(spec: CameraSpec, epoch: number, report: DetectionReport): DetectionOutcome {
     const publisher = this.#detections;
     if (publisher === undefined || !this.#holds(spec.id, epoch)) return "fenced";
     const id = detectionMsgId(spec.id, epoch, report.frame_id);
-    const event: DetectionEvent = {
-      type: "detection",
-      id,
-      camera: spec.id,
-      tenant: spec.tenant,
-      site: spec.site,
-      node: this.id,
-      epoch,
-      ts: Date.now(),
-      ...report,
-    };
+    const event: DetectionEvent = { type: "detection", id, ...this.#origin(spec, epoch), ...report };
     return publisher.publish(subjects.detections(spec.id, spec.tenant, spec.site), JSON.stringify(event), id);
   }
 
@@ -504,16 +499,7 @@ export class FleetNode {
   #publishStatus(spec: CameraSpec, epoch: number, report: StatusReport): void {
     const js = this.#js;
     if (js === undefined || !this.#holds(spec.id, epoch)) return;
-    const event: StatusEvent = {
-      type: "status",
-      camera: spec.id,
-      tenant: spec.tenant,
-      site: spec.site,
-      node: this.id,
-      epoch,
-      ts: Date.now(),
-      ...report,
-    };
+    const event: StatusEvent = { type: "status", ...this.#origin(spec, epoch), ...report };
     js.publish(subjects.status(spec.id, spec.tenant, spec.site), JSON.stringify(event)).catch((err: unknown) => {
       this.#options.logger.debug({ camera: spec.id, err }, "status publish failed");
     });
