@@ -248,11 +248,10 @@ export class Analysis {
       const e = err instanceof DetectorError ? err : new DetectorError("FAILED", String(err));
       this.#failures++;
       this.#setError({ code: "DETECTOR_UNAVAILABLE", detail: e.message, attempt: this.#failures, retry_in_ms: this.#probeMs() });
-      this.#probing = false;
-      this.#scheduleProbe();
     } finally {
       this.#probing = false;
     }
+    if (this.#active === undefined) this.#scheduleProbe();
   }
 
   #unsupportedError(): CameraError | undefined {
