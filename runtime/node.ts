@@ -252,6 +252,8 @@ export class FleetNode {
     this.#timers.push(setInterval(() => void this.#heartbeat(), this.#timing.renewEveryMs));
     // Ages cross thresholds without any watch event: re-evaluate on a tick too.
     this.#timers.push(setInterval(() => this.#queueReconcile(), Math.max(50, Math.min(250, this.#tuning.claimStaggerMs))));
+    // The server has the control subscriptions once this returns: "ready" means requests find a responder.
+    await nc.flush();
     this.#ready = true;
     log.info({ replicas, leaseTtlMs: config.leaseTtlMs, capacity: config.maxCameras }, "node ready");
     this.#queueReconcile();
