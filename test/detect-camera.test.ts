@@ -82,6 +82,12 @@ describe("detections from a running camera", () => {
     expect(still.error?.detail).toContain('"person"');
     expect(await readDetections(nc, { camera: "still" })).toEqual([]);
 
+    // Gate off (a changed spec restarts the analysis): now every sampled frame of the still scene is sent.
+    await client.putCamera({ id: "still", url: cam.url("/still"), publish: "off", solutions: ["motion", "person"], ai: { ...AI, motion_gate: false } });
+    const ungated = await waitStatus("still", (s) => s.state === "STREAMING" && s.frames.sent_ai >= 10, "still, gate off: 10 frames sent", 30_000);
+    expect(ungated.frames.skipped_motion).toBe(0);
+    expect(ungated.frames.detections).toBe(0); // the detector sees no change either
+
     // The detector dies: the camera says so, and its video goes on.
     detector.child.kill("SIGKILL");
     await detector.exited;

@@ -69,6 +69,8 @@ class AnalysisMetrics {
 interface Waiting {
   frame: AnalysisFrame;
   frameId: number;
+  /** performance.now() when the frame arrived: e2e latency on the same clock as inference. */
+  arrived: number;
   motionScore?: number;
 }
 
@@ -115,6 +117,7 @@ export class Analysis {
 
   onFrame(frame: AnalysisFrame): void {
     if (this.#stopped) return;
+    const arrived = performance.now();
     const frameId = this.#nextFrameId++;
     let motionScore: number | undefined;
     if (this.#o.spec.ai.motion_gate) {
@@ -128,7 +131,7 @@ export class Analysis {
     }
     // Nothing to ask while the detector is away or offers none of what we want.
     if (this.#active === undefined || this.#active.length === 0) return;
-    this.#waiting = { frame, frameId, ...(motionScore !== undefined ? { motionScore } : {}) };
+    this.#waiting = { frame, frameId, arrived, ...(motionScore !== undefined ? { motionScore } : {}) };
     if (this.#inFlight === undefined) this.#inFlight = this.#drain();
   }
 
@@ -175,19 +178,19 @@ export class Analysis {
     if (result.detections.length === 0) return;
 
     const motion = w.motionScore ?? result.motionScore;
-    const e2eMs = Date.now() - frame.ts;
+    const e2eMs = round1(performance.now() - w.arrived);
     const outcome = this.#o.publish({
       frame_id: w.frameId,
       frame_ts: frame.ts,
       solutions,
       detections: result.detections.map((d) => ({ label: d.label, score: d.score, box: d.box })),
       ...(motion !== undefined ? { motion: { score: motion } } : {}),
-      latency: { inference_ms: round1(inferenceMs), e2e_ms: Math.max(0, e2eMs) },
+      latency: { inference_ms: round1(inferenceMs), e2e_ms: e2eMs },
     });
     if (outcome === "queued") {
       this.counts.detections++;
       this.#metrics.published.inc({ camera: this.#camera });
-      this.#metrics.e2e.observe({ camera: this.#camera }, Math.max(0, e2eMs) / 1000);
+      this.#metrics.e2e.observe({ camera: this.#camera }, e2eMs / 1000);
     } else if (outcome === "overflow") {
       this.counts.dropped_events++;
     }
