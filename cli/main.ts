@@ -2,9 +2,27 @@ import { readFileSync } from "node:fs";
 import { Command } from "commander";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { cameraActorKind, simKind } from "../actors/index.ts";
-import { ensureCamfleetError, redact } from "../subjects/index.ts";
 import { startGateway } from "../gateway/index.ts";
-import { ConfigError, ControlClient, createLogger, createRegistry, FleetNode, KindRegistry, loadConfig, type Config, type Logger, type Role } from "../runtime/index.ts";
+import { ReferenceDetector, serveDetector, type DetectorServer } from "../proto/index.ts";
+import { assertId, CamfleetError, ensureCamfleetError, redact } from "../subjects/index.ts";
+import {
+  ConfigError,
+  ControlClient,
+  createLogger,
+  createRegistry,
+  FleetNode,
+  KindRegistry,
+  loadConfig,
+  parseSince,
+  startAlertConsumer,
+  tailEvents,
+  type CamfleetEvent,
+  type Config,
+  type EventType,
+  type Logger,
+  type Role,
+  type StartAt,
+} from "../runtime/index.ts";
 
 /**
  * The `camfleet` command. Services (`up`, `node`, …) run until SIGINT or
@@ -120,25 +138,49 @@ function runGateway(ctx: { config: Config; logger: Logger; signal: AbortSignal }
   });
 }
 
-/** `up`: embedded NATS and a node, with the gateway (and relay) on HTTP_PORT serving the node's metrics too. */
-async function startUp(ctx: { config: Config; logger: Logger; signal: AbortSignal }) {
+/** The reference detector on DETECTOR_LISTEN. */
+async function startDetector(ctx: { config: Config; logger: Logger }): Promise<DetectorServer> {
+  const log = ctx.logger.child({ component: "detector" });
+  const server = await serveDetector(new ReferenceDetector(), {
+    listen: ctx.config.detectorListen,
+    onError: (err, req) => log.error({ err, camera: req.cameraId, frame: req.frameId }, "detector failed on a frame"),
+  });
+  log.info({ address: server.address }, "reference detector listening (solutions: motion; gRPC health service included)");
+  return server;
+}
+
+/**
+ * `up`: the reference detector, embedded NATS and a node that uses it
+ * (AI_ENDPOINT defaults to DETECTOR_LISTEN), and the gateway with the relay
+ * on HTTP_PORT, which serves the node's metrics too.
+ */
+async function startUp(ctx: { config: Config; logger: Logger; signal: AbortSignal }): Promise<Service> {
+  let detector: DetectorServer | undefined;
+  try {
+    detector = await startDetector(ctx);
+  } catch (err) {
+    // Another detector (a real model server, or a second `up`) may hold the port: use whatever answers there.
+    ctx.logger.warn({ err, listen: ctx.config.detectorListen }, "could not start the reference detector; cameras use whatever answers at AI_ENDPOINT");
+  }
   const registry = createRegistry({ node: ctx.config.nodeId });
   // Cameras publish to this very gateway unless told otherwise, on whatever HTTP_PORT it has.
   const ownWhip = process.env.WHIP_URL === undefined && process.env.MEDIAMTX_WHIP === undefined;
   const host = ctx.config.httpHost === "0.0.0.0" ? "127.0.0.1" : ctx.config.httpHost.includes(":") ? `[${ctx.config.httpHost}]` : ctx.config.httpHost;
   const config: Config = ownWhip && ctx.config.httpPort !== 0 ? { ...ctx.config, whipUrl: `http://${host}:${ctx.config.httpPort}/whip/{camera}` } : { ...ctx.config };
   ctx = { ...ctx, config };
-  const node = await startNode(ctx, false, registry);
+  let node: FleetNode | undefined;
   try {
+    node = await startNode(ctx, false, registry);
+    const started = node;
     const gateway = await startGateway({
       config: ctx.config,
       logger: ctx.logger.child({ role: "gateway" }),
       registry,
-      natsServers: node.natsServers,
+      natsServers: started.natsServers,
       loopbackOnly: ctx.config.webrtcLoopbackOnly,
       ensureJetStream: false,
       signal: ctx.signal,
-      notReadyReason: () => node.notReadyReason(),
+      notReadyReason: () => started.notReadyReason(),
     });
     // HTTP_PORT=0: the port is known only now; actors read the template when they start publishing.
     if (ownWhip && ctx.config.httpPort === 0) config.whipUrl = `${gateway.url}/whip/{camera}`;
@@ -146,17 +188,23 @@ async function startUp(ctx: { config: Config; logger: Logger; signal: AbortSigna
       stop: async () => {
         // The gateway first: its viewers and publishers end while NATS is still there to hear about it.
         await gateway.stop();
-        await node.stop();
+        await started.stop();
+        await detector?.stop();
       },
     };
   } catch (err) {
-    await node.stop();
+    await node?.stop();
+    await detector?.stop();
     throw err;
   }
 }
 
 /** Runs a client command against the cluster; errors become one line on stderr and exit 1. */
 async function withClient(work: (client: ControlClient) => Promise<void>): Promise<void> {
+  await withNats((nc) => work(new ControlClient(nc)));
+}
+
+async function withNats(work: (nc: NatsConnection) => Promise<void>): Promise<void> {
   const config = loadConfigOrExit("client");
   const servers = config.natsServers ?? [`nats://127.0.0.1:${config.embeddedNatsPort}`];
   let nc: NatsConnection;
@@ -167,7 +215,7 @@ async function withClient(work: (client: ControlClient) => Promise<void>): Promi
     process.exit(EXIT_FAILURE);
   }
   try {
-    await work(new ControlClient(nc));
+    await work(nc);
   } catch (err) {
     const e = ensureCamfleetError(err);
     process.stderr.write(`camfleet: ${e.code}: ${e.message}\n`);
@@ -186,13 +234,6 @@ function table(header: string[], rows: string[][]): string {
   return [header, ...rows].map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  ")).join("\n");
 }
 
-function notBuilt(what: string, issue: string): () => never {
-  return () => {
-    process.stderr.write(`camfleet ${what}: not built yet (${issue})\n`);
-    process.exit(EXIT_FAILURE);
-  };
-}
-
 const program = new Command()
   .name("camfleet")
   .description("Video cameras as actors on a NATS cluster.\nConfiguration comes from environment variables: see README.md.")
@@ -205,7 +246,7 @@ const program = new Command()
 
 program
   .command("up")
-  .description("everything on one machine: embedded NATS, a node, and the gateway with the WHIP/WHEP relay on HTTP_PORT (8080); the detector joins when it is built")
+  .description("everything on one machine: embedded NATS, a node, the reference detector, and the gateway with the WHIP/WHEP relay on HTTP_PORT (8080)")
   .action(() => runService("up", startUp));
 
 program
@@ -217,7 +258,10 @@ program
   .command("gateway")
   .description("HTTP gateway with the built-in WHIP/WHEP relay on HTTP_PORT (8080); NATS_URL, default the embedded server of a node on this host (the legacy REST routes, SSE and dashboard are not built yet)")
   .action(() => runService("gateway", runGateway));
-program.command("detector").description("the reference gRPC detector on DETECTOR_LISTEN [not built yet]").action(notBuilt("detector", "issue 6"));
+program
+  .command("detector")
+  .description("the reference gRPC detector (solution: motion) on DETECTOR_LISTEN (127.0.0.1:50051)")
+  .action(() => runService("detector", startDetector));
 
 const camera = program.command("camera").description("manage cameras (talks to the cluster at NATS_URL, default nats://127.0.0.1:4222)");
 camera
@@ -315,11 +359,67 @@ program
       );
     }),
   );
+interface EventsOptions {
+  tenant?: string;
+  site?: string;
+  camera?: string;
+  type: string;
+  since?: string;
+  durable?: string;
+  follow: boolean;
+}
+
 program
   .command("events")
-  .description("tail status and detection events [not built yet]")
+  .description("print status and detection events, one JSON line each: new ones as they come, or replayed with --since")
+  .option("--tenant <id>", "only this tenant")
+  .option("--site <id>", "only this site")
   .option("--camera <id>", "only this camera")
-  .option("--since <time>", "replay from this time")
-  .action(notBuilt("events", "issue 6"));
+  .option("--type <type>", "status, detection or all", "all")
+  .option("--since <time>", "replay from a time (ISO 8601, ms since the epoch) or a duration back (30s, 15m, 2h, 7d); 'all' for everything kept")
+  .option("--durable <name>", "read through a durable consumer of this name: a later run goes on where this one stopped (events are acked once printed)")
+  .option("--no-follow", "exit once the stored events are printed instead of waiting for new ones")
+  .action((o: EventsOptions) =>
+    withNats(async (nc) => {
+      const types: EventType[] = o.type === "all" ? ["status", "detection"] : o.type === "status" || o.type === "detection" ? [o.type] : [];
+      if (types.length === 0) throw new CamfleetError("INVALID_ARGUMENT", `--type must be status, detection or all, got ${JSON.stringify(o.type)}`);
+      const start: StartAt = o.since === undefined ? (o.durable !== undefined ? "all" : "new") : o.since === "all" ? "all" : parseSince(o.since);
+      const scope = {
+        ...(o.tenant !== undefined ? { tenant: assertId("tenant", o.tenant) } : {}),
+        ...(o.site !== undefined ? { site: assertId("site", o.site) } : {}),
+        ...(o.camera !== undefined ? { camera: assertId("camera", o.camera) } : {}),
+      };
+      const print = (event: CamfleetEvent) => {
+        process.stdout.write(`${JSON.stringify(event)}\n`);
+      };
+      const stop = new AbortController();
+      for (const sig of ["SIGINT", "SIGTERM"] as const) process.once(sig, () => stop.abort());
+      if (o.durable === undefined) {
+        await tailEvents(nc, { types, scope, start, follow: o.follow, onEvent: print, signal: stop.signal });
+        return;
+      }
+      const durable = o.durable;
+      await Promise.all(
+        types.map(async (type) => {
+          let caughtUp!: () => void;
+          const done = new Promise<void>((resolve) => (caughtUp = resolve));
+          const consumer = await startAlertConsumer<CamfleetEvent>(nc, {
+            durable,
+            type,
+            scope,
+            start,
+            handler: (event, meta) => {
+              print(event);
+              if (!o.follow && meta.pending === 0) caughtUp();
+            },
+          });
+          if (!o.follow && consumer.pendingAtStart === 0) caughtUp();
+          stop.signal.addEventListener("abort", () => caughtUp(), { once: true });
+          await done;
+          await consumer.stop();
+        }),
+      );
+    }),
+  );
 
 await program.parseAsync(process.argv);

@@ -26,7 +26,7 @@ export interface Config {
   httpHost: string;
   /** WHIP endpoint template; `{camera}` stands for the camera id. */
   whipUrl: string;
-  /** gRPC detector address, host:port. Default 127.0.0.1:50051. */
+  /** gRPC detector address, host:port. Default DETECTOR_LISTEN, else 127.0.0.1:50051 (so `camfleet up` uses its own detector). */
   aiEndpoint: string;
   /** Frames per second sent to the detector at most, for cameras that do not say. Default 1. */
   aiMaxFps: number;
@@ -61,6 +61,10 @@ export interface Config {
   webrtcLoopbackOnly: boolean;
   /** Actor kind that runs each camera: `camera` (default) or `sim` (simulated, no media). */
   actorKind: string;
+  /** Limits of the CAMFLEET_DETECTIONS stream; replicas unset = `replicas`. */
+  detectionsStream: { maxAgeMs: number; maxBytes: number; replicas?: number };
+  /** Detection events a node buffers while NATS is away; more are dropped and counted. Default 10000. */
+  detectionsBuffer: number;
 }
 
 const DEFAULT_HTTP_PORT: Record<Role, number> = { node: 9108, gateway: 8080, up: 8080, detector: 9108, client: 9108 };
@@ -156,6 +160,10 @@ const VARS = {
   RELAY_MAX_VIEWERS_PER_CAMERA: { schema: int(1, 100_000) },
   RELAY_MAX_VIEWERS: { schema: int(1, 1_000_000) },
   WEBRTC_LOOPBACK_ONLY: { schema: bool },
+  CAMFLEET_DETECTIONS_MAX_AGE_S: { schema: int(60, 10 * 365 * 86_400) },
+  CAMFLEET_DETECTIONS_MAX_BYTES: { schema: int(-1, 2 ** 50) },
+  CAMFLEET_DETECTIONS_REPLICAS: { schema: int(1, 5) },
+  CAMFLEET_DETECTIONS_BUFFER: { schema: int(1, 1_000_000) },
 } as const satisfies Record<string, { schema: z.ZodType; alias?: string }>;
 
 type VarName = keyof typeof VARS;
@@ -193,7 +201,7 @@ export function loadConfig(env: Env, role: Role): Config {
     httpPort: parsed.HTTP_PORT ?? DEFAULT_HTTP_PORT[role],
     httpHost: parsed.HTTP_HOST ?? "127.0.0.1",
     whipUrl: whipTemplate(parsed.WHIP_URL, parsed.MEDIAMTX_WHIP),
-    aiEndpoint: parsed.AI_ENDPOINT ?? "127.0.0.1:50051",
+    aiEndpoint: parsed.AI_ENDPOINT ?? parsed.DETECTOR_LISTEN ?? "127.0.0.1:50051",
     aiMaxFps: parsed.AI_MAX_FPS ?? 1,
     ...(parsed.AI_PROCESS_EVERY_N !== undefined ? { aiEveryN: parsed.AI_PROCESS_EVERY_N } : {}),
     aiTimeoutMs: parsed.AI_TIMEOUT_MS ?? 2000,
@@ -211,6 +219,12 @@ export function loadConfig(env: Env, role: Role): Config {
     relayMaxViewersPerCamera: parsed.RELAY_MAX_VIEWERS_PER_CAMERA ?? 100,
     relayMaxViewers: parsed.RELAY_MAX_VIEWERS ?? 500,
     webrtcLoopbackOnly: parsed.WEBRTC_LOOPBACK_ONLY ?? false,
+    detectionsStream: {
+      maxAgeMs: (parsed.CAMFLEET_DETECTIONS_MAX_AGE_S ?? 7 * 86_400) * 1000,
+      maxBytes: parsed.CAMFLEET_DETECTIONS_MAX_BYTES ?? 4 * 1024 ** 3,
+      ...(parsed.CAMFLEET_DETECTIONS_REPLICAS !== undefined ? { replicas: parsed.CAMFLEET_DETECTIONS_REPLICAS } : {}),
+    },
+    detectionsBuffer: parsed.CAMFLEET_DETECTIONS_BUFFER ?? 10_000,
   };
 }
 

@@ -13,6 +13,8 @@ export interface StreamLimits {
   maxAgeMs: number;
   /** Bytes kept at most; -1 = no limit. Status default 1 GiB, detections 4 GiB. */
   maxBytes: number;
+  /** Replicas of this stream; default: the `replicas` of the set-up. */
+  replicas?: number;
 }
 
 export interface JetStreamSetupOptions {
@@ -61,7 +63,7 @@ export async function ensureJetStream(nc: NatsConnection, options: JetStreamSetu
     const want: Partial<StreamConfig> & { name: string } = {
       name: s.name,
       subjects: [s.subject],
-      num_replicas: replicas,
+      num_replicas: s.limits.replicas ?? replicas,
       max_age: s.limits.maxAgeMs * NS_PER_MS,
       max_bytes: s.limits.maxBytes,
       duplicate_window: DUPLICATE_WINDOW_MS * NS_PER_MS,
@@ -71,12 +73,12 @@ export async function ensureJetStream(nc: NatsConnection, options: JetStreamSetu
       const have = info.config;
       if (have.num_replicas !== want.num_replicas || have.max_age !== want.max_age || have.max_bytes !== want.max_bytes) {
         await jsm.streams.update(s.name, { ...have, ...want });
-        options.logger?.info({ stream: s.name, replicas }, "updated stream limits");
+        options.logger?.info({ stream: s.name, replicas: want.num_replicas, maxAgeMs: s.limits.maxAgeMs, maxBytes: s.limits.maxBytes }, "updated stream limits");
       }
     } catch (err) {
       if (!(err instanceof JetStreamApiError) || err.code !== JetStreamApiCodes.StreamNotFound) throw err;
       await addIgnoringRace(() => jsm.streams.add(want));
-      options.logger?.info({ stream: s.name, replicas }, "created stream");
+      options.logger?.info({ stream: s.name, replicas: want.num_replicas }, "created stream");
     }
   }
 

@@ -1,5 +1,5 @@
 import type { Registry } from "prom-client";
-import type { CameraError, CameraSpec, CameraStatus, StatusEvent } from "../subjects/index.ts";
+import type { CameraError, CameraSpec, CameraStatus, DetectionEvent, StatusEvent } from "../subjects/index.ts";
 import type { Config } from "./config.ts";
 import type { Logger } from "./logger.ts";
 
@@ -11,6 +11,17 @@ import type { Logger } from "./logger.ts";
 
 /** The part of a StatusEvent an actor fills in; the runtime stamps origin, epoch and time. */
 export type StatusReport = Omit<StatusEvent, "type" | "camera" | "tenant" | "site" | "node" | "epoch" | "ts">;
+
+/** The part of a DetectionEvent an actor fills in; the runtime stamps id, origin, epoch and time. */
+export type DetectionReport = Omit<DetectionEvent, "type" | "id" | "camera" | "tenant" | "site" | "node" | "epoch" | "ts">;
+
+/**
+ * What became of a detection handed to the runtime: "queued" (it will reach
+ * JetStream once NATS is there, exactly once), "fenced" (this node no longer
+ * holds the lease: dropped), "overflow" (the node's publish buffer is full
+ * while NATS is away: dropped and counted).
+ */
+export type DetectionOutcome = "queued" | "fenced" | "overflow";
 
 export type StopReason = "released" | "disabled" | "deleted" | "lease-lost" | "restart" | "shutdown";
 
@@ -29,6 +40,12 @@ export interface ActorContext {
    * the camera is no longer valid: a fenced actor cannot speak for the camera.
    */
   publishStatus(report: StatusReport): void;
+  /**
+   * Publishes a DetectionEvent asynchronously with a Nats-Msg-Id from
+   * camera, epoch and frame, so a retry is never a duplicate. Same fencing
+   * as publishStatus.
+   */
+  publishDetection(report: DetectionReport): DetectionOutcome;
   /** The actor reached a failure state it cannot leave by itself: the runtime restarts it with backoff. */
   fail(error: unknown): void;
 }

@@ -5,12 +5,14 @@ import type { Registry } from "prom-client";
 import { Counter } from "prom-client";
 import {
   BUCKETS,
+  detectionMsgId,
   kvKeys,
   STREAMS,
   StatusEventSchema,
   subjects,
   type CameraSpec,
   type CameraState,
+  type DetectionEvent,
   type NodeInfo,
   type StatusEvent,
 } from "../subjects/index.ts";
@@ -20,7 +22,8 @@ import { describeConfig } from "./config.ts";
 import { serveCameraStatus, serveCameraViewers, serveControl } from "./control-server.ts";
 import { startEmbeddedNats } from "./embedded-nats.ts";
 import { ensureJetStream } from "./jetstream-setup.ts";
-import type { ActorContext, KindRegistry, StatusReport, StopReason } from "./kinds.ts";
+import { BufferedPublisher } from "./event-publisher.ts";
+import type { ActorContext, DetectionOutcome, DetectionReport, KindRegistry, StatusReport, StopReason } from "./kinds.ts";
 import { LeaseKeeper, leaseTiming, type LeaseLossReason } from "./leases.ts";
 import type { Logger } from "./logger.ts";
 import { NodeMetrics } from "./metrics.ts";
@@ -114,6 +117,7 @@ export class FleetNode {
   readonly #restarts: Counter<"camera">;
   #nc?: NatsConnection;
   #js?: JetStreamClient;
+  #detections?: BufferedPublisher;
   #jsm?: JetStreamManager;
   #embedded?: NatsServerProcess;
   #ops?: OpsServer;
@@ -200,9 +204,16 @@ export class FleetNode {
     });
     this.#nc = nc;
     const { replicas } = await this.#retryTransient("setting up JetStream streams and buckets", () =>
-      ensureJetStream(nc, { ...(config.replicas !== undefined ? { replicas: config.replicas } : {}), logger: log }),
+      ensureJetStream(nc, { ...(config.replicas !== undefined ? { replicas: config.replicas } : {}), detections: config.detectionsStream, logger: log }),
     );
     this.#js = jetstream(nc);
+    this.#detections = new BufferedPublisher({
+      js: this.#js,
+      capacity: config.detectionsBuffer,
+      logger: log,
+      registry: this.#options.registry,
+      metricPrefix: "camfleet_detections",
+    });
     this.#jsm = await jetstreamManager(nc);
 
     const kvm = new Kvm(nc);
@@ -246,6 +257,8 @@ export class FleetNode {
     this.#timers.push(setInterval(() => void this.#heartbeat(), this.#timing.renewEveryMs));
     // Ages cross thresholds without any watch event: re-evaluate on a tick too.
     this.#timers.push(setInterval(() => this.#queueReconcile(), Math.max(50, Math.min(250, this.#tuning.claimStaggerMs))));
+    // The server has the control subscriptions once this returns: "ready" means requests find a responder.
+    await nc.flush();
     this.#ready = true;
     log.info({ replicas, leaseTtlMs: config.leaseTtlMs, capacity: config.maxCameras }, "node ready");
     this.#queueReconcile();
@@ -468,27 +481,38 @@ export class FleetNode {
       config: this.#options.config,
       summaryIntervalMs: this.#tuning.summaryIntervalMs,
       publishStatus: (report) => this.#publishStatus(spec, epoch, report),
+      publishDetection: (report) => this.#publishDetection(spec, epoch, report),
       fail,
     };
   }
 
+  /** True while this node's lease on the camera, at this epoch, is valid: only then may it speak for the camera. */
+  #holds(camera: string, epoch: number): boolean {
+    const leases = this.#leases;
+    if (leases === undefined) return false;
+    const held = leases.get(camera);
+    return held !== undefined && held.epoch === epoch && leases.isValid(camera);
+  }
+
+  /** Who speaks and when: the fields the runtime stamps on every event. */
+  #origin(spec: CameraSpec, epoch: number) {
+    return { camera: spec.id, tenant: spec.tenant, site: spec.site, node: this.id, epoch, ts: Date.now() };
+  }
+
+  /** Stamps a DetectionEvent and hands it to the buffered publisher, unless fenced. */
+  #publishDetection(spec: CameraSpec, epoch: number, report: DetectionReport): DetectionOutcome {
+    const publisher = this.#detections;
+    if (publisher === undefined || !this.#holds(spec.id, epoch)) return "fenced";
+    const id = detectionMsgId(spec.id, epoch, report.frame_id);
+    const event: DetectionEvent = { type: "detection", id, ...this.#origin(spec, epoch), ...report };
+    return publisher.publish(subjects.detections(spec.id, spec.tenant, spec.site), JSON.stringify(event), id);
+  }
+
   /** Stamps and publishes a StatusEvent, unless this node's lease no longer covers it (fencing). */
   #publishStatus(spec: CameraSpec, epoch: number, report: StatusReport): void {
-    const leases = this.#leases;
     const js = this.#js;
-    if (leases === undefined || js === undefined) return;
-    const held = leases.get(spec.id);
-    if (held === undefined || held.epoch !== epoch || !leases.isValid(spec.id)) return;
-    const event: StatusEvent = {
-      type: "status",
-      camera: spec.id,
-      tenant: spec.tenant,
-      site: spec.site,
-      node: this.id,
-      epoch,
-      ts: Date.now(),
-      ...report,
-    };
+    if (js === undefined || !this.#holds(spec.id, epoch)) return;
+    const event: StatusEvent = { type: "status", ...this.#origin(spec, epoch), ...report };
     js.publish(subjects.status(spec.id, spec.tenant, spec.site), JSON.stringify(event)).catch((err: unknown) => {
       this.#options.logger.debug({ camera: spec.id, err }, "status publish failed");
     });
@@ -556,6 +580,10 @@ export class FleetNode {
       // in all: a lease we could not delete simply expires.
       const told = (async () => {
         await released;
+        // Detections the actors published before they stopped reach JetStream if NATS lets them.
+        const left = await this.#detections?.flush(SHUTDOWN_NATS_DEADLINE_MS / 2);
+        if (left === false) log.warn({ pending: this.#detections?.pending }, "detections still unacknowledged at shutdown; given up");
+        this.#detections?.stop();
         await this.#nodesKv?.delete(kvKeys.node(this.id)).catch(() => undefined);
         if (this.#nc !== undefined && !this.#nc.isClosed()) {
           // drain: finish in-flight handlers and flush publishes before closing.

@@ -28,6 +28,7 @@ export const CAMERA_ERROR_CODES = {
   WHIP_FAILED: "The WHIP server refused the offer, or the WebRTC session failed; ingest goes on.",
   DETECTOR_UNAVAILABLE: "The gRPC detector cannot be reached or missed its deadline; video goes on.",
   DETECTOR_UNSUPPORTED: "The detector does not offer a solution the camera asks for.",
+  DETECTOR_FAILED: "The detector refused a frame or answered something that is not a valid result; video goes on, the next frame is tried.",
   LEASE_LOST: "This node could no longer renew the camera's lease and stopped it (self-fencing).",
   ACTOR_FAILED: "The actor threw or reached a failure state; its node restarts it with backoff.",
 } as const satisfies Record<string, string>;

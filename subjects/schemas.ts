@@ -239,6 +239,8 @@ export const CameraStatusSchema = z.object({
     detections: z.number().int().nonnegative(),
   }),
   avg_inference_ms: z.number().nonnegative().optional(),
+  /** DetectionEvents this camera could not hand to JetStream: the node's publish buffer was full while NATS was away. */
+  detections_dropped: z.number().int().nonnegative().optional(),
   publishing: z.boolean(),
   viewers: z.number().int().nonnegative(),
   whip: z.object({ session_url: z.string().optional(), uptime_s: z.number().nonnegative().optional() }).optional(),

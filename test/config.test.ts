@@ -26,6 +26,16 @@ describe("configuration", () => {
     expect(up.allowLocalSources).toBe(true);
   });
 
+  it("points AI_ENDPOINT at DETECTOR_LISTEN unless it is set, and reads the detections stream limits", () => {
+    expect(loadConfig({ DETECTOR_LISTEN: "127.0.0.1:6000" }, "up").aiEndpoint).toBe("127.0.0.1:6000");
+    expect(loadConfig({ DETECTOR_LISTEN: "127.0.0.1:6000", AI_ENDPOINT: "gpu:50051" }, "up").aiEndpoint).toBe("gpu:50051");
+    expect(loadConfig({}, "node").detectionsStream).toEqual({ maxAgeMs: 7 * 86_400_000, maxBytes: 4 * 1024 ** 3 });
+    const c = loadConfig({ CAMFLEET_DETECTIONS_MAX_AGE_S: "3600", CAMFLEET_DETECTIONS_MAX_BYTES: "-1", CAMFLEET_DETECTIONS_REPLICAS: "3", CAMFLEET_DETECTIONS_BUFFER: "500" }, "node");
+    expect(c.detectionsStream).toEqual({ maxAgeMs: 3_600_000, maxBytes: -1, replicas: 3 });
+    expect(c.detectionsBuffer).toBe(500);
+    expect(() => loadConfig({ CAMFLEET_DETECTIONS_MAX_AGE_S: "5", CAMFLEET_DETECTIONS_BUFFER: "0" }, "node")).toThrow(/CAMFLEET_DETECTIONS_MAX_AGE_S must be a whole number from 60[\s\S]*CAMFLEET_DETECTIONS_BUFFER must be/);
+  });
+
   it("reads every variable", () => {
     const c = loadConfig(
       {

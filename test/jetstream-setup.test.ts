@@ -20,6 +20,21 @@ describe("JetStream set-up", () => {
     expect((await jsm.streams.info(STREAMS.detections)).config.duplicate_window).toBe(120_000_000_000);
   });
 
+  it("the detections stream takes the configured max age and max bytes, and a changed limit updates it", async () => {
+    const nats = await startNats({ onCleanup: onTestFinished });
+    const nc = await connect({ servers: nats.url });
+    onTestFinished(() => nc.close());
+    const jsm = await jetstreamManager(nc);
+    await ensureJetStream(nc, { detections: { maxAgeMs: 3_600_000, maxBytes: 64 << 20, replicas: 1 } });
+    let config = (await jsm.streams.info(STREAMS.detections)).config;
+    expect([config.max_age, config.max_bytes, config.num_replicas]).toEqual([3_600_000 * 1_000_000, 64 << 20, 1]);
+    await ensureJetStream(nc, { detections: { maxAgeMs: 7_200_000, maxBytes: -1 } });
+    config = (await jsm.streams.info(STREAMS.detections)).config;
+    expect([config.max_age, config.max_bytes]).toEqual([7_200_000 * 1_000_000, -1]);
+    // The status stream keeps its own defaults.
+    expect((await jsm.streams.info(STREAMS.status)).config.max_age).toBe(24 * 3_600_000 * 1_000_000);
+  });
+
   it("three replicas on a cluster of three, also when two nodes set up at once", async () => {
     const cluster = await startNatsCluster({ onCleanup: onTestFinished });
     const nc = await connect({ servers: cluster.urls });

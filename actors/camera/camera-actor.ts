@@ -2,8 +2,10 @@ import { Counter, Gauge, type Registry } from "prom-client";
 import { createActor, type Actor as XActor } from "xstate";
 import { whipUrlFor } from "../../runtime/index.ts";
 import type { Actor, ActorContext, ActorKind, StopReason, ViewerReport } from "../../runtime/index.ts";
-import type { CameraErrorCode, CameraSpec, CameraStatus, StreamInfo } from "../../subjects/index.ts";
+import type { CameraError, CameraErrorCode, CameraSpec, CameraStatus, StreamInfo } from "../../subjects/index.ts";
+import { Analysis } from "./analysis.ts";
 import { GopCache } from "./gop-cache.ts";
+import type { AnalysisFrame } from "./ingest.ts";
 import { cameraMachine, DEFAULT_CAMERA_TIMING, stateName, type CameraTiming } from "./machine.ts";
 
 /**
@@ -18,6 +20,8 @@ export interface IngestCallbacks {
   /** Called at most once per run, never after stop(). */
   onFailed(failure: { code: CameraErrorCode; detail: string }): void;
   onRtp(packet: Buffer): void;
+  /** Sampled, scaled raw frames; only with `spec.ai.enabled`. */
+  onFrame?(frame: AnalysisFrame): void;
 }
 
 export interface Ingest {
@@ -111,6 +115,8 @@ class CameraActor implements Actor {
   /** Bumped for every ingest run, so callbacks of an old run are ignored. */
   #run = 0;
   #whip?: Whip;
+  /** Present while `ai.enabled`: motion gate, detector calls, DetectionEvents. */
+  #analysis?: Analysis;
   #frames = 0;
   #lastFrameTs?: number;
   #since = Date.now();
@@ -154,6 +160,7 @@ class CameraActor implements Actor {
       this.#metrics.up.set({ camera: this.#spec.id }, state === "STREAMING" ? 1 : 0);
     });
     this.#machine.start();
+    this.#startAnalysis();
     this.#machine.send({ type: "START" });
     this.#summary = setInterval(() => this.#report("periodic"), ctx.summaryIntervalMs);
   }
@@ -193,6 +200,9 @@ class CameraActor implements Actor {
           if (!this.#whipUp && this.#spec.publish !== "off") this.#gop.push(packet);
           this.#whip?.writeRtp(packet);
         },
+        onFrame: (frame) => {
+          if (run === this.#run) this.#analysis?.onFrame(frame);
+        },
       })
       .then(
         (ingest) => {
@@ -206,6 +216,34 @@ class CameraActor implements Actor {
         },
       );
     this.#track(started);
+  }
+
+  /** (Re)creates the analysis for the current spec; analysis errors are status edges without a state change. */
+  #startAnalysis(): void {
+    const old = this.#analysis;
+    this.#analysis = undefined;
+    if (old !== undefined) this.#track(old.stop());
+    if (!this.#spec.ai.enabled || this.#stopping !== undefined) return;
+    const analysis: Analysis = new Analysis({
+      spec: this.#spec,
+      endpoint: this.#ctx.config.aiEndpoint,
+      logger: this.#ctx.logger,
+      registry: this.#ctx.registry,
+      publish: (report) => this.#ctx.publishDetection(report),
+      onErrorChange: (error) => {
+        if (this.#analysis !== analysis) return;
+        if (error !== undefined) this.#metrics.errors.inc({ camera: this.#spec.id, code: error.code });
+        this.#report("edge", false);
+      },
+    });
+    this.#analysis = analysis;
+  }
+
+  /** The error a status shows: the state's own in ERROR, else publishing's, else analysis'. */
+  #error(): CameraError | undefined {
+    const snap = this.#machine.getSnapshot();
+    if (stateName(snap.value) === "ERROR") return snap.context.error;
+    return snap.context.publishError ?? this.#analysis?.error;
   }
 
   #stopIngest(): void {
@@ -248,15 +286,16 @@ class CameraActor implements Actor {
     if (whip !== undefined) this.#track(whip.stop());
   }
 
-  #report(trigger: "edge" | "periodic"): void {
+  /** `stateEdge`: the state itself changed (an analysis error is an edge, but the camera stays in its state). */
+  #report(trigger: "edge" | "periodic", stateEdge = trigger === "edge"): void {
     if (this.#stopping !== undefined && trigger === "periodic") return;
     const snap = this.#machine.getSnapshot();
     const state = stateName(snap.value);
-    if (trigger === "edge") this.#since = Date.now();
+    if (stateEdge) this.#since = Date.now();
     const ctx = snap.context;
     const age = this.#lastFrameTs !== undefined ? (Date.now() - this.#lastFrameTs) / 1000 : undefined;
     if (age !== undefined) this.#metrics.lastFrameAge.set({ camera: this.#spec.id }, age);
-    const error = state === "ERROR" ? ctx.error : ctx.publishError;
+    const error = this.#error();
     this.#ctx.publishStatus({
       state,
       trigger,
@@ -278,6 +317,7 @@ class CameraActor implements Actor {
     const old = this.#spec;
     this.#spec = spec;
     const sourceChanged = spec.url !== old.url || spec.rtsp_transport !== old.rtsp_transport || spec.transcode !== old.transcode || JSON.stringify(spec.ai) !== JSON.stringify(old.ai);
+    if (JSON.stringify(spec.ai) !== JSON.stringify(old.ai) || JSON.stringify(spec.solutions) !== JSON.stringify(old.solutions)) this.#startAnalysis();
     if (sourceChanged) {
       // Only the ingest restarts; the WHIP session follows the new stream when it is up.
       this.#machine.send({ type: "RESTART" });
@@ -343,6 +383,7 @@ class CameraActor implements Actor {
       this.#machine.send({ type: "STOP" });
       this.#machine.stop();
       this.#metrics.forget(this.#spec.id);
+      if (this.#analysis !== undefined) this.#track(this.#analysis.stop());
       // Every process and session this actor started is gone when stop resolves.
       while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
     })();
@@ -353,7 +394,8 @@ class CameraActor implements Actor {
     const snap = this.#machine.getSnapshot();
     const state = stateName(snap.value);
     const ctx = snap.context;
-    const error = state === "ERROR" ? ctx.error : ctx.publishError;
+    const error = this.#error();
+    const analysis = this.#analysis;
     return {
       camera: this.#spec.id,
       node: this.#ctx.node,
@@ -362,7 +404,14 @@ class CameraActor implements Actor {
       since_ts: this.#since,
       ...(ctx.stream !== undefined ? { stream: ctx.stream } : {}),
       ...(this.#lastFrameTs !== undefined ? { last_frame_ts: this.#lastFrameTs } : {}),
-      frames: { received: this.#frames, sent_ai: 0, skipped_motion: 0, detections: 0 },
+      frames: {
+        received: this.#frames,
+        sent_ai: analysis?.counts.sent_ai ?? 0,
+        skipped_motion: analysis?.counts.skipped_motion ?? 0,
+        detections: analysis?.counts.detections ?? 0,
+      },
+      ...(analysis?.avgInferenceMs !== undefined ? { avg_inference_ms: analysis.avgInferenceMs } : {}),
+      ...(analysis !== undefined && analysis.counts.dropped_events > 0 ? { detections_dropped: analysis.counts.dropped_events } : {}),
       publishing: this.#publishing(),
       viewers: this.#totalViewers(),
       ...(this.#whip !== undefined
