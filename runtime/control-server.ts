@@ -30,6 +30,8 @@ export interface ControlDeps {
   cameras: KV;
   node: string;
   allowLocalSources: boolean;
+  /** AI settings a new camera gets when its spec does not say (AI_MAX_FPS, AI_PROCESS_EVERY_N, AI_TIMEOUT_MS). */
+  aiDefaults: { max_fps: number; every_n?: number; timeout_ms: number };
   logger: Logger;
   metrics: NodeMetrics;
   /** Current lease of a camera, if it is held. */
@@ -129,8 +131,24 @@ export function serveControl(deps: ControlDeps): { stop(): void } {
     return kvKeys.camera(id ?? "");
   };
 
+  /**
+   * The node's AI defaults under what the caller's spec leaves out, so
+   * AI_MAX_FPS and friends apply to cameras created without them (the
+   * schema's own defaults would otherwise always win). Stored specs stay complete.
+   */
+  const withAiDefaults = (raw: unknown): unknown => {
+    if (typeof raw !== "object" || raw === null || Array.isArray(raw)) return raw;
+    const ai = (raw as { ai?: unknown }).ai;
+    if (ai !== undefined && (typeof ai !== "object" || ai === null || Array.isArray(ai))) return raw; // let the schema say what is wrong
+    const given = (ai ?? {}) as Record<string, unknown>;
+    // every_n is the alternative to max_fps: a caller who sets max_fps does not get the node's every_n.
+    const { every_n, ...rate } = deps.aiDefaults;
+    const defaults = given.max_fps === undefined && every_n !== undefined ? { ...rate, every_n } : rate;
+    return { ...raw, ai: { ...defaults, ...given } };
+  };
+
   serve(subjects.ctl.camerasPut, "camerasPut", async (body) => {
-    const spec = parseOrThrow(control.camerasPut.request, body, "CameraSpec");
+    const spec = parseOrThrow(control.camerasPut.request, withAiDefaults(body), "CameraSpec");
     checkSource(spec);
     await deps.cameras.put(kvKeys.camera(spec.id), JSON.stringify(spec));
     return { camera: redactSpec(spec) };
@@ -177,7 +195,7 @@ export function serveControl(deps: ControlDeps): { stop(): void } {
         throw new CamfleetError("INVALID_ARGUMENT", `invalid CameraSpec patch: url: is required to start camera ${id}, which does not exist yet`);
       }
       const merged = { ...(current ?? {}), ...patch, ai: { ...(current?.ai ?? {}), ...(patch.ai ?? {}) }, id, enabled: true };
-      return parseOrThrow(CameraSpecSchema, merged, "CameraSpec");
+      return parseOrThrow(CameraSpecSchema, current === undefined ? withAiDefaults(merged) : merged, "CameraSpec");
     });
     return { camera: redactSpec(spec) };
   });

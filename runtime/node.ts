@@ -240,6 +240,7 @@ export class FleetNode {
       cameras,
       node: this.id,
       allowLocalSources: config.allowLocalSources,
+      aiDefaults: { max_fps: config.aiMaxFps, timeout_ms: config.aiTimeoutMs, ...(config.aiEveryN !== undefined ? { every_n: config.aiEveryN } : {}) },
       logger: log,
       metrics: this.metrics,
       lease: (camera) => {

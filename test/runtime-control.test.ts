@@ -20,7 +20,8 @@ beforeAll(async () => {
   const onCleanup = (fn: () => Promise<void>) => void teardown.push(fn);
   nats = await startNats({ onCleanup });
   node = runCamfleet(["node"], {
-    env: { NATS_URL: nats.url, NODE_ID: "ctl1", HTTP_PORT: "0", CAMFLEET_ACTOR_KIND: "sim" },
+    // AI_* are the node's defaults for cameras that do not say (tested below).
+    env: { NATS_URL: nats.url, NODE_ID: "ctl1", HTTP_PORT: "0", CAMFLEET_ACTOR_KIND: "sim", AI_MAX_FPS: "3", AI_TIMEOUT_MS: "700" },
     onCleanup,
   });
   await node.waitForLog((l) => l.msg === "node ready");
@@ -93,6 +94,19 @@ describe("control over NATS: bad input changes nothing", () => {
 });
 
 describe("control over NATS: the happy paths", () => {
+  it("a camera created without AI settings gets the node's AI_MAX_FPS and AI_TIMEOUT_MS; given ones win", async () => {
+    const put = await call("camfleet.ctl.cameras.put", { id: "ai-defaults", url: "rtsp://h/s", enabled: false });
+    expect(put).toMatchObject({ ok: true, camera: { ai: { enabled: false, max_fps: 3, timeout_ms: 700, motion_gate: true } } });
+    const own = await call("camfleet.ctl.cameras.put", { id: "ai-own", url: "rtsp://h/s", enabled: false, ai: { enabled: true, max_fps: 0.5 } });
+    expect(own).toMatchObject({ ok: true, camera: { ai: { enabled: true, max_fps: 0.5, timeout_ms: 700 } } });
+    // camera.<id>.start of a new camera too; of an existing one the stored settings stay.
+    const started = await call("camfleet.ctl.camera.ai-new.start", { url: "rtsp://h/s" });
+    expect(started).toMatchObject({ ok: true, camera: { ai: { max_fps: 3, timeout_ms: 700 } } });
+    const restarted = await call("camfleet.ctl.camera.ai-own.start", {});
+    expect(restarted).toMatchObject({ ok: true, camera: { ai: { max_fps: 0.5, timeout_ms: 700 } } });
+    for (const id of ["ai-defaults", "ai-own", "ai-new"]) expect(await call("camfleet.ctl.cameras.delete", { id })).toEqual({ ok: true });
+  });
+
   it("put, get, list, status, stop, start, delete — never returning credentials", async () => {
     const put = await call(subjects.ctl.camerasPut, { id: "door", url: "rtsp://admin:hunter2@10.0.0.5/live", site: "hq" });
     expect(control.camerasPut.reply.parse(put)).toMatchObject({ ok: true, camera: { id: "door", url: "rtsp://***@10.0.0.5/live", site: "hq" } });

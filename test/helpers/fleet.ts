@@ -574,10 +574,12 @@ export async function jetStreamLeaders(nc: NatsConnection, servers: readonly Nat
  * bucket nor, if it can be helped, the nodes bucket, the meta group, the
  * cameras bucket or the status stream (in that order of weight). With
  * `connectedTo`, servers that some node is connected to come first, so the
- * loss also makes a node move to another server.
+ * loss also makes a node move to another server — but never at the price of
+ * killing the leases or nodes leader: when every node sits on that server, a
+ * server no node uses is the quieter loss.
  */
 export function quietestServer(servers: readonly NatsServerProcess[], leaders: JetStreamLeaders, connectedTo?: readonly FleetNodeProcess[]): NatsServerProcess {
-  const weight: Record<keyof JetStreamLeaders, number> = { leases: 16, nodes: 8, meta: 4, cameras: 2, status: 1 };
+  const weight: Record<keyof JetStreamLeaders, number> = { leases: 1000, nodes: 500, meta: 4, cameras: 2, status: 1 };
   const used = new Set((connectedTo ?? []).map((n) => connectedServer(n)));
   const score = (s: NatsServerProcess) =>
     (connectedTo !== undefined && !used.has(`127.0.0.1:${s.port}`) ? 100 : 0) +
