@@ -2,8 +2,9 @@ import { readFileSync } from "node:fs";
 import { Command } from "commander";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { cameraActorKind, simKind } from "../actors/index.ts";
-import { startGateway } from "../gateway/index.ts";
-import { ReferenceDetector, serveDetector, type DetectorServer } from "../proto/index.ts";
+// The gateway (fastify, the relay) and the detector (gRPC) are imported by the
+// commands that run them: a plain node does not carry them (~30 MB).
+import type { DetectorServer } from "../proto/index.ts";
 import { assertId, CamfleetError, ensureCamfleetError, redact } from "../subjects/index.ts";
 import {
   ConfigError,
@@ -128,7 +129,8 @@ function startNode(ctx: { config: Config; logger: Logger; signal: AbortSignal },
   });
 }
 
-function runGateway(ctx: { config: Config; logger: Logger; signal: AbortSignal }) {
+async function runGateway(ctx: { config: Config; logger: Logger; signal: AbortSignal }) {
+  const { startGateway } = await import("../gateway/index.ts");
   return startGateway({
     config: ctx.config,
     logger: ctx.logger,
@@ -140,6 +142,7 @@ function runGateway(ctx: { config: Config; logger: Logger; signal: AbortSignal }
 
 /** The reference detector on DETECTOR_LISTEN. */
 async function startDetector(ctx: { config: Config; logger: Logger }): Promise<DetectorServer> {
+  const { ReferenceDetector, serveDetector } = await import("../proto/index.ts");
   const log = ctx.logger.child({ component: "detector" });
   const server = await serveDetector(new ReferenceDetector(), {
     listen: ctx.config.detectorListen,
@@ -172,6 +175,7 @@ async function startUp(ctx: { config: Config; logger: Logger; signal: AbortSigna
   try {
     node = await startNode(ctx, false, registry);
     const started = node;
+    const { startGateway } = await import("../gateway/index.ts");
     const gateway = await startGateway({
       config: ctx.config,
       logger: ctx.logger.child({ role: "gateway" }),

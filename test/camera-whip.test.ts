@@ -3,28 +3,20 @@
 // failing in each way a server can, and Debian's Chromium as the answering
 // peer (driven by playwright-core), fed with real RTP from a real FFmpeg.
 
-import { spawn, type ChildProcess } from "node:child_process";
-import { randomUUID } from "node:crypto";
 import dgram from "node:dgram";
-import { existsSync } from "node:fs";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Writable } from "node:stream";
-import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { RTCPeerConnection, useH264 } from "werift";
 import type { StartWhip } from "../actors/camera/camera-actor.ts";
 import { keepLoopbackCandidates, startWhip, type WhipOptions, type WhipSession } from "../actors/camera/whip.ts";
+import { superviseSpawn, type SupervisedChild } from "../runtime/child-process.ts";
 import { createLogger } from "../runtime/index.ts";
+import { hasChromium, launchChromium, processesMarked, type PeerPage } from "./helpers/chromium.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 const HOST = "127.0.0.1";
-const CHROMIUM = "/usr/bin/chromium";
-const SETPRIV = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => existsSync(p));
-const hasChromium = existsSync(CHROMIUM);
 
 // The camera actor takes the publisher as an injected function; this one must fit.
 startWhip satisfies StartWhip;
@@ -206,19 +198,9 @@ async function startFfmpegRtp(onCleanup: (fn: () => Promise<void>) => void): Pro
     packets++;
     for (const fn of listeners) fn(msg);
   });
-  let child: ChildProcess | undefined;
-  let exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> = Promise.resolve({ code: null, signal: null });
+  let run: SupervisedChild | undefined;
   const stop = async () => {
-    const c = child;
-    let result = { code: null as number | null, signal: null as NodeJS.Signals | null };
-    if (c && c.exitCode === null && c.signalCode === null) {
-      c.kill("SIGTERM");
-      const timer = setTimeout(() => c.kill("SIGKILL"), 5_000);
-      result = await exited;
-      clearTimeout(timer);
-    } else if (c) {
-      result = await exited;
-    }
+    const result = run ? await run.terminate(5_000) : { code: null, signal: null };
     socket.close();
     return result;
   };
@@ -233,14 +215,7 @@ async function startFfmpegRtp(onCleanup: (fn: () => Promise<void>) => void): Pro
     "-pix_fmt", "yuv420p", "-c:v", "libx264", "-profile:v", "baseline", "-tune", "zerolatency", "-preset", "ultrafast", "-g", "30",
     "-bsf:v", "h264_mp4toannexb", "-f", "rtp", "-payload_type", "96", `rtp://${HOST}:${port}?pkt_size=1200`,
   ];
-  // setpriv --pdeathsig: FFmpeg dies with this worker even if the worker is killed.
-  const [cmd, argv] = SETPRIV ? [SETPRIV, ["--pdeathsig", "KILL", "--", "ffmpeg", ...args]] : ["ffmpeg", args];
-  child = spawn(cmd, argv, { stdio: ["ignore", "ignore", "pipe"] });
-  const c = child;
-  exited = new Promise((resolve) => c.once("exit", (code, signal) => resolve({ code, signal })));
-  let stderr = "";
-  c.stderr?.setEncoding("utf8");
-  c.stderr?.on("data", (chunk: string) => (stderr = (stderr + chunk).slice(-4_000)));
+  const c = (run = superviseSpawn("ffmpeg", args)).child;
   await new Promise<void>((resolve, reject) => {
     c.once("spawn", resolve);
     c.once("error", reject);
@@ -251,7 +226,7 @@ async function startFfmpegRtp(onCleanup: (fn: () => Promise<void>) => void): Pro
     get packets() {
       return packets;
     },
-    stderrTail: () => stderr,
+    stderrTail: () => run!.stderrTail(),
     stop,
   };
 }
@@ -471,136 +446,14 @@ describe("WHIP publisher failures", () => {
 // ---------------------------------------------------------------------------
 // Chromium as the answering peer: a real WebRTC stack that is not werift.
 
-/** Runs in the page. Plain JavaScript as text, so no compiler helper leaks into it. */
-const PAGE_SCRIPT = `
-window.unlockLoopback = async () => {
-  // Chrome gathers only its default-route address (behind an mDNS name) until
-  // the page has media permission; with it, 127.0.0.1 becomes a candidate too.
-  const stream = await navigator.mediaDevices.getUserMedia({ video: true });
-  stream.getTracks().forEach((t) => t.stop());
-};
-window.answerWhip = async (offer) => {
-  const pc = new RTCPeerConnection();
-  window.pc = pc;
-  pc.ontrack = (e) => {
-    const v = document.createElement("video");
-    v.muted = true;
-    v.autoplay = true;
-    v.playsInline = true;
-    v.srcObject = new MediaStream([e.track]);
-    document.body.append(v);
-    v.play().catch(() => {});
-  };
-  await pc.setRemoteDescription({ type: "offer", sdp: offer });
-  await pc.setLocalDescription();
-  if (pc.iceGatheringState !== "complete") {
-    await new Promise((resolve) => pc.addEventListener("icegatheringstatechange", () => {
-      if (pc.iceGatheringState === "complete") resolve();
-    }));
-  }
-  return pc.localDescription.sdp;
-};
-window.videoStats = async () => {
-  if (!window.pc) return null;
-  const stats = await window.pc.getStats();
-  let out = null;
-  stats.forEach((r) => {
-    if (r.type === "inbound-rtp" && r.kind === "video") {
-      out = {
-        framesDecoded: r.framesDecoded ?? 0,
-        keyFramesDecoded: r.keyFramesDecoded ?? 0,
-        frameWidth: r.frameWidth ?? 0,
-        frameHeight: r.frameHeight ?? 0,
-        packetsReceived: r.packetsReceived ?? 0,
-        pliCount: r.pliCount ?? 0,
-        firCount: r.firCount ?? 0,
-        codec: r.codecId ? stats.get(r.codecId)?.mimeType : undefined,
-      };
-    }
-  });
-  return out;
-};
-`;
-
-interface VideoStats {
-  framesDecoded: number;
-  keyFramesDecoded: number;
-  frameWidth: number;
-  frameHeight: number;
-  packetsReceived: number;
-  pliCount: number;
-  firCount: number;
-  codec?: string;
-}
-
-/** Live processes (not zombies) whose environment carries NAME=value. */
-async function processesMarked(mark: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const entry of await readdir("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = await readFile(`/proc/${entry}/stat`, "utf8");
-      const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-      if (state === "Z" || state === "X") continue;
-      if ((await readFile(`/proc/${entry}/environ`, "utf8")).split("\0").includes(mark)) pids.push(Number(entry));
-    } catch {
-      // gone while we looked
-    }
-  }
-  return pids;
-}
-
-async function launchChromium(onCleanup: (fn: () => Promise<void>) => void): Promise<{ context: BrowserContext; mark: string; close(): Promise<void> }> {
-  const userDataDir = await mkdtemp(join(tmpdir(), "camfleet-chromium-"));
-  // Every Chromium process inherits this, so the test can prove they are all gone.
-  const mark = `CAMFLEET_CHROMIUM=${randomUUID()}`;
-  let context: BrowserContext | undefined;
-  const close = async () => {
-    await context?.close().catch(() => {});
-    await rm(userDataDir, { recursive: true, force: true });
-  };
-  onCleanup(close);
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    timeout: 30_000,
-    env: { ...process.env, CAMFLEET_CHROMIUM: mark.slice(mark.indexOf("=") + 1) },
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--allow-loopback-in-peer-connection",
-      // A fake camera, granted without a prompt: media permission is what makes Chrome offer 127.0.0.1.
-      "--use-fake-device-for-media-stream",
-      "--use-fake-ui-for-media-stream",
-    ],
-  });
-  return { context, mark, close };
-}
-
 describe("WHIP publisher against Chromium", () => {
   it.skipIf(!hasChromium)(
     "Chromium receives and decodes the copied H.264, notices a remote close at once, and leaves no process",
     async ({ annotate }) => {
       const browser = await launchChromium(onTestFinished);
-      let page: Page | undefined;
-      const server = await startWhipServer(
-        {
-          answer: async (offer) => {
-            const answer = await page!.evaluate((sdp) => (globalThis as unknown as { answerWhip(s: string): Promise<string> }).answerWhip(sdp), keepLoopbackCandidates(offer));
-            return keepLoopbackCandidates(answer);
-          },
-        },
-        onTestFinished,
-      );
-      page = browser.context.pages()[0] ?? (await browser.context.newPage());
-      await page.goto(`${server.origin}/`);
-      await page.addScriptTag({ content: PAGE_SCRIPT });
-      await page.evaluate(() => (globalThis as unknown as { unlockLoopback(): Promise<void> }).unlockLoopback());
+      let peer: PeerPage | undefined;
+      const server = await startWhipServer({ answer: async (offer) => keepLoopbackCandidates(await peer!.answerWhip(keepLoopbackCandidates(offer))) }, onTestFinished);
+      peer = await browser.newPeerPage(server.origin, "/");
 
       const ffmpeg = await startFfmpegRtp(onTestFinished);
       const logs = captureLogs();
@@ -609,7 +462,7 @@ describe("WHIP publisher against Chromium", () => {
 
       await waitFor(() => outcome.up === 1 || outcome.failed.length > 0, { timeoutMs: 10_000, message: "WHIP session up with Chromium" });
       expect(outcome.failed).toEqual([]);
-      const stats = async () => page!.evaluate(() => (globalThis as unknown as { videoStats(): Promise<VideoStats | null> }).videoStats());
+      const stats = () => peer!.stats();
       const decoded = await waitFor(
         async () => {
           const s = await stats();
@@ -633,7 +486,7 @@ describe("WHIP publisher against Chromium", () => {
 
       // Chromium closing its side sends a DTLS close_notify: the publisher reports it at once.
       const closedAt = performance.now();
-      await page.evaluate(() => (globalThis as unknown as { pc: RTCPeerConnection }).pc.close());
+      await peer.closePeer();
       await waitFor(() => outcome.failed.length > 0, { timeoutMs: 5_000, message: "onFailed after Chromium closed" });
       expect(outcome.failed[0]).toContain("closed the WebRTC session");
       expect(outcome.failedAt! - closedAt).toBeLessThan(2_000);

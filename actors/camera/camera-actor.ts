@@ -3,10 +3,17 @@ import { createActor, type Actor as XActor } from "xstate";
 import { whipUrlFor } from "../../runtime/index.ts";
 import type { Actor, ActorContext, ActorKind, StopReason, ViewerReport } from "../../runtime/index.ts";
 import type { CameraError, CameraErrorCode, CameraSpec, CameraStatus, StreamInfo } from "../../subjects/index.ts";
-import { Analysis } from "./analysis.ts";
+import type { Analysis } from "./analysis.ts";
 import { GopCache } from "./gop-cache.ts";
 import type { AnalysisFrame } from "./ingest.ts";
 import { cameraMachine, DEFAULT_CAMERA_TIMING, stateName, type CameraTiming } from "./machine.ts";
+
+let analysisModule: Promise<typeof Analysis> | undefined;
+/** The Analysis class, imported on first use. */
+function loadAnalysis(): Promise<typeof Analysis> {
+  analysisModule ??= import("./analysis.ts").then((m) => m.Analysis);
+  return analysisModule;
+}
 
 /**
  * The camera actor: the lifecycle machine of machine.ts with its effects
@@ -117,6 +124,8 @@ class CameraActor implements Actor {
   #whip?: Whip;
   /** Present while `ai.enabled`: motion gate, detector calls, DetectionEvents. */
   #analysis?: Analysis;
+  /** Bumped by every #startAnalysis, so a slow module load cannot install a stale analysis. */
+  #analysisGeneration = 0;
   #frames = 0;
   #lastFrameTs?: number;
   #since = Date.now();
@@ -218,13 +227,28 @@ class CameraActor implements Actor {
     this.#track(started);
   }
 
-  /** (Re)creates the analysis for the current spec; analysis errors are status edges without a state change. */
+  /**
+   * (Re)creates the analysis for the current spec; analysis errors are status
+   * edges without a state change. The analysis module (and gRPC with it, ~20 MB)
+   * is loaded when the first camera with AI starts, not by every node.
+   */
   #startAnalysis(): void {
+    const generation = ++this.#analysisGeneration;
     const old = this.#analysis;
     this.#analysis = undefined;
     if (old !== undefined) this.#track(old.stop());
     if (!this.#spec.ai.enabled || this.#stopping !== undefined) return;
-    const analysis: Analysis = new Analysis({
+    const loading = loadAnalysis().then(
+      (AnalysisClass) => {
+        if (generation === this.#analysisGeneration && this.#stopping === undefined) this.#createAnalysis(AnalysisClass);
+      },
+      (err: unknown) => this.#ctx.logger.error({ err }, "could not load the analysis module"),
+    );
+    this.#track(loading);
+  }
+
+  #createAnalysis(AnalysisClass: typeof Analysis): void {
+    const analysis: Analysis = new AnalysisClass({
       spec: this.#spec,
       endpoint: this.#ctx.config.aiEndpoint,
       logger: this.#ctx.logger,

@@ -3,8 +3,9 @@
 // Flags from FIELD-NOTES: loopback candidates appear once the page has media
 // permission (fake device, granted without a prompt).
 
+import { randomUUID } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
@@ -32,17 +33,28 @@ async function exchange(pc, url) {
   await pc.setRemoteDescription({ type: "answer", sdp: loopbackOnly(body) });
   return { status: res.status, location: res.headers.get("location"), postAt, answeredAt };
 }
+function showTrack(e) {
+  const v = document.createElement("video");
+  v.muted = true; v.autoplay = true; v.playsInline = true;
+  v.srcObject = new MediaStream([e.track]);
+  document.body.append(v);
+  v.play().catch(() => {});
+}
+// Chromium as the answering side of a WHIP exchange (the test serves the HTTP part).
+window.answerWhip = async (offer) => {
+  const pc = new RTCPeerConnection();
+  window.pc = pc;
+  pc.ontrack = showTrack;
+  await pc.setRemoteDescription({ type: "offer", sdp: offer });
+  await pc.setLocalDescription();
+  await gathered(pc);
+  return pc.localDescription.sdp;
+};
 window.watch = async (url) => {
   const pc = new RTCPeerConnection();
   window.pc = pc;
   pc.addTransceiver("video", { direction: "recvonly" });
-  pc.ontrack = (e) => {
-    const v = document.createElement("video");
-    v.muted = true; v.autoplay = true; v.playsInline = true;
-    v.srcObject = new MediaStream([e.track]);
-    document.body.append(v);
-    v.play().catch(() => {});
-  };
+  pc.ontrack = showTrack;
   window.firstDecodedAt = null;
   const poll = setInterval(async () => {
     const s = await window.videoStats();
@@ -66,7 +78,7 @@ window.videoStats = async () => {
   stats.forEach((r) => {
     if (r.type === "inbound-rtp" && r.kind === "video") {
       out = { framesDecoded: r.framesDecoded ?? 0, keyFramesDecoded: r.keyFramesDecoded ?? 0, frameWidth: r.frameWidth ?? 0, frameHeight: r.frameHeight ?? 0,
-        packetsReceived: r.packetsReceived ?? 0, pliCount: r.pliCount ?? 0, codec: r.codecId ? stats.get(r.codecId)?.mimeType : undefined };
+        packetsReceived: r.packetsReceived ?? 0, pliCount: r.pliCount ?? 0, firCount: r.firCount ?? 0, codec: r.codecId ? stats.get(r.codecId)?.mimeType : undefined };
     }
   });
   return out;
@@ -86,6 +98,7 @@ export interface VideoStats {
   frameHeight: number;
   packetsReceived: number;
   pliCount: number;
+  firCount: number;
   codec?: string;
 }
 
@@ -101,23 +114,39 @@ export interface PeerPage {
   page: Page;
   watch(url: string): Promise<Exchange>;
   publish(url: string): Promise<Exchange>;
+  /** Answers a WHIP offer in the page; returns the answer SDP (all candidates gathered). */
+  answerWhip(offer: string): Promise<string>;
   stats(): Promise<VideoStats | null>;
   /** performance.now() in the page when the first frame was decoded, or null. */
   firstDecodedAt(): Promise<number | null>;
   closePeer(): Promise<void>;
 }
 
-export async function launchChromium(onCleanup: RegisterCleanup): Promise<{ context: BrowserContext; newPeerPage(origin: string): Promise<PeerPage> }> {
+export interface LaunchedChromium {
+  context: BrowserContext;
+  /** NAME=value in the environment of every Chromium process of this launch: see processesMarked(). */
+  mark: string;
+  /** A page on `origin` + `path` (a page that answers 2xx: it only has to make the origin's secure context). */
+  newPeerPage(origin: string, path?: string): Promise<PeerPage>;
+  /** Closes the browser and removes its profile; also registered as cleanup. */
+  close(): Promise<void>;
+}
+
+export async function launchChromium(onCleanup: RegisterCleanup): Promise<LaunchedChromium> {
   const userDataDir = await mkdtemp(join(tmpdir(), "camfleet-chromium-"));
+  // Every Chromium process inherits this, so a test can prove they are all gone.
+  const mark = `CAMFLEET_CHROMIUM=${randomUUID()}`;
   let context: BrowserContext | undefined;
-  onCleanup(async () => {
+  const close = async () => {
     await context?.close().catch(() => {});
     await rm(userDataDir, { recursive: true, force: true });
-  });
+  };
+  onCleanup(close);
   context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,
     headless: true,
     timeout: 30_000,
+    env: { ...process.env, CAMFLEET_CHROMIUM: mark.slice(mark.indexOf("=") + 1) },
     args: [
       "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
       "--disable-component-update", "--disable-sync", "--allow-loopback-in-peer-connection",
@@ -127,21 +156,48 @@ export async function launchChromium(onCleanup: RegisterCleanup): Promise<{ cont
   const ctx = context;
   return {
     context: ctx,
-    async newPeerPage(origin: string): Promise<PeerPage> {
+    mark,
+    close,
+    async newPeerPage(origin: string, path = "/health"): Promise<PeerPage> {
       const page = await ctx.newPage();
       // Any page of an http://127.0.0.1 origin is a secure context: getUserMedia exists there.
-      await page.goto(`${origin}/health`);
+      await page.goto(`${origin}${path}`);
       await page.addScriptTag({ content: PAGE_SCRIPT });
       await page.evaluate(() => (globalThis as unknown as { unlockLoopback(): Promise<void> }).unlockLoopback());
-      type W = { watch(u: string): Promise<Exchange>; publish(u: string): Promise<Exchange>; videoStats(): Promise<VideoStats | null>; firstDecodedAt: number | null; pc: { close(): void } };
+      type W = {
+        watch(u: string): Promise<Exchange>;
+        publish(u: string): Promise<Exchange>;
+        answerWhip(offer: string): Promise<string>;
+        videoStats(): Promise<VideoStats | null>;
+        firstDecodedAt: number | null;
+        pc: { close(): void };
+      };
       return {
         page,
         watch: (url) => page.evaluate((u) => (globalThis as unknown as W).watch(u), url),
         publish: (url) => page.evaluate((u) => (globalThis as unknown as W).publish(u), url),
+        answerWhip: (offer) => page.evaluate((o) => (globalThis as unknown as W).answerWhip(o), offer),
         stats: () => page.evaluate(() => (globalThis as unknown as W).videoStats()),
         firstDecodedAt: () => page.evaluate(() => (globalThis as unknown as W).firstDecodedAt),
         closePeer: () => page.evaluate(() => (globalThis as unknown as W).pc.close()),
       };
     },
   };
+}
+
+/** Live processes (not zombies) whose environment carries `mark` (NAME=value). */
+export async function processesMarked(mark: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = await readFile(`/proc/${entry}/stat`, "utf8");
+      const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+      if (state === "Z" || state === "X") continue;
+      if ((await readFile(`/proc/${entry}/environ`, "utf8")).split("\0").includes(mark)) pids.push(Number(entry));
+    } catch {
+      // gone while we looked
+    }
+  }
+  return pids;
 }
