@@ -275,12 +275,14 @@ camera
   .option("--tenant <tenant>", "tenant id", "default")
   .option("--site <site>", "site id", "default")
   .option("--solutions <list>", "comma-separated detector solutions, e.g. motion")
+  .option("--ai", "analyse frames with the detector at AI_ENDPOINT (ai.enabled)")
+  .option("--ai-fps <n>", "frames per second sent for analysis at most (ai.max_fps; default AI_MAX_FPS)")
   .option("--publish <mode>", "on-demand, always or off", "on-demand")
   .option("--rtsp-transport <tcp|udp>", "RTSP transport", "tcp")
   .option("--transcode", "re-encode a source that is not H.264 (costs CPU; H.264 is always copied)")
   .option("--disabled", "store it without running it")
   .option("--json", "print JSON")
-  .action((id: string, url: string, o: { name?: string; tenant: string; site: string; solutions?: string; publish: string; rtspTransport: string; transcode?: boolean; disabled?: boolean; json?: boolean }) =>
+  .action((id: string, url: string, o: { name?: string; tenant: string; site: string; solutions?: string; ai?: boolean; aiFps?: string; publish: string; rtspTransport: string; transcode?: boolean; disabled?: boolean; json?: boolean }) =>
     withClient(async (client) => {
       const spec = {
         id,
@@ -293,6 +295,8 @@ camera
         enabled: o.disabled !== true,
         ...(o.name !== undefined ? { name: o.name } : {}),
         ...(o.solutions !== undefined ? { solutions: o.solutions.split(",").filter((x) => x !== "") } : {}),
+        // Number() of anything but a number is NaN, which the spec schema refuses with INVALID_ARGUMENT.
+        ...(o.ai === true || o.aiFps !== undefined ? { ai: { enabled: o.ai === true, ...(o.aiFps !== undefined ? { max_fps: Number(o.aiFps) } : {}) } } : {}),
       };
       const { camera: saved } = await client.putCamera(spec);
       print(o.json, saved, () => `camera ${saved.id} saved (${saved.enabled ? "enabled" : "disabled"}): ${saved.url}`);

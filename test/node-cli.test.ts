@@ -158,6 +158,12 @@ describe("camfleet command line", () => {
     const bad = await cli("camera", "add", "bad.id", "rtsp://h/s");
     expect(bad.code).toBe(1);
     expect(bad.err).toMatch(/^camfleet: INVALID_ARGUMENT: .*id:/);
+    const ai = await cli("camera", "add", "yard", "rtsp://h/s", "--ai", "--ai-fps", "2", "--solutions", "motion", "--transcode", "--disabled", "--json");
+    expect(JSON.parse(ai.out)).toMatchObject({ id: "yard", enabled: false, transcode: true, solutions: ["motion"], ai: { enabled: true, max_fps: 2 } });
+    const badFps = await cli("camera", "add", "yard", "rtsp://h/s", "--ai-fps", "lots");
+    expect(badFps.code).toBe(1);
+    expect(badFps.err).toMatch(/^camfleet: INVALID_ARGUMENT: .*ai\.max_fps/);
+    expect(await cli("camera", "rm", "yard")).toMatchObject({ code: 0 });
 
     await waitFor(async () => (await cli("camera", "ls")).out.includes("door  true     cli1   STREAMING"), { timeoutMs: 10_000, message: "door listed as STREAMING on cli1" });
     const status = await cli("camera", "status", "door");
