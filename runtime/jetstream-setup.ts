@@ -3,6 +3,7 @@ import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { BUCKETS, STREAMS, subjects } from "../subjects/index.ts";
 import type { Logger } from "./logger.ts";
+import { retryTransient } from "./nats.ts";
 
 const NS_PER_MS = 1_000_000;
 /** JSStreamNameExistErr: the client library has no constant for it. */
@@ -23,6 +24,11 @@ export interface JetStreamSetupOptions {
   status?: Partial<StreamLimits>;
   detections?: Partial<StreamLimits>;
   logger?: Logger;
+  /**
+   * How long a step keeps retrying while JetStream cannot answer (a cluster
+   * still forming, a meta leader busy creating replicated assets), ms. Default 30000.
+   */
+  retryForMs?: number;
 }
 
 const DEFAULT_LIMITS: Record<"status" | "detections", StreamLimits> = {
@@ -53,7 +59,9 @@ export function defaultReplicas(nc: NatsConnection): number {
  */
 export async function ensureJetStream(nc: NatsConnection, options: JetStreamSetupOptions = {}): Promise<{ replicas: number }> {
   const replicas = options.replicas ?? defaultReplicas(nc);
-  const jsm = await jetstreamManager(nc);
+  const step = <T>(what: string, work: () => Promise<T>) =>
+    retryTransient(what, work, { ...(options.logger !== undefined ? { logger: options.logger } : {}), deadlineMs: options.retryForMs ?? 30_000 });
+  const jsm = await step("JetStream set-up", () => jetstreamManager(nc));
 
   const streams: Array<{ name: string; subject: string; limits: StreamLimits }> = [
     { name: STREAMS.status, subject: subjects.statusAll, limits: { ...DEFAULT_LIMITS.status, ...options.status } },
@@ -68,27 +76,29 @@ export async function ensureJetStream(nc: NatsConnection, options: JetStreamSetu
       max_bytes: s.limits.maxBytes,
       duplicate_window: DUPLICATE_WINDOW_MS * NS_PER_MS,
     };
-    try {
-      const info = await jsm.streams.info(s.name);
-      const have = info.config;
-      if (have.num_replicas !== want.num_replicas || have.max_age !== want.max_age || have.max_bytes !== want.max_bytes) {
-        await jsm.streams.update(s.name, { ...have, ...want });
-        options.logger?.info({ stream: s.name, replicas: want.num_replicas, maxAgeMs: s.limits.maxAgeMs, maxBytes: s.limits.maxBytes }, "updated stream limits");
+    await step(`stream ${s.name}`, async () => {
+      try {
+        const info = await jsm.streams.info(s.name);
+        const have = info.config;
+        if (have.num_replicas !== want.num_replicas || have.max_age !== want.max_age || have.max_bytes !== want.max_bytes) {
+          await jsm.streams.update(s.name, { ...have, ...want });
+          options.logger?.info({ stream: s.name, replicas: want.num_replicas, maxAgeMs: s.limits.maxAgeMs, maxBytes: s.limits.maxBytes }, "updated stream limits");
+        }
+      } catch (err) {
+        if (!(err instanceof JetStreamApiError) || err.code !== JetStreamApiCodes.StreamNotFound) throw err;
+        await addIgnoringRace(() => jsm.streams.add(want));
+        options.logger?.info({ stream: s.name, replicas: want.num_replicas }, "created stream");
       }
-    } catch (err) {
-      if (!(err instanceof JetStreamApiError) || err.code !== JetStreamApiCodes.StreamNotFound) throw err;
-      await addIgnoringRace(() => jsm.streams.add(want));
-      options.logger?.info({ stream: s.name, replicas: want.num_replicas }, "created stream");
-    }
+    });
   }
 
   const kvm = new Kvm(nc);
   // History 1: only the current value matters; compare-and-set works on the latest revision.
-  await kvm.create(BUCKETS.cameras, { replicas, history: 5 });
-  await kvm.create(BUCKETS.leases, { replicas, history: 1 });
-  await kvm.create(BUCKETS.nodes, { replicas, history: 1 });
+  await step(`bucket ${BUCKETS.cameras}`, () => kvm.create(BUCKETS.cameras, { replicas, history: 5 }));
+  await step(`bucket ${BUCKETS.leases}`, () => kvm.create(BUCKETS.leases, { replicas, history: 1 }));
+  await step(`bucket ${BUCKETS.nodes}`, () => kvm.create(BUCKETS.nodes, { replicas, history: 1 }));
   // Relay claims are renewed every few seconds; max age clears the claims of gateways long gone.
-  await kvm.create(BUCKETS.relays, { replicas, history: 1, ttl: RELAY_BUCKET_MAX_AGE_MS });
+  await step(`bucket ${BUCKETS.relays}`, () => kvm.create(BUCKETS.relays, { replicas, history: 1, ttl: RELAY_BUCKET_MAX_AGE_MS }));
   return { replicas };
 }
 

@@ -170,3 +170,35 @@ export function isTransientNatsError(err: unknown): boolean {
     (err instanceof JetStreamError && !(err instanceof JetStreamApiError))
   );
 }
+
+export interface RetryTransientOptions {
+  /** Told once, at the first retry. */
+  logger?: Logger;
+  /** Stops retrying once aborted. */
+  signal?: AbortSignal;
+  /** Gives up when the next attempt would start later than this after the first, ms. Default: no limit. */
+  deadlineMs?: number;
+}
+
+/**
+ * Retries work that fails only because NATS or JetStream cannot answer yet
+ * (a cluster electing leaders, a busy meta leader, a server restarting), with
+ * backoff 0.25 s → 5 s, saying so once. Any other error, an abort, or the
+ * deadline ends it with `<what> failed: …` (the original error as cause).
+ */
+export async function retryTransient<T>(what: string, work: () => Promise<T>, options: RetryTransientOptions = {}): Promise<T> {
+  const deadline = options.deadlineMs !== undefined ? performance.now() + options.deadlineMs : Number.POSITIVE_INFINITY;
+  let warned = false;
+  for (let delay = 250; ; delay = Math.min(delay * 2, 5000)) {
+    try {
+      return await work();
+    } catch (err) {
+      if (!isTransientNatsError(err) || options.signal?.aborted || performance.now() + delay > deadline) {
+        throw new Error(`${what} failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      }
+      if (!warned) options.logger?.warn({ err }, `${what}: JetStream is not answering yet; retrying`);
+      warned = true;
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}

@@ -27,7 +27,7 @@ import type { ActorContext, DetectionOutcome, DetectionReport, KindRegistry, Sta
 import { LeaseKeeper, leaseTiming, type LeaseLossReason } from "./leases.ts";
 import type { Logger } from "./logger.ts";
 import { NodeMetrics } from "./metrics.ts";
-import { connectNats, isTransientNatsError, type NatsConnection } from "./nats.ts";
+import { connectNats, retryTransient, type NatsConnection } from "./nats.ts";
 import type { NatsServerProcess } from "./nats-server.ts";
 import { startOpsServer, type OpsServer } from "./ops-http.ts";
 import { fairShare, handoverCount, rankCandidates, rendezvousScore, type NodeLoad } from "./placement.ts";
@@ -265,22 +265,9 @@ export class FleetNode {
     this.#queueReconcile();
   }
 
-  /**
-   * Retries work that fails only because JetStream cannot answer yet (a
-   * cluster still electing leaders), saying so once; other errors are final.
-   */
-  async #retryTransient<T>(what: string, work: () => Promise<T>): Promise<T> {
-    let warned = false;
-    for (let delay = 250; ; delay = Math.min(delay * 2, 5000)) {
-      try {
-        return await work();
-      } catch (err) {
-        if (!isTransientNatsError(err) || this.#options.signal?.aborted) throw new Error(`${what} failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
-        if (!warned) this.#options.logger.warn({ err }, `${what}: JetStream is not answering yet; retrying`);
-        warned = true;
-        await new Promise((r) => setTimeout(r, delay));
-      }
-    }
+  /** Retries work that fails only because JetStream cannot answer yet (runtime/nats.ts), until the node is stopped. */
+  #retryTransient<T>(what: string, work: () => Promise<T>): Promise<T> {
+    return retryTransient(what, work, { logger: this.#options.logger, ...(this.#options.signal !== undefined ? { signal: this.#options.signal } : {}) });
   }
 
   /** Why the node cannot do its job yet, or undefined when it can. */

@@ -1,9 +1,12 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { describe, expect, it, onTestFinished } from "vitest";
+import { Writable } from "node:stream";
+import { createLogger } from "../runtime/index.ts";
 import { defaultReplicas, ensureJetStream } from "../runtime/jetstream-setup.ts";
 import { BUCKETS, STREAMS } from "../subjects/index.ts";
 import { startNats, startNatsCluster } from "./helpers/nats-harness.ts";
+import { waitFor } from "./helpers/wait.ts";
 
 const ALL_STREAMS = [STREAMS.status, STREAMS.detections, ...Object.values(BUCKETS).map((b) => `KV_${b}`)];
 
@@ -18,6 +21,31 @@ describe("JetStream set-up", () => {
     const jsm = await jetstreamManager(nc);
     for (const name of ALL_STREAMS) expect((await jsm.streams.info(name)).config.num_replicas).toBe(1);
     expect((await jsm.streams.info(STREAMS.detections)).config.duplicate_window).toBe(120_000_000_000);
+  });
+
+  it("a set-up that finds NATS away keeps trying and completes once the server is back; a lasting outage fails with what it was doing", async () => {
+    const nats = await startNats({ onCleanup: onTestFinished });
+    const nc = await connect({ servers: nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+    onTestFinished(() => nc.close());
+    await nats.server.stop();
+    const retrying: string[] = [];
+    const destination = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        if (chunk.toString("utf8").includes("not answering yet; retrying")) retrying.push(chunk.toString("utf8"));
+        done();
+      },
+    });
+    const setup = ensureJetStream(nc, { retryForMs: 30_000, logger: createLogger({ node: "test", level: "warn", destination }) });
+    const outcome = setup.then(() => "done", (err: unknown) => err);
+    // The server comes back only once the set-up has seen it fail and retried.
+    await waitFor(() => retrying.length > 0, { timeoutMs: 15_000, message: "set-up retrying while NATS is away" });
+    await nats.server.restart();
+    expect(await outcome).toBe("done");
+    const jsm = await jetstreamManager(nc);
+    for (const name of ALL_STREAMS) expect((await jsm.streams.info(name)).config.num_replicas).toBe(1);
+
+    await nats.server.stop();
+    await expect(ensureJetStream(nc, { retryForMs: 1_000 })).rejects.toThrow(/^JetStream set-up failed|^stream CAMFLEET_STATUS failed/);
   });
 
   it("the detections stream takes the configured max age and max bytes, and a changed limit updates it", async () => {
