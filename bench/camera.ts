@@ -26,6 +26,7 @@ import { NatsServerProcess } from "../runtime/nats-server.ts";
 import { runCamfleet } from "../test/helpers/camfleet-process.ts";
 import { startRtspCamera, type RtspCamera } from "../test/helpers/rtsp-camera.ts";
 import { quantile, waitUntil } from "./fleet-bench.ts";
+import { CLK_TCK, cpuTicks, statFields, topSelf, type Profile } from "./proc-profile.ts";
 
 const COUNTS = (process.env.BENCH_COUNTS ?? "1,8,24").split(",").map((s) => Number(s.trim())).filter((n) => Number.isInteger(n) && n > 0);
 const WINDOW_S = Number(process.env.BENCH_WINDOW_S ?? 20);
@@ -33,7 +34,6 @@ const SETTLE_S = 5;
 const PROFILE = process.env.BENCH_PROFILE !== "0";
 /** Only the profile run (at the largest BENCH_COUNTS), no measurements. */
 const PROFILE_ONLY = process.env.BENCH_PROFILE === "only";
-const CLK_TCK = 100; // getconf CLK_TCK on Linux
 const FFMPEG = "/usr/bin/ffmpeg";
 /** The actor's RTP packet size (actors/camera/ingest.ts); the floor uses the same so packet rates compare. */
 const PKT_SIZE = 1200;
@@ -52,19 +52,6 @@ const ourPids = new Set<number>();
 
 // ------------------------------------------------------------------ /proc
 
-function statFields(pid: number): string[] | undefined {
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return s.slice(s.lastIndexOf(")") + 2).split(" "); // [0] = state (field 3)
-  } catch {
-    return undefined;
-  }
-}
-/** utime + stime in clock ticks. */
-function cpuTicks(pid: number): number | undefined {
-  const f = statFields(pid);
-  return f ? Number(f[11]) + Number(f[12]) : undefined;
-}
 function pssKb(pid: number): number {
   try {
     const m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"));
@@ -340,58 +327,7 @@ async function profileNode(cam: RtspCamera, rx: Awaited<ReturnType<typeof startR
     if (busy > bestBusy) [best, bestBusy] = [p, busy];
   }
   if (process.env.BENCH_PROFILE_KEEP) await writeFile(process.env.BENCH_PROFILE_KEEP, JSON.stringify(best));
-  return topSelf(best!, Number(w0), Number(w1));
-}
-
-interface Profile {
-  nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number }; }>;
-  samples: number[];
-  timeDeltas: number[];
-  startTime: number;
-  endTime: number;
-}
-
-function topSelf(p: Profile, from: number, to: number): string[] {
-  const byId = new Map(p.nodes.map((n) => [n.id, n]));
-  let inWindow = from >= p.startTime && to <= p.endTime;
-  if (inWindow) {
-    // Fall back to the whole run when the window holds no busy sample (clocks not comparable).
-    let t = p.startTime;
-    let busy = 0;
-    for (let i = 0; i < p.samples.length; i++) {
-      t += p.timeDeltas[i] ?? 0;
-      if (t >= from && t <= to && byId.get(p.samples[i]!)?.callFrame.functionName !== "(idle)") busy++;
-    }
-    if (busy === 0) inWindow = false;
-  }
-  const self = new Map<string, number>();
-  let t = p.startTime;
-  let total = 0;
-  let idle = 0;
-  for (let i = 0; i < p.samples.length; i++) {
-    t += p.timeDeltas[i] ?? 0;
-    if (inWindow && (t < from || t > to)) continue;
-    const dt = p.timeDeltas[i + 1] ?? 0;
-    const cf = byId.get(p.samples[i]!)?.callFrame;
-    if (!cf) continue;
-    if (cf.functionName === "(idle)") {
-      idle += dt;
-      continue;
-    }
-    const where = cf.url ? `${cf.url.replace(/^file:\/\/.*?\/(node_modules|actors|runtime|subjects|cli)\//, "$1/")}:${cf.lineNumber + 1}` : "";
-    const key = `${cf.functionName || "(anonymous)"} ${where}`.trim();
-    self.set(key, (self.get(key) ?? 0) + dt);
-    total += dt;
-  }
-  const span = inWindow
-    ? `steady window of ${((to - from) / 1e6).toFixed(1)} s`
-    : `whole run of ${((p.endTime - p.startTime) / 1e6).toFixed(1)} s, ${p.samples.length} samples (no busy sample within the steady window)`;
-  const lines = [`profile: ${span}; busy ${(total / 1000).toFixed(0)} ms, idle ${(idle / 1000).toFixed(0)} ms`, "", "| # | self ms | % of busy | function |", "|---|---|---|---|"];
-  [...self.entries()]
-    .sort((a, b) => b[1] - a[1])
-    .slice(0, 10)
-    .forEach(([k, v], i) => lines.push(`| ${i + 1} | ${(v / 1000).toFixed(0)} | ${((v / total) * 100).toFixed(1)} | ${k} |`));
-  return lines;
+  return topSelf(best!, { from: Number(w0), to: Number(w1) });
 }
 
 // ------------------------------------------------------------------ main

@@ -34,6 +34,7 @@ import { ensureJetStream } from "../runtime/index.ts";
 import { freePort, NatsServerProcess } from "../runtime/nats-server.ts";
 import { BUCKETS, CameraSpecSchema, kvKeys } from "../subjects/index.ts";
 import { quantile, waitUntil } from "./fleet-bench.ts";
+import { CLK_TCK, cpuTicks, topSelf, type Profile } from "./proc-profile.ts";
 
 const COUNTS = (process.env.BENCH_VIEWERS ?? "10,50").split(",").map(Number).filter((n) => Number.isInteger(n) && n > 0);
 const WINDOW_S = Number(process.env.BENCH_WINDOW_S ?? 10);
@@ -43,7 +44,6 @@ const FPS = 25;
 const BITRATE_KBPS = 2000;
 const GOP = 50;
 const PAYLOAD = 1100;
-const CLK_TCK = 100;
 const TARGET_P99_MS = 20;
 const TARGET_VIEWERS = 50;
 const CAMFLEET_BIN = fileURLToPath(new URL("../bin/camfleet.js", import.meta.url));
@@ -55,11 +55,8 @@ const VIEWERS_PER_PROCESS = 10;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const cleanups: Array<() => Promise<unknown>> = [];
 
-function cpuTicks(pid: number): number {
-  const s = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
-  return Number(f[11]) + Number(f[12]); // utime + stime (fields 14, 15)
-}
+/** CPU ticks of a process we started and still wait for; 0 once it is gone. */
+const ticks = (pid: number): number => cpuTicks(pid) ?? 0;
 
 /** A synthetic camera: 2 Mbit/s of H.264-shaped RTP at 25 fps; each packet stamped with hrtime at bytes 14..21. */
 function syntheticCamera(send: (packet: Buffer) => void): { stop(): void; sent(): number } {
@@ -163,15 +160,15 @@ async function measure(
   await sleep(SETTLE_S * 1000);
   await atStart?.();
   c.reset();
-  const peerTicks = () => peers.reduce((n, p) => n + cpuTicks(p), 0);
+  const peerTicks = () => peers.reduce((n, p) => n + ticks(p), 0);
   const q0 = peerTicks();
-  const t0 = cpuTicks(pid);
+  const t0 = ticks(pid);
   const p0 = c.packets();
   const s0 = sent();
   const w0 = performance.now();
   await sleep(WINDOW_S * 1000);
   const seconds = (performance.now() - w0) / 1000;
-  const cpuPct = ((cpuTicks(pid) - t0) / CLK_TCK / seconds) * 100;
+  const cpuPct = ((ticks(pid) - t0) / CLK_TCK / seconds) * 100;
   const peersCpuPct = ((peerTicks() - q0) / CLK_TCK / seconds) * 100;
   const got = c.packets() - p0;
   const expected = (sent() - s0) * viewers;
@@ -242,9 +239,9 @@ function bucketQuantile(before: Map<number, number>, after: Map<number, number>,
 
 async function relayPhases(url: string, gwPid: number, sent: () => number): Promise<{ idleCpu: number; phases: Phase[] }> {
   await sleep(SETTLE_S * 1000);
-  const t0 = cpuTicks(gwPid);
+  const t0 = ticks(gwPid);
   await sleep(WINDOW_S * 1000);
-  const idleCpu = ((cpuTicks(gwPid) - t0) / CLK_TCK / WINDOW_S) * 100;
+  const idleCpu = ((ticks(gwPid) - t0) / CLK_TCK / WINDOW_S) * 100;
   const phases: Phase[] = [];
   for (const n of COUNTS) {
     const v = await relayViewers(url, n);
@@ -305,34 +302,7 @@ async function profileGateway(natsUrl: string, n: number): Promise<string[]> {
     const busy = p.samples.filter((id) => !idle.has(id)).length;
     if (busy > bestBusy) [best, bestBusy] = [p, busy];
   }
-  return best === undefined ? ["(no .cpuprofile written)"] : topSelf(best);
-}
-
-interface Profile {
-  nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number } }>;
-  samples: number[];
-  timeDeltas: number[];
-}
-
-function topSelf(p: Profile): string[] {
-  const byId = new Map(p.nodes.map((n) => [n.id, n]));
-  const self = new Map<string, number>();
-  let total = 0;
-  for (let i = 0; i < p.samples.length; i++) {
-    const cf = byId.get(p.samples[i]!)?.callFrame;
-    const dt = p.timeDeltas[i + 1] ?? 0;
-    if (!cf || cf.functionName === "(idle)") continue;
-    const where = cf.url ? `${cf.url.replace(/^file:\/\/.*?\/(node_modules|gateway|actors|runtime|subjects|cli)\//, "$1/")}:${cf.lineNumber + 1}` : "";
-    const key = `${cf.functionName || "(anonymous)"} ${where}`.trim();
-    self.set(key, (self.get(key) ?? 0) + dt);
-    total += dt;
-  }
-  const out = [`gateway profile (whole run): busy ${(total / 1000).toFixed(0)} ms`, "", "| # | self ms | % of busy | function |", "|---|---|---|---|"];
-  [...self.entries()]
-    .sort((a, b) => b[1] - a[1])
-    .slice(0, 12)
-    .forEach(([k, v], i) => out.push(`| ${i + 1} | ${(v / 1000).toFixed(0)} | ${((v / total) * 100).toFixed(1)} | ${k} |`));
-  return out;
+  return best === undefined ? ["(no .cpuprofile written)"] : topSelf(best, { top: 12, label: "gateway profile" });
 }
 
 async function publisher(url: string): Promise<{ stop(): void; sent(): number }> {
