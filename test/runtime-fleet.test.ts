@@ -14,6 +14,7 @@ import {
   countByNode,
   expectOwnedExactlyOnce,
   findOwnershipViolations,
+  ownershipViolations,
   isStreaming,
   logLines,
   logTime,
@@ -93,7 +94,7 @@ describe("a fleet of sim nodes on one nats-server", () => {
     for (const n of nodes) expect(counts.get(n.id)).toBeGreaterThanOrEqual(9);
     for (const n of nodes) expect(counts.get(n.id)).toBeLessThanOrEqual(11);
     expect(log.invalid).toEqual([]);
-    expect(findOwnershipViolations(log.events, claimsFromLogs(nodes))).toEqual([]);
+    expect(await ownershipViolations(log.events, nodes)).toEqual([]);
 
     expect(await teardown(nodes, nats, natsPid)).toEqual([]);
   });
@@ -136,7 +137,7 @@ describe("a fleet of sim nodes on one nats-server", () => {
     for (const c of cameras.filter((c) => !orphaned.includes(c))) expect(after.get(c)).toMatchObject({ node: before.get(c)!.node, epoch: before.get(c)!.epoch });
     await waitFor(() => expectOwnedExactlyOnce(leases, survivors, cameras), { timeoutMs: 5000, message: "all 30 owned once by the survivors" });
     // The victim's last event came before any new owner's first one.
-    expect(findOwnershipViolations(log.events, claimsFromLogs(nodes))).toEqual([]);
+    expect(await ownershipViolations(log.events, nodes)).toEqual([]);
     const lastOfVictim = Math.max(...log.events.filter((e) => e.node === victim.id).map((e) => e.ts));
     expect(lastOfVictim).toBeLessThanOrEqual(killedAt);
 
@@ -185,7 +186,7 @@ describe("a fleet of sim nodes on one nats-server", () => {
     expect(ownedByLog(drained).size).toBe(0);
     expect(logLines(drained, "claimed camera").filter((l) => logTime(l) >= drainedAt)).toEqual([]);
     expect(drained.alive()).toBe(true);
-    expect(findOwnershipViolations(log.events, claimsFromLogs(all))).toEqual([]);
+    expect(await ownershipViolations(log.events, all)).toEqual([]);
 
     expect(await teardown(all, nats, natsPid)).toEqual([]);
   });
@@ -222,11 +223,17 @@ describe("a fleet of sim nodes on one nats-server", () => {
     console.log(`takeover after SIGTERM of ${victim.id} (${handed.length} cameras): ${takeoverMs} ms from its exit`);
     expect(takeoverMs).toBeLessThan(2500);
     // Claimed with `create`: the leases were deleted, not left to expire and taken over.
-    const newClaims = claimsFromLogs(survivors).filter((c) => handed.includes(c.camera) && c.epoch === after.get(c.camera)!.epoch);
-    expect(newClaims).toHaveLength(handed.length);
+    // The claim is in KV before its log line has crossed the survivor's stdout pipe: wait for the lines.
+    const newClaims = await waitFor(
+      () => {
+        const claims = claimsFromLogs(survivors).filter((c) => handed.includes(c.camera) && c.epoch === after.get(c.camera)!.epoch);
+        return claims.length === handed.length ? claims : undefined;
+      },
+      { timeoutMs: 3000, message: `a "claimed camera" log line for each of the ${handed.length} new leases` },
+    );
     expect(newClaims.every((c) => !c.takeover)).toBe(true);
     await waitFor(() => expectOwnedExactlyOnce(leases, survivors, cameras), { timeoutMs: 5000, message: "all 30 owned once by the survivors" });
-    expect(findOwnershipViolations(log.events, claimsFromLogs(nodes))).toEqual([]);
+    expect(await ownershipViolations(log.events, nodes)).toEqual([]);
 
     expect(await teardown(nodes, nats, natsPid)).toEqual([]);
   });
@@ -279,7 +286,7 @@ describe("a fleet of sim nodes on one nats-server", () => {
     const status = await controlRequest(nc, "cameraStatus", subjects.ctl.cameraStatus("flaky"), {});
     expect(status).toMatchObject({ state: "STREAMING", epoch: owners.get("flaky")!.epoch });
     expect(nodes.every((n) => n.alive())).toBe(true);
-    expect(findOwnershipViolations(log.events, claimsFromLogs(nodes))).toEqual([]);
+    expect(await ownershipViolations(log.events, nodes)).toEqual([]);
 
     expect(await teardown(nodes, nats, natsPid)).toEqual([]);
   });
@@ -329,7 +336,7 @@ describe("a fleet of sim nodes on one nats-server", () => {
     );
     expect(logLines(owner, "released camera").filter((l) => l.camera === target).at(-1)?.reason).toBe("deleted");
     await waitFor(() => expectOwnedExactlyOnce(leases, nodes, others), { timeoutMs: 5000, message: "the other cameras still owned" });
-    expect(findOwnershipViolations(log.events, claimsFromLogs(nodes))).toEqual([]);
+    expect(await ownershipViolations(log.events, nodes)).toEqual([]);
 
     expect(await teardown(nodes, nats, natsPid)).toEqual([]);
   });

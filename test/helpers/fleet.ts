@@ -467,6 +467,25 @@ export async function streamingNow(nc: NatsConnection, owners: ReadonlyMap<strin
 // ---------------------------------------------------------------- the checker
 
 /**
+ * findOwnershipViolations against the nodes' "claimed camera" log lines,
+ * allowing those lines up to 3 s to arrive: a claim is in KV, and its status
+ * events in the stream, before its log line has crossed the node's stdout
+ * pipe. A real violation stays one.
+ */
+export async function ownershipViolations(events: readonly StatusEvent[], nodes: readonly FleetNodeProcess[]): Promise<string[]> {
+  let problems = findOwnershipViolations(events, claimsFromLogs(nodes));
+  if (problems.length === 0) return problems;
+  await waitFor(
+    () => {
+      problems = findOwnershipViolations(events, claimsFromLogs(nodes));
+      return problems.length === 0;
+    },
+    { timeoutMs: 3000, intervalMs: 100 },
+  ).catch(() => undefined);
+  return problems;
+}
+
+/**
  * Proves from the event log that no camera was ever run by two nodes at once.
  * For each camera, every epoch is an interval [first ts, last ts] of the
  * events stamped with it; then:
