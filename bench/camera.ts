@@ -15,7 +15,7 @@
 // the profile run, "only" runs nothing else), BENCH_PROFILE_KEEP (a path: keep the .cpuprofile).
 import { createSocket, type Socket } from "node:dgram";
 import { readdirSync, readFileSync } from "node:fs";
-import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -26,7 +26,7 @@ import { NatsServerProcess } from "../runtime/nats-server.ts";
 import { runCamfleet } from "../test/helpers/camfleet-process.ts";
 import { startRtspCamera, type RtspCamera } from "../test/helpers/rtsp-camera.ts";
 import { quantile, waitUntil } from "./fleet-bench.ts";
-import { CLK_TCK, cpuTicks, statFields, topSelf, type Profile } from "./proc-profile.ts";
+import { busiestProfile, CLK_TCK, cpuTicks, statFields, topSelf } from "./proc-profile.ts";
 
 const COUNTS = (process.env.BENCH_COUNTS ?? "1,8,24").split(",").map((s) => Number(s.trim())).filter((n) => Number.isInteger(n) && n > 0);
 const WINDOW_S = Number(process.env.BENCH_WINDOW_S ?? 20);
@@ -317,19 +317,10 @@ async function profileNode(cam: RtspCamera, rx: Awaited<ReturnType<typeof startR
   } finally {
     await phase.stop(); // SIGTERM: the node writes its profile on exit
   }
-  const files = (await readdir(profDir)).filter((f) => f.endsWith(".cpuprofile"));
-  if (files.length === 0) return ["(no .cpuprofile written)"];
-  // tsx's loader hooks run in a worker thread, which writes a profile of its own: keep the busiest (the main thread).
-  let best: Profile | undefined;
-  let bestBusy = -1;
-  for (const f of files) {
-    const p = JSON.parse(await readFile(join(profDir, f), "utf8")) as Profile;
-    const idle = new Set(p.nodes.filter((n) => n.callFrame.functionName === "(idle)").map((n) => n.id));
-    const busy = p.samples.filter((id) => !idle.has(id)).length;
-    if (busy > bestBusy) [best, bestBusy] = [p, busy];
-  }
+  const best = await busiestProfile(profDir);
+  if (best === undefined) return ["(no .cpuprofile written)"];
   if (process.env.BENCH_PROFILE_KEEP) await writeFile(process.env.BENCH_PROFILE_KEEP, JSON.stringify(best));
-  return topSelf(best!, { from: Number(w0), to: Number(w1) });
+  return topSelf(best, { from: Number(w0), to: Number(w1) });
 }
 
 // ------------------------------------------------------------------ main

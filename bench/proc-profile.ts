@@ -1,6 +1,8 @@
 // What benchmarks read about processes: CPU ticks from /proc/<pid>/stat, and
 // the top self-time functions of a node --cpu-prof profile.
 import { readFileSync } from "node:fs";
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
 
 /** USER_HZ: /proc/<pid>/stat counts CPU time in these ticks per second (getconf CLK_TCK on Linux). */
 export const CLK_TCK = 100;
@@ -76,4 +78,21 @@ export function topSelf(p: Profile, opts: { from?: number; to?: number; top?: nu
     .slice(0, opts.top ?? 10)
     .forEach(([k, v], i) => lines.push(`| ${i + 1} | ${(v / 1000).toFixed(0)} | ${((v / total) * 100).toFixed(1)} | ${k} |`));
   return lines;
+}
+
+/**
+ * The busiest .cpuprofile in `dir` (most non-idle samples), or undefined when
+ * none was written. Under tsx, its loader thread writes a profile of its own:
+ * the busiest one is the main thread's.
+ */
+export async function busiestProfile(dir: string): Promise<Profile | undefined> {
+  let best: Profile | undefined;
+  let bestBusy = -1;
+  for (const f of (await readdir(dir)).filter((name) => name.endsWith(".cpuprofile"))) {
+    const p = JSON.parse(await readFile(join(dir, f), "utf8")) as Profile;
+    const idle = new Set(p.nodes.filter((n) => n.callFrame.functionName === "(idle)").map((n) => n.id));
+    const busy = p.samples.filter((id) => !idle.has(id)).length;
+    if (busy > bestBusy) [best, bestBusy] = [p, busy];
+  }
+  return best;
 }

@@ -22,7 +22,7 @@
 
 import { createSocket } from "node:dgram";
 import { readFileSync } from "node:fs";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -34,7 +34,7 @@ import { ensureJetStream } from "../runtime/index.ts";
 import { freePort, NatsServerProcess } from "../runtime/nats-server.ts";
 import { BUCKETS, CameraSpecSchema, kvKeys } from "../subjects/index.ts";
 import { quantile, waitUntil } from "./fleet-bench.ts";
-import { CLK_TCK, cpuTicks, topSelf, type Profile } from "./proc-profile.ts";
+import { busiestProfile, CLK_TCK, cpuTicks, topSelf } from "./proc-profile.ts";
 
 const COUNTS = (process.env.BENCH_VIEWERS ?? "10,50").split(",").map(Number).filter((n) => Number.isInteger(n) && n > 0);
 const WINDOW_S = Number(process.env.BENCH_WINDOW_S ?? 10);
@@ -293,15 +293,7 @@ async function profileGateway(natsUrl: string, n: number): Promise<string[]> {
   await v.child.terminate(5_000);
   pub.stop();
   await gw.terminate(10_000); // SIGTERM: node writes the profile on exit
-  const files = (await readdir(profDir)).filter((f) => f.endsWith(".cpuprofile"));
-  let best: Profile | undefined;
-  let bestBusy = -1;
-  for (const f of files) {
-    const p = JSON.parse(await readFile(join(profDir, f), "utf8")) as Profile;
-    const idle = new Set(p.nodes.filter((x) => x.callFrame.functionName === "(idle)").map((x) => x.id));
-    const busy = p.samples.filter((id) => !idle.has(id)).length;
-    if (busy > bestBusy) [best, bestBusy] = [p, busy];
-  }
+  const best = await busiestProfile(profDir);
   return best === undefined ? ["(no .cpuprofile written)"] : topSelf(best, { top: 12, label: "gateway profile" });
 }
 

@@ -7,7 +7,7 @@ export { defaultReplicas, ensureJetStream } from "./jetstream-setup.ts";
 export type { JetStreamSetupOptions, StreamLimits } from "./jetstream-setup.ts";
 export { createLogger, silentLogger } from "./logger.ts";
 export type { Logger, LoggerOptions } from "./logger.ts";
-export { createRegistry, NodeMetrics } from "./metrics.ts";
+export { createRegistry, NodeMetrics, perRegistry } from "./metrics.ts";
 export { connectNats } from "./nats.ts";
 export type { ConnectOptions, NatsConnection } from "./nats.ts";
 export { freePort, NatsServerNotFoundError, NatsServerProcess, NatsServerStartError } from "./nats-server.ts";

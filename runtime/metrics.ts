@@ -5,6 +5,22 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom
  * metrics to it (the camera actor adds the per-camera ones). Created here and
  * injected, never global, so several nodes can live in one test process.
  */
+/**
+ * One instance per registry, made on first use: metrics register once per
+ * registry however many actors ask for them (prom-client refuses a name twice).
+ */
+export function perRegistry<T>(create: (registry: Registry) => T): (registry: Registry) => T {
+  const made = new WeakMap<Registry, T>();
+  return (registry) => {
+    let m = made.get(registry);
+    if (m === undefined) {
+      m = create(registry);
+      made.set(registry, m);
+    }
+    return m;
+  };
+}
+
 export function createRegistry(labels: { node: string }, options: { processMetrics?: boolean } = {}): Registry {
   const registry = new Registry();
   registry.setDefaultLabels(labels);

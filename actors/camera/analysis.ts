@@ -1,6 +1,6 @@
 import { Counter, Histogram, type Registry } from "prom-client";
 import { DetectorClient, DetectorError, MotionGate, toGray, type DetectResult } from "../../proto/index.ts";
-import type { DetectionReport, DetectionOutcome, Logger } from "../../runtime/index.ts";
+import { perRegistry, type DetectionReport, type DetectionOutcome, type Logger } from "../../runtime/index.ts";
 import type { CameraError, CameraSpec } from "../../subjects/index.ts";
 import type { AnalysisFrame } from "./ingest.ts";
 
@@ -54,16 +54,7 @@ class AnalysisMetrics {
     this.skipped = new Counter({ name: "camfleet_frames_skipped_motion_total", help: "Sampled frames the motion gate kept from the detector", labelNames: ["camera"], registers: [registry] });
   }
 
-  static #byRegistry = new WeakMap<Registry, AnalysisMetrics>();
-
-  static of(registry: Registry): AnalysisMetrics {
-    let m = AnalysisMetrics.#byRegistry.get(registry);
-    if (m === undefined) {
-      m = new AnalysisMetrics(registry);
-      AnalysisMetrics.#byRegistry.set(registry, m);
-    }
-    return m;
-  }
+  static readonly of = perRegistry((registry) => new AnalysisMetrics(registry));
 }
 
 interface Waiting {

@@ -1,6 +1,6 @@
 import { Counter, Gauge, type Registry } from "prom-client";
 import { createActor, type Actor as XActor } from "xstate";
-import { whipUrlFor } from "../../runtime/index.ts";
+import { perRegistry, whipUrlFor } from "../../runtime/index.ts";
 import type { Actor, ActorContext, ActorKind, StopReason, ViewerReport } from "../../runtime/index.ts";
 import type { CameraError, CameraErrorCode, CameraSpec, CameraStatus, StreamInfo } from "../../subjects/index.ts";
 import type { Analysis } from "./analysis.ts";
@@ -96,16 +96,7 @@ class CameraMetrics {
     this.errors = new Counter({ name: "camfleet_stream_errors_total", help: "Camera errors by code", labelNames: ["camera", "code"], registers: [registry] });
   }
 
-  static #byRegistry = new WeakMap<Registry, CameraMetrics>();
-
-  static of(registry: Registry): CameraMetrics {
-    let m = CameraMetrics.#byRegistry.get(registry);
-    if (m === undefined) {
-      m = new CameraMetrics(registry);
-      CameraMetrics.#byRegistry.set(registry, m);
-    }
-    return m;
-  }
+  static readonly of = perRegistry((registry) => new CameraMetrics(registry));
 
   forget(camera: string): void {
     for (const metric of [this.up, this.lastFrameAge, this.fps]) metric.remove({ camera });
