@@ -12,7 +12,8 @@
 // Targets (issue): CPU per camera ≤ 4× the floor, PSS ≤ 24 MB per camera,
 // 24 cameras without falling behind (packet rate within 10 % of the floor's).
 // BENCH_COUNTS (default "1,8,24"), BENCH_WINDOW_S (20), BENCH_ROUNDS (3: floor/camfleet pairs, medians judged), BENCH_PROFILE (1; 0 skips
-// the profile run, "only" runs nothing else), BENCH_PROFILE_KEEP (a path: keep the .cpuprofile).
+// the profile run, "only" runs nothing else), BENCH_PROFILE_KEEP (a path: keep the .cpuprofile), BENCH_NODE_OPTIONS (NODE_OPTIONS
+// for the camfleet node only).
 import { createSocket, type Socket } from "node:dgram";
 import { readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -221,6 +222,8 @@ async function startCamfleet(cam: RtspCamera, whipOrigin: string, receiverStats:
     MAX_CAMERAS: "64",
     WHIP_URL: `${whipOrigin}/whip/{camera}`,
     LOG_LEVEL: "info",
+    // Node/V8 flags for the camfleet node only (e.g. "--max-semi-space-size=2"), to compare memory settings.
+    ...(process.env.BENCH_NODE_OPTIONS !== undefined ? { NODE_OPTIONS: process.env.BENCH_NODE_OPTIONS } : {}),
   };
   let node: NodeHandle;
   if (profDir === undefined) {

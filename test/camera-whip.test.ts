@@ -319,7 +319,8 @@ describe("WHIP publisher against a werift WHIP server", () => {
       `start→POST ${(post.at - started).toFixed(0)} ms (offer + ICE gathering), POST→201 ${answerMs.toFixed(0)} ms, POST→connected ${connectMs.toFixed(0)} ms`,
     );
     const up = logs.lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === "WHIP session up");
-    expect(up).toMatchObject({ component: "whip", answer_ms: expect.any(Number), connect_ms: expect.any(Number) });
+    // werift negotiates AES-GCM first: the packets went through the lean path (runtime/srtp-sender.ts).
+    expect(up).toMatchObject({ component: "whip", answer_ms: expect.any(Number), connect_ms: expect.any(Number), rtp_path: "AEAD_AES_128_GCM" });
 
     await session.stop();
     const deletes = server.requests.filter((r) => r.method === "DELETE");
@@ -462,6 +463,9 @@ describe("WHIP publisher against Chromium", () => {
 
       await waitFor(() => outcome.up === 1 || outcome.failed.length > 0, { timeoutMs: 10_000, message: "WHIP session up with Chromium" });
       expect(outcome.failed).toEqual([]);
+      // The lean RTP path is what Chromium decodes, with whichever SRTP profile it chose.
+      const up = logs.lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === "WHIP session up");
+      expect(up?.rtp_path).toMatch(/^(AEAD_AES_128_GCM|AES_CM_128_HMAC_SHA1_80)$/);
       const stats = () => peer!.stats();
       const decoded = await waitFor(
         async () => {
@@ -475,7 +479,8 @@ describe("WHIP publisher against Chromium", () => {
       const post = server.requests.find((r) => r.method === "POST")!;
       await annotate(
         `Chromium: POST→201 ${(post.answeredAt! - post.at).toFixed(0)} ms, POST→connected ${(outcome.upAt! - post.at).toFixed(0)} ms, ` +
-          `first decoded-frame check: ${decoded.framesDecoded} frames (${decoded.keyFramesDecoded} key), PLIs ${decoded.pliCount}, FIRs ${decoded.firCount}`,
+          `first decoded-frame check: ${decoded.framesDecoded} frames (${decoded.keyFramesDecoded} key), PLIs ${decoded.pliCount}, FIRs ${decoded.firCount}, ` +
+          `SRTP ${String(up?.rtp_path)}`,
       );
       // More frames keep coming: it is a stream, not one lucky frame.
       await waitFor(async () => ((await stats())?.framesDecoded ?? 0) >= decoded.framesDecoded + 15, {

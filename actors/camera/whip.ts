@@ -1,5 +1,6 @@
 import { MediaStreamTrack, RTCPeerConnection } from "werift";
 import { h264PeerConfig, keepLoopbackCandidates, silentLogger, type Logger } from "../../runtime/index.ts";
+import { openSrtpSender, type SrtpSender } from "../../runtime/srtp-sender.ts";
 import { redact } from "../../subjects/index.ts";
 
 /**
@@ -53,10 +54,10 @@ export interface WhipOptions {
 
 export interface WhipSession {
   /**
-   * One RTP packet as FFmpeg sent it (`-f rtp -payload_type 96`). werift
-   * rewrites SSRC and payload type to the negotiated ones. Dropped while the
-   * session is not connected, and when it is not RTP (e.g. RTCP sent to the
-   * same port).
+   * One RTP packet as FFmpeg sent it (`-f rtp -payload_type 96`), sent with
+   * the negotiated SSRC and payload type (runtime/srtp-sender.ts, or werift's
+   * sender for sessions that path does not handle). Dropped while the session
+   * is not connected, and when it is not RTP (e.g. RTCP sent to the same port).
    */
   writeRtp(packet: Buffer): void;
   /** DELETEs the session (best effort) and closes the peer connection. Idempotent; resolves once closed. */
@@ -96,6 +97,8 @@ export function startWhip(options: WhipOptions): WhipSession {
   let closing: Promise<void> | undefined;
   let pliCount = 0;
   let badPackets = 0;
+  /** The lean RTP path (runtime/srtp-sender.ts) once up; undefined means werift's own sender.sendRtp. */
+  let fastPath: SrtpSender | undefined;
   const post = new AbortController();
   /** performance.now() when the POST went out, and how long its answer took (ms); for the log. */
   let postStart = 0;
@@ -125,8 +128,15 @@ export function startWhip(options: WhipOptions): WhipSession {
       clearTimeout(connectTimer);
       phase = "up";
       upAt = performance.now();
+      fastPath = openSrtpSender(transceiver.sender, pc.localDescription?.sdp ?? "");
       log.info(
-        { url: shownEndpoint, session: sessionUrl && redact(sessionUrl), answer_ms: answerMs, connect_ms: Math.round(upAt - postStart) },
+        {
+          url: shownEndpoint,
+          session: sessionUrl && redact(sessionUrl),
+          answer_ms: answerMs,
+          connect_ms: Math.round(upAt - postStart),
+          rtp_path: fastPath?.profile ?? "werift",
+        },
         "WHIP session up",
       );
       try {
@@ -252,6 +262,10 @@ export function startWhip(options: WhipOptions): WhipSession {
       if (sessionUrl !== undefined) tasks.push(deleteSession(sessionUrl));
       await Promise.all(tasks);
       track.stop();
+      const sent = fastPath?.stats();
+      fastPath?.close();
+      if (sent !== undefined) badPackets += sent.dropped;
+      if (sent !== undefined) log.debug({ ...sent }, "WHIP RTP sent");
       if (badPackets > 0) log.debug({ dropped: badPackets }, "packets that were not RTP were dropped");
     })();
     return closing;
@@ -270,14 +284,18 @@ export function startWhip(options: WhipOptions): WhipSession {
   return {
     writeRtp(packet: Buffer): void {
       if (phase !== "up") return;
+      if (fastPath !== undefined) {
+        fastPath.send(packet);
+        return;
+      }
       // RTP version 2, and not RTCP (payload types 72–76 are RTCP's, RFC 5761 §4).
       const pt = (packet[1] ?? 0) & 0x7f;
       if (packet.length < 12 || (packet[0] ?? 0) >> 6 !== 2 || (pt >= 72 && pt <= 76)) {
         badPackets++;
         return;
       }
-      // Straight to the sender: track.writeRtp would parse and copy each
-      // packet once more on its way there (a tenth of the node's CPU per camera).
+      // werift's own path, for a session the lean one does not handle. Straight to the
+      // sender: track.writeRtp would parse and copy each packet once more on its way.
       transceiver.sender.sendRtp(packet).catch(() => badPackets++);
     },
     stop(): Promise<void> {
