@@ -1,6 +1,5 @@
 import { MediaStreamTrack, RTCPeerConnection } from "werift";
-import { h264PeerConfig, keepLoopbackCandidates, silentLogger, type Logger } from "../../runtime/index.ts";
-import { openSrtpSender, type SrtpSender } from "../../runtime/srtp-sender.ts";
+import { h264PeerConfig, keepLoopbackCandidates, openSrtpSender, silentLogger, type Logger, type SrtpSender } from "../../runtime/index.ts";
 import { redact } from "../../subjects/index.ts";
 
 /**
