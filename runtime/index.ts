@@ -31,7 +31,7 @@ export { isTransientNatsError, retryTransient } from "./nats.ts";
 export type { RetryTransientOptions } from "./nats.ts";
 export { startOpsServer } from "./ops-http.ts";
 export type { OpsServer, OpsServerOptions } from "./ops-http.ts";
-export { h264NalTypes, h264PeerConfig, isLoopbackPair, keepLoopbackCandidates, LOOPBACK, rtpPayload } from "./webrtc.ts";
+export { h264NalTypes, h264PeerConfig, isLoopbackPair, keepLoopbackCandidates, LOOPBACK, rtpHeaderLength, rtpPayload } from "./webrtc.ts";
 export { openSrtpSender, type SrtpSender, type SrtpSenderStats } from "./srtp-sender.ts";
 export { parseSince, startAlertConsumer, tailEvents } from "./event-consumers.ts";
 export type { AlertConsumer, AlertConsumerOptions, CamfleetEvent, EventMeta, EventType, StartAt, TailOptions } from "./event-consumers.ts";

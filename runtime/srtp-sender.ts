@@ -6,6 +6,7 @@ import {
   RtcpSrPacket,
   type RTCRtpSender,
 } from "werift";
+import { rtpHeaderLength } from "./webrtc.ts";
 
 /**
  * A lean send path for RTP that is already packetized (FFmpeg's `-f rtp`),
@@ -113,7 +114,6 @@ export function openSrtpSender(sender: RTCRtpSender, localSdp: string, options: 
   /** Wall time (ms since 1970) when lastOutTs was sent, for sender reports. */
   let lastOutAtMs = 0;
   let roc = 0;
-  let started = false;
 
   // The history is one preallocated slab that packets are copied into, not the packets themselves:
   // keeping each packet alive for half a second made V8 pretenure Buffer allocations (every Buffer
@@ -140,7 +140,7 @@ export function openSrtpSender(sender: RTCRtpSender, localSdp: string, options: 
   });
 
   const senderReport = setInterval(() => {
-    if (closed || !started || dtls.state !== "connected") return;
+    if (closed || inSsrc === undefined || dtls.state !== "connected") return;
     const nowMs = performance.timeOrigin + performance.now();
     const rtpTimestamp = (lastOutTs + Math.round(((nowMs - lastOutAtMs) * clockRate) / 1000)) >>> 0;
     const report = new RtcpSrPacket({
@@ -160,7 +160,7 @@ export function openSrtpSender(sender: RTCRtpSender, localSdp: string, options: 
     profile: protect.name,
     send(packet: Buffer): void {
       if (closed) return;
-      const headerLength = rtpHeaderLength(packet);
+      const headerLength = payloadOffset(packet);
       if (headerLength === undefined) {
         stats.dropped++;
         return;
@@ -169,8 +169,9 @@ export function openSrtpSender(sender: RTCRtpSender, localSdp: string, options: 
       const ts = packet.readUInt32BE(4);
       const source = packet.readUInt32BE(8);
 
-      if (!started || source !== inSsrc || isNewSource(seq, lastInSeq)) {
-        if (started) {
+      const first = inSsrc === undefined;
+      if (first || source !== inSsrc || isNewSource(seq, lastInSeq)) {
+        if (!first) {
           // Continue the outgoing stream where it stands: next sequence number, one 30 fps frame later.
           seqOffset = (lastOutSeq + 1 - seq) & 0xffff;
           tsOffset = (lastOutTs + Math.round(clockRate / 30) - ts) >>> 0;
@@ -185,8 +186,7 @@ export function openSrtpSender(sender: RTCRtpSender, localSdp: string, options: 
       const outSeq = (seq + seqOffset) & 0xffff;
       const outTs = (ts + tsOffset) >>> 0;
       let packetRoc = roc;
-      if (!started) {
-        started = true;
+      if (first) {
         lastOutSeq = outSeq;
       } else {
         const forward = (outSeq - lastOutSeq) & 0xffff;
@@ -235,17 +235,12 @@ export function openSrtpSender(sender: RTCRtpSender, localSdp: string, options: 
   };
 }
 
-/** Length of the fixed header, CSRCs and extension of an RTP packet; undefined if it is not RTP with a payload. */
-function rtpHeaderLength(packet: Buffer): number | undefined {
-  if (packet.length < 12 || packet[0]! >> 6 !== 2) return undefined;
-  const pt = packet[1]! & 0x7f;
+/** Where the payload of an RTP packet with a payload starts; undefined for anything else, RTCP included. */
+function payloadOffset(packet: Buffer): number | undefined {
+  const pt = (packet[1] ?? 0) & 0x7f;
   if (pt >= 72 && pt <= 76) return undefined; // RTCP on the same port (RFC 5761 §4)
-  let length = 12 + (packet[0]! & 0x0f) * 4;
-  if (packet[0]! & 0x10) {
-    if (packet.length < length + 4) return undefined;
-    length += 4 + packet.readUInt16BE(length + 2) * 4;
-  }
-  return length < packet.length ? length : undefined;
+  const length = rtpHeaderLength(packet);
+  return length !== undefined && length < packet.length ? length : undefined;
 }
 
 function isNewSource(seq: number, lastSeq: number): boolean {

@@ -62,13 +62,19 @@ export function h264NalTypes(payload: Buffer): number[] {
   return [type];
 }
 
+/** Length of a serialized RTP packet's fixed header, CSRCs and header extension; undefined if it is not RTP (or is cut short). */
+export function rtpHeaderLength(packet: Buffer): number | undefined {
+  if (packet.length < 12 || packet[0]! >> 6 !== 2) return undefined;
+  let length = 12 + (packet[0]! & 0x0f) * 4;
+  if (packet[0]! & 0x10) {
+    if (packet.length < length + 4) return undefined;
+    length += 4 + packet.readUInt16BE(length + 2) * 4;
+  }
+  return length <= packet.length ? length : undefined;
+}
+
 /** The payload of a serialized RTP packet (after CSRCs and header extension), or undefined if it is not RTP. */
 export function rtpPayload(packet: Buffer): Buffer | undefined {
-  if (packet.length < 12 || packet[0]! >> 6 !== 2) return undefined;
-  let offset = 12 + (packet[0]! & 0x0f) * 4;
-  if (packet[0]! & 0x10) {
-    if (packet.length < offset + 4) return undefined;
-    offset += 4 + packet.readUInt16BE(offset + 2) * 4;
-  }
-  return offset <= packet.length ? packet.subarray(offset) : undefined;
+  const headerLength = rtpHeaderLength(packet);
+  return headerLength === undefined ? undefined : packet.subarray(headerLength);
 }

@@ -261,10 +261,12 @@ export function startWhip(options: WhipOptions): WhipSession {
       if (sessionUrl !== undefined) tasks.push(deleteSession(sessionUrl));
       await Promise.all(tasks);
       track.stop();
-      const sent = fastPath?.stats();
-      fastPath?.close();
-      if (sent !== undefined) badPackets += sent.dropped;
-      if (sent !== undefined) log.debug({ ...sent }, "WHIP RTP sent");
+      if (fastPath !== undefined) {
+        fastPath.close();
+        const sent = fastPath.stats();
+        badPackets += sent.dropped;
+        log.debug({ ...sent }, "WHIP RTP sent");
+      }
       if (badPackets > 0) log.debug({ dropped: badPackets }, "packets that were not RTP were dropped");
     })();
     return closing;
