@@ -1,4 +1,6 @@
 import { createCipheriv, createHmac, createSecretKey, type KeyObject } from "node:crypto";
+import { Socket } from "node:dgram";
+import { isIP } from "node:net";
 import {
   ProtectionProfileAeadAes128Gcm,
   ProtectionProfileAes128CmHmacSha1_80,
@@ -18,7 +20,11 @@ import { rtpHeaderLength } from "./webrtc.ts";
  * promises). At 250 packets/s per 720p camera that alone was 1.1 % of a core,
  * the whole of camfleet's cost above a bare FFmpeg. This path does per packet
  * only what SRTP requires: a header rewrite on a copy, one AES operation, one
- * UDP send (~15 µs, see bench/camera.ts and bench/README.md).
+ * UDP send (~15 µs, see bench/camera.ts and bench/README.md). The send goes
+ * straight to the socket of the ICE pair werift nominated, as header,
+ * ciphertext and tag in one sendmsg: werift's `connection.send` reaches the
+ * same socket through three async functions (four promises a packet), and the
+ * young generation's churn is what a node's memory and GC time follow.
  *
  * werift still does everything else: ICE, DTLS, the SRTP key derivation (the
  * session keys are read from its context), RTCP reception (PLI, NACK), and
@@ -60,6 +66,8 @@ export interface SrtpSenderStats {
   packetsSent: number;
   bytesSent: number;
   retransmitted: number;
+  /** Packets (retransmissions included) sent straight on the nominated pair's UDP socket; the rest went through werift's `connection.send`. */
+  direct: number;
   /** Times the input was rebased onto the outgoing sequence (a new source). */
   rebased: number;
   /** Inputs that were not RTP. */
@@ -100,7 +108,7 @@ export function openSrtpSender(sender: RTCRtpSender, localSdp: string, options: 
   const clockRate = codec.clockRate;
   const connection = dtls.iceTransport.connection;
 
-  const stats: SrtpSenderStats = { packetsSent: 0, bytesSent: 0, retransmitted: 0, rebased: 0, dropped: 0 };
+  const stats: SrtpSenderStats = { packetsSent: 0, bytesSent: 0, retransmitted: 0, direct: 0, rebased: 0, dropped: 0 };
   let payloadOctets = 0;
   let closed = false;
 
@@ -124,8 +132,23 @@ export function openSrtpSender(sender: RTCRtpSender, localSdp: string, options: 
   let history: Buffer | undefined = Buffer.alloc(HISTORY * HISTORY_SLOT);
 
   const onSendError = () => {};
-  const transmit = (out: Buffer) => {
-    connection.send(out).catch(onSendError);
+  let pair: unknown;
+  let path: UdpPath | undefined;
+  /** Sends one protected packet, given as its parts. */
+  const transmit = (parts: Buffer[], length: number) => {
+    const nominated = connection.nominated;
+    if (nominated !== pair) {
+      pair = nominated;
+      path = udpPathOf(nominated);
+    }
+    if (path === undefined || path.transport.closed || connection.state === "closed" || connection.state === "failed") {
+      connection.send(parts.length === 1 ? parts[0]! : Buffer.concat(parts, length)).catch(onSendError);
+      return;
+    }
+    path.socket.send(parts, path.port, path.address);
+    stats.direct++;
+    path.pair.packetsSent++;
+    path.pair.bytesSent += length;
   };
 
   const nack = sender.onGenericNack.subscribe((feedback) => {
@@ -135,7 +158,8 @@ export function openSrtpSender(sender: RTCRtpSender, localSdp: string, options: 
       if (history === undefined || historySeq[slot] !== seq) continue;
       stats.retransmitted++;
       // A copy: the slot may be overwritten before the send completes.
-      transmit(Buffer.from(history.subarray(slot * HISTORY_SLOT, slot * HISTORY_SLOT + historyLength[slot]!)));
+      const length = historyLength[slot]!;
+      transmit([Buffer.from(history.subarray(slot * HISTORY_SLOT, slot * HISTORY_SLOT + length))], length);
     }
   });
 
@@ -210,19 +234,21 @@ export function openSrtpSender(sender: RTCRtpSender, localSdp: string, options: 
       header.writeUInt32BE(ssrc, 8);
 
       const payload = packet.subarray(headerLength);
-      const out = protect.rtp(header, payload, ssrc, outSeq, packetRoc >>> 0);
+      const parts = protect.rtp(header, payload, ssrc, outSeq, packetRoc >>> 0);
+      const length = header.length + parts[1].length + parts[2].length;
       const slot = outSeq % HISTORY;
-      if (out.length <= HISTORY_SLOT && history !== undefined) {
-        out.copy(history, slot * HISTORY_SLOT);
-        historyLength[slot] = out.length;
+      if (length <= HISTORY_SLOT && history !== undefined) {
+        let at = slot * HISTORY_SLOT;
+        for (const part of parts) at += part.copy(history, at);
+        historyLength[slot] = length;
         historySeq[slot] = outSeq;
       } else {
         historySeq[slot] = -1;
       }
       stats.packetsSent++;
-      stats.bytesSent += out.length;
+      stats.bytesSent += length;
       payloadOctets += payload.length;
-      transmit(out);
+      transmit(parts, length);
     },
     stats: () => ({ ...stats }),
     close(): void {
@@ -232,6 +258,38 @@ export function openSrtpSender(sender: RTCRtpSender, localSdp: string, options: 
       nack.unSubscribe();
       history = undefined;
     },
+  };
+}
+
+interface UdpPath {
+  pair: { packetsSent: number; bytesSent: number };
+  transport: { closed: boolean };
+  socket: Socket;
+  address: string;
+  port: number;
+}
+
+/**
+ * The UDP socket and remote address of a werift ICE candidate pair, for a
+ * plain host/srflx pair (werift's StunProtocol over its UdpTransport, whose
+ * send is this same `socket.send`); undefined for anything else (TURN, TCP, no
+ * pair yet), which keeps going through `connection.send`.
+ */
+function udpPathOf(nominated: unknown): UdpPath | undefined {
+  const pair = nominated as
+    | { packetsSent?: unknown; bytesSent?: unknown; remoteAddr?: unknown; protocol?: { type?: unknown; transport?: { type?: unknown; closed?: unknown; socket?: unknown } } }
+    | undefined;
+  const transport = pair?.protocol?.transport;
+  const remote = pair?.remoteAddr;
+  if (pair?.protocol?.type !== "stun" || transport?.type !== "udp" || !(transport.socket instanceof Socket)) return undefined;
+  if (typeof pair.packetsSent !== "number" || typeof pair.bytesSent !== "number" || typeof transport.closed !== "boolean") return undefined;
+  if (!Array.isArray(remote) || typeof remote[0] !== "string" || isIP(remote[0]) === 0 || typeof remote[1] !== "number") return undefined;
+  return {
+    pair: pair as UdpPath["pair"],
+    transport: transport as UdpPath["transport"],
+    socket: transport.socket,
+    address: remote[0],
+    port: remote[1],
   };
 }
 
@@ -257,8 +315,11 @@ export function ntpFromUnixMs(unixMs: number): bigint {
 
 export interface RtpProtector {
   name: SrtpProfileName;
-  /** header || encrypted payload || tag, for one packet. `header` is already the outgoing one. */
-  rtp(header: Buffer, payload: Buffer, ssrc: number, seq: number, roc: number): Buffer;
+  /**
+   * One packet's parts: [header, encrypted payload, tag], sent in that order.
+   * `header` is already the outgoing one and is returned as is.
+   */
+  rtp(header: Buffer, payload: Buffer, ssrc: number, seq: number, roc: number): [Buffer, Buffer, Buffer];
 }
 
 /** The SRTP session keys of one direction, as werift's SRTP context derives them (RFC 3711 §4.3). */
@@ -276,10 +337,10 @@ export function rtpProtector(keys: SrtpSessionKeys): RtpProtector | undefined {
   if (profile === ProtectionProfileAeadAes128Gcm) {
     // RFC 7714 §8: IV = (0x0000 || SSRC || ROC || SEQ) XOR the 12-byte session salt; AAD = the header.
     const salt = sessionSalt.subarray(0, 12);
+    const iv = Buffer.alloc(12); // createCipheriv copies it
     return {
       name: "AEAD_AES_128_GCM",
       rtp(header, payload, ssrc, seq, roc) {
-        const iv = Buffer.allocUnsafe(12);
         iv.writeUInt16BE(0, 0);
         iv.writeUInt32BE(ssrc, 2);
         iv.writeUInt32BE(roc, 6);
@@ -289,26 +350,27 @@ export function rtpProtector(keys: SrtpSessionKeys): RtpProtector | undefined {
         cipher.setAAD(header);
         const encrypted = cipher.update(payload);
         cipher.final();
-        return Buffer.concat([header, encrypted, cipher.getAuthTag()], header.length + encrypted.length + 16);
+        return [header, encrypted, cipher.getAuthTag()];
       },
     };
   }
   if (profile === ProtectionProfileAes128CmHmacSha1_80) {
     // RFC 3711 §4.1.1: IV = (salt · 2^16) XOR (SSRC · 2^64) XOR (index · 2^16); tag = HMAC-SHA1(header || payload || ROC), 80 bits.
     const salt = sessionSalt.subarray(0, 14);
+    const iv = Buffer.alloc(16); // createCipheriv copies it
+    const rocBytes = Buffer.alloc(4);
     return {
       name: "AES_CM_128_HMAC_SHA1_80",
       rtp(header, payload, ssrc, seq, roc) {
-        const iv = Buffer.alloc(16);
+        iv.fill(0);
         iv.writeUInt32BE(ssrc, 4);
         iv.writeUInt32BE(roc, 8);
         iv.writeUInt16BE(seq, 12);
         for (let i = 0; i < 14; i++) iv[i]! ^= salt[i]!;
         const encrypted = createCipheriv("aes-128-ctr", key, iv).update(payload);
-        const rocBytes = Buffer.allocUnsafe(4);
         rocBytes.writeUInt32BE(roc, 0);
         const tag = createHmac("sha1", authKey).update(header).update(encrypted).update(rocBytes).digest().subarray(0, 10);
-        return Buffer.concat([header, encrypted, tag], header.length + encrypted.length + 10);
+        return [header, encrypted, tag];
       },
     };
   }
