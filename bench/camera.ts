@@ -12,8 +12,8 @@
 // Targets (issue): CPU per camera ≤ 4× the floor, PSS ≤ 24 MB per camera,
 // 24 cameras without falling behind (packet rate within 10 % of the floor's).
 // BENCH_COUNTS (default "1,8,24"), BENCH_WINDOW_S (20), BENCH_ROUNDS (3: floor/camfleet pairs, medians judged), BENCH_PROFILE (1; 0 skips
-// the profile run, "only" runs nothing else), BENCH_PROFILE_KEEP (a path: keep the .cpuprofile), BENCH_NODE_OPTIONS (NODE_OPTIONS
-// for the camfleet node only).
+// the profile run, "only" runs nothing else), BENCH_PROFILE_KEEP (a path: keep the .cpuprofile), BENCH_NODE_FLAGS (Node flags
+// for the camfleet node only, appended to the launcher's: CAMFLEET_NODE_FLAGS).
 import { createSocket, type Socket } from "node:dgram";
 import { readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -40,7 +40,7 @@ const PROFILE_ONLY = process.env.BENCH_PROFILE === "only";
 const FFMPEG = "/usr/bin/ffmpeg";
 /** The actor's RTP packet size (actors/camera/ingest.ts); the floor uses the same so packet rates compare. */
 const PKT_SIZE = 1200;
-const CAMFLEET_BIN = fileURLToPath(new URL("../bin/camfleet.js", import.meta.url));
+const CAMFLEET_BIN = fileURLToPath(new URL("../bin/camfleet", import.meta.url));
 const RECEIVER = fileURLToPath(new URL("./whip-receiver.ts", import.meta.url));
 const MOUNT = { path: "/bench", width: 1280, height: 720, fps: 25, bitrate: 2000, pattern: "snow" };
 const TARGET_CPU_RATIO = 4;
@@ -222,8 +222,8 @@ async function startCamfleet(cam: RtspCamera, whipOrigin: string, receiverStats:
     MAX_CAMERAS: "64",
     WHIP_URL: `${whipOrigin}/whip/{camera}`,
     LOG_LEVEL: "info",
-    // Node/V8 flags for the camfleet node only (e.g. "--max-semi-space-size=2"), to compare memory settings.
-    ...(process.env.BENCH_NODE_OPTIONS !== undefined ? { NODE_OPTIONS: process.env.BENCH_NODE_OPTIONS } : {}),
+    // Node/V8 flags for the camfleet node only, after the launcher's own (e.g. "--max-semi-space-size=16"), to compare memory settings.
+    CAMFLEET_NODE_FLAGS: process.env.BENCH_NODE_FLAGS ?? "",
   };
   let node: NodeHandle;
   if (profDir === undefined) {
@@ -231,8 +231,9 @@ async function startCamfleet(cam: RtspCamera, whipOrigin: string, receiverStats:
     await proc.waitForLog((l) => l.msg === "node ready", 30_000);
     node = { pid: proc.child.pid! };
   } else {
-    // --cpu-prof is not allowed in NODE_OPTIONS: run bin/camfleet.js ourselves, with the flag on node's command line.
-    const run = superviseSpawn(process.execPath, ["--cpu-prof", `--cpu-prof-dir=${profDir}`, CAMFLEET_BIN, "node"], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe"] });
+    // --cpu-prof is not allowed in NODE_OPTIONS: the launcher puts CAMFLEET_NODE_FLAGS on node's command line.
+    const flags = `${env.CAMFLEET_NODE_FLAGS} --cpu-prof --cpu-prof-dir=${profDir}`;
+    const run = superviseSpawn(CAMFLEET_BIN, ["node"], { env: { ...process.env, ...env, CAMFLEET_NODE_FLAGS: flags }, stdio: ["ignore", "pipe"] });
     local.push(() => run.terminate(15_000)); // SIGTERM: the node exits and writes its profile
     await new Promise<void>((resolve, reject) => {
       let buf = "";

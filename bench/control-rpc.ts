@@ -59,7 +59,7 @@ const N = readCount();
 const WARMUP = 2000;
 const BLOCK = 250;
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const BIN = join(ROOT, "bin", "camfleet.js");
+const BIN = join(ROOT, "bin", "camfleet");
 const RESPONDERS = fileURLToPath(new URL("./control-rpc-responders.ts", import.meta.url));
 /** How long the camfleet node may take to serve control and run the bench camera. */
 const NODE_READY_MS = 30_000;
@@ -232,7 +232,7 @@ async function camfleetRow(nc: NatsConnection, url: string, cleanup: Array<() =>
   const name = "camfleet: cameraStatus via node";
   // The environment is inherited (PATH, and the test suite's leak-check mark if any).
   const env = { ...process.env, NATS_URL: url, NODE_ID: "bench-n1", HTTP_PORT: "0", CAMFLEET_ACTOR_KIND: "sim", LOG_LEVEL: "warn" };
-  const child = spawn(process.execPath, [BIN, "node"], { env, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(BIN, ["node"], { env, stdio: ["ignore", "pipe", "pipe"] });
   const output: string[] = [];
   const keep = (chunk: Buffer) => {
     output.push(...chunk.toString("utf8").split("\n").filter(Boolean));

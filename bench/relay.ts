@@ -16,7 +16,8 @@
 //
 // Targets (issue 5): p99 ≤ 20 ms, ≥ 50 viewers of a 2 Mbit/s camera.
 // BENCH_VIEWERS (default "10,50"), BENCH_WINDOW_S (10), BENCH_PROFILE
-// (auto: profile the gateway when a target is missed; 1: always; 0: never).
+// (auto: profile the gateway when a target is missed; 1: always; 0: never),
+// BENCH_NODE_FLAGS (Node flags for the gateway after bin/camfleet's own).
 // On this 2-core machine the viewers' process competes with the relay for
 // CPU, and another engineer's work may run at the same time: figures are noisy.
 
@@ -46,7 +47,7 @@ const GOP = 50;
 const PAYLOAD = 1100;
 const TARGET_P99_MS = 20;
 const TARGET_VIEWERS = 50;
-const CAMFLEET_BIN = fileURLToPath(new URL("../bin/camfleet.js", import.meta.url));
+const CAMFLEET_BIN = fileURLToPath(new URL("../bin/camfleet", import.meta.url));
 const VIEWERS = fileURLToPath(new URL("../test/fixtures/whep-viewers.ts", import.meta.url));
 const BASELINE = fileURLToPath(new URL("./udp-baseline.ts", import.meta.url));
 const HOST = "127.0.0.1";
@@ -188,8 +189,10 @@ async function startGateway(natsUrl: string, profDir?: string) {
     RELAY_MAX_VIEWERS: "10000",
     LOG_LEVEL: "warn",
   };
-  const args = profDir !== undefined ? ["--cpu-prof", `--cpu-prof-dir=${profDir}`, CAMFLEET_BIN, "gateway"] : [CAMFLEET_BIN, "gateway"];
-  const gw = await superviseSpawn(process.execPath, args, { env, stdio: ["ignore", "ignore"] });
+  // The launcher puts CAMFLEET_NODE_FLAGS on node's command line (--cpu-prof is not allowed in NODE_OPTIONS).
+  // BENCH_NODE_FLAGS: Node flags for the gateway, after the launcher's own (e.g. "--max-semi-space-size=16").
+  const flags = `${process.env.BENCH_NODE_FLAGS ?? ""}${profDir !== undefined ? ` --cpu-prof --cpu-prof-dir=${profDir}` : ""}`;
+  const gw = await superviseSpawn(CAMFLEET_BIN, ["gateway"], { env: { ...env, CAMFLEET_NODE_FLAGS: flags }, stdio: ["ignore", "ignore"] });
   cleanups.push(() => gw.terminate(5_000));
   const url = `http://${HOST}:${port}`;
   await waitUntil(async () => (await fetch(`${url}/readyz`).catch(() => undefined))?.status === 200, 20_000, "gateway ready", 100);

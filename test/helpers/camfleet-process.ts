@@ -1,4 +1,4 @@
-// Runs the real `camfleet` command (bin/camfleet.js) as a child process and
+// Runs the real `camfleet` command (bin/camfleet, the launcher users run) as a child process and
 // reads its JSON log lines, so tests drive the program the way a user does.
 
 import type { ChildProcess } from "node:child_process";
@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import { superviseSpawn } from "../../runtime/child-process.ts";
 import type { RegisterCleanup } from "./nats-harness.ts";
 
-const BIN = fileURLToPath(new URL("../../bin/camfleet.js", import.meta.url));
+const BIN = fileURLToPath(new URL("../../bin/camfleet", import.meta.url));
 
 export interface CamfleetProcess {
   child: ChildProcess;
@@ -28,7 +28,7 @@ export function runCamfleet(args: string[], opts: { env?: Record<string, string 
   // Supervised like every helper process: under a parent-death signal (a
   // killed test runner or benchmark leaves no node behind), in its own group.
   let stderr = "";
-  const run = superviseSpawn(process.execPath, [BIN, ...args], {
+  const run = superviseSpawn(BIN, args, {
     env,
     stdio: ["ignore", "pipe"],
     tailLines: 0,
