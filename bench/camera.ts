@@ -69,6 +69,22 @@ function pssKb(pid: number): number {
     return 0;
   }
 }
+/**
+ * PSS of `pid` as if no other process mapped the files it maps: its file-backed
+ * pages (the node binary, mostly) charged to it in full. Here the node shares
+ * them with the benchmark and the WHIP receiver, both Node too; on a host whose
+ * only Node process is the camfleet node, this is its PSS (libc's few MB, shared
+ * with everything, make it a slight overestimate).
+ */
+function unsharedFilePssKb(pid: number): number {
+  try {
+    const text = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
+    const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? 0);
+    return field("Pss") - field("Pss_File") + (field("Rss") - field("Anonymous"));
+  } catch {
+    return 0;
+  }
+}
 function childrenOf(ppid: number): number[] {
   const out: number[] = [];
   for (const e of readdirSync("/proc")) {
@@ -277,7 +293,7 @@ async function startCamfleet(cam: RtspCamera, whipOrigin: string, receiverStats:
   return { nats, nc, node, ids, stop };
 }
 
-async function measureCamfleet(cam: RtspCamera, rx: Awaited<ReturnType<typeof startReceiver>>, n: number): Promise<PhaseResult & { node: Usage; ffmpeg: Usage; rxCpuPct: number }> {
+async function measureCamfleet(cam: RtspCamera, rx: Awaited<ReturnType<typeof startReceiver>>, n: number): Promise<PhaseResult & { node: Usage; ffmpeg: Usage; nodeAloneMb: number; rxCpuPct: number }> {
   const phase = await startCamfleet(cam, rx.origin, rx.stats, n);
   try {
     await sleep(SETTLE_S * 1000);
@@ -295,6 +311,7 @@ async function measureCamfleet(cam: RtspCamera, rx: Awaited<ReturnType<typeof st
     const secs = (performance.now() - t0) / 1000;
     for (const p of kids1) ourPids.add(p);
     const nodeU = usage(bn, an, secs);
+    const nodeAloneMb = unsharedFilePssKb(nodePid) / 1024;
     const ffU = usage(bk, ak, secs);
     const ffmpegs = kids1.filter((p) => comm(p) === "ffmpeg").length;
     if (ffmpegs !== n) console.warn(`camfleet ×${n}: ${ffmpegs} ffmpeg children of the node (expected ${n})`);
@@ -302,6 +319,7 @@ async function measureCamfleet(cam: RtspCamera, rx: Awaited<ReturnType<typeof st
     return {
       usage: { cpuPct: nodeU.cpuPct + ffU.cpuPct, pssMb: nodeU.pssMb + ffU.pssMb, procs: nodeU.procs + ffU.procs },
       node: nodeU,
+      nodeAloneMb,
       ffmpeg: ffU,
       rates,
       restarts: kids1.filter((p) => !kids0.includes(p)).length,
@@ -378,6 +396,7 @@ try {
     const verdict = (ok: boolean) => (judged ? mark(ok) : `not judged below ${JUDGED_FROM} cameras (${mark(ok)})`);
     const last = rounds.at(-1)!;
     totals.push({ n, cpu: med((x) => x.cf.usage.cpuPct), pss: med((x) => x.cf.usage.pssMb) });
+    const block = out.length;
     out.push(
       `### N = ${n} (median of ${ROUNDS} rounds)`,
       "",
@@ -387,11 +406,14 @@ try {
       `| PSS, MB | ${f1(cPss)} (node ${f1(med((x) => x.cf.node.pssMb) / n)} + ffmpeg ${f1(med((x) => x.cf.ffmpeg.pssMb) / n)}) | ${f1(fPss)} | ${(cPss / fPss).toFixed(2)}× | ≤ ${TARGET_PSS_MB} MB: ${verdict(pssOk)} |`,
       `| RTP packets/s, lowest camera / floor median | ${f1(minRate)} (at the WHIP receiver) | ${f1(floorRate)} | ${(minRate / floorRate).toFixed(2)}× | ≥ ${TARGET_RATE}× floor: ${mark(rateOk)} |`,
       "",
+      `If the node were the host's only Node process (its file pages not shared with the benchmark's): node ${f1(med((x) => x.cf.nodeAloneMb))} MB, ` +
+        `${f1(med((x) => x.cf.nodeAloneMb - x.cf.node.pssMb + x.cf.usage.pssMb) / n)} MB per camera (not judged: the issue's PSS is the one above).`,
+      "",
       `CPU ratio per round: ${ratios.map((x) => `${x.toFixed(2)}×`).join(", ")}; last round: node total ${f1(last.cf.node.cpuPct)} % CPU, ${f1(last.cf.node.pssMb)} MB PSS, ` +
         `${last.cf.ffmpeg.procs} ffmpeg children, ${last.cf.restarts} new during the window; floor copies lost: ${last.floor.restarts}; WHIP receiver (not counted) ${f1(last.cf.rxCpuPct)} % CPU`,
       "",
     );
-    console.log(out.slice(-10).join("\n"));
+    console.log(out.slice(block).join("\n"));
   }
   // Not a target: what one more camera costs once the node's fixed share is paid.
   for (let i = 1; i < totals.length; i++) {
