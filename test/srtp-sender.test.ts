@@ -188,6 +188,17 @@ describe("the lean sender between two werift peers", () => {
     });
   });
 
+  it("stays quiet once the peer connection is closed: no throw, nothing sent on the closed socket", async () => {
+    const { publisher, sender, received } = await connectedPair();
+    const fast = openSrtpSender(sender, publisher.localDescription!.sdp)!;
+    onTestFinished(() => fast.close());
+    fast.send(rtp(1, 0, 0xdddd, randomBytes(100)));
+    await waitFor(() => received.packets.length >= 1, { timeoutMs: 5_000, message: "the first packet arrives" });
+    await publisher.close();
+    for (let i = 2; i < 10; i++) expect(() => fast.send(rtp(i, i * 3000, 0xdddd, randomBytes(100)))).not.toThrow();
+    expect(fast.stats().direct).toBe(1);
+  });
+
   it("refuses a session that is not connected yet (the publisher then uses werift's path)", async () => {
     const publisher = new RTCPeerConnection(h264PeerConfig({ loopbackOnly: true }));
     onTestFinished(() => publisher.close());
