@@ -145,7 +145,14 @@ export function openSrtpSender(sender: RTCRtpSender, localSdp: string, options: 
       connection.send(parts.length === 1 ? parts[0]! : Buffer.concat(parts, length)).catch(onSendError);
       return;
     }
-    path.socket.send(parts, path.port, path.address);
+    try {
+      path.socket.send(parts, path.port, path.address);
+    } catch {
+      // The socket went away under werift (it throws once closed): werift's own path decides from here on.
+      path = undefined;
+      connection.send(Buffer.concat(parts, length)).catch(onSendError);
+      return;
+    }
     stats.direct++;
     path.pair.packetsSent++;
     path.pair.bytesSent += length;

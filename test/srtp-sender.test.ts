@@ -4,6 +4,7 @@
 // with sequence wrap, a new source, NACK and sender reports.
 
 import { randomBytes } from "node:crypto";
+import type { Socket } from "node:dgram";
 import { describe, expect, it, onTestFinished } from "vitest";
 import {
   GenericNack,
@@ -197,6 +198,20 @@ describe("the lean sender between two werift peers", () => {
     await publisher.close();
     for (let i = 2; i < 10; i++) expect(() => fast.send(rtp(i, i * 3000, 0xdddd, randomBytes(100)))).not.toThrow();
     expect(fast.stats().direct).toBe(1);
+  });
+
+  it("falls back to werift's path if the pair's socket is closed under it", async () => {
+    const { publisher, sender, received } = await connectedPair();
+    const fast = openSrtpSender(sender, publisher.localDescription!.sdp)!;
+    onTestFinished(() => fast.close());
+    fast.send(rtp(1, 0, 0xeeee, randomBytes(100)));
+    await waitFor(() => received.packets.length >= 1, { timeoutMs: 5_000, message: "the first packet arrives" });
+    // werift's own objects: the socket of the nominated pair, closed without werift knowing.
+    const pair = sender.dtlsTransport.iceTransport.connection.nominated as unknown as { protocol: { transport: { socket: Socket } } };
+    const socket = pair.protocol.transport.socket;
+    await new Promise<void>((resolve) => socket.close(() => resolve()));
+    for (let i = 2; i < 10; i++) expect(() => fast.send(rtp(i, i * 3000, 0xeeee, randomBytes(100)))).not.toThrow();
+    expect(fast.stats()).toMatchObject({ packetsSent: 9, direct: 1 });
   });
 
   it("refuses a session that is not connected yet (the publisher then uses werift's path)", async () => {
