@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { MediaStreamTrack, RTCPeerConnection, type RTCRtpTransceiver, type RtpPacket } from "werift";
-import { h264PeerConfig, keepLoopbackCandidates, type Logger } from "../runtime/index.ts";
+import { h264PeerConfig, keepLoopbackCandidates, type Logger, openSrtpSender, type SrtpSender } from "../runtime/index.ts";
 import { CamfleetError } from "../subjects/index.ts";
 import { checkOffer, h264NalTypes } from "./sdp.ts";
 
@@ -8,8 +8,11 @@ import { checkOffer, h264NalTypes } from "./sdp.ts";
  * The media relay: for each camera one WHIP publisher (werift, recvonly) and
  * any number of WHEP viewers (werift, sendonly). RTP from the publisher is
  * forwarded to every live viewer as it arrives: no decoding, no re-encoding,
- * no jitter buffer. werift rewrites SSRC and payload type per viewer and
- * encrypts (SRTP) per viewer; that is the per-viewer cost.
+ * no jitter buffer. Each packet is serialized once; per viewer, the lean SRTP
+ * path (runtime/srtp-sender.ts) rewrites SSRC and payload type, encrypts and
+ * sends it: that is the per-viewer cost. A viewer whose session that path does
+ * not handle (negotiated header extensions, another SRTP profile) goes
+ * through werift's `sender.sendRtp` instead, ~3× the CPU.
  *
  * A picture at once: the relay keeps the RTP of the current GOP, from the
  * last IDR on (with the SPS/PPS sent just before it, same timestamp). A viewer that comes
@@ -17,7 +20,7 @@ import { checkOffer, h264NalTypes } from "./sdp.ts";
  * at once instead of at the source's next IDR. Copied H.264 cannot make a
  * key frame on request, so a viewer's PLI is passed to the publisher (rate
  * limited), which may or may not honour it (the camera's publisher only
- * logs it). NACK: each viewer's werift sender keeps its last 128 packets
+ * logs it). NACK: each viewer's sender keeps its last 128 packets
  * and retransmits what the viewer reports lost; towards the publisher,
  * werift's receiver NACKs what goes missing on the way in.
  *
@@ -66,6 +69,8 @@ export interface CameraRelayStats {
   publishing: boolean;
   viewers: number;
   viewers_live: number;
+  /** Connected viewers served by the lean SRTP path (the rest by werift's sender). */
+  viewers_lean: number;
   publisher?: { session: string; connected: boolean; uptime_s: number; packets_in: number; bytes_in: number; key_frames: number };
   gop_packets: number;
   plis_forwarded: number;
@@ -146,19 +151,27 @@ class Viewer extends Session {
    */
   state: "connecting" | "waiting" | "replaying" | "live" = "connecting";
   /** What a replaying viewer still has to get, oldest first. */
-  replay: RtpPacket[] = [];
+  replay: Buffer[] = [];
   packetsOut = 0;
   firstPacketAt?: number;
+  /** The lean SRTP path once DTLS is up; undefined: werift's sender.sendRtp. */
+  lean?: SrtpSender;
   onConnected(): void {
+    this.lean = openSrtpSender(this.transceiver.sender, this.pc.localDescription?.sdp ?? "");
     this.state = "waiting";
     this.camera.viewerConnected(this);
   }
 
-  send(rtp: RtpPacket): Promise<void> {
+  /** Hands one serialized RTP packet to this viewer; a promise only on werift's path (settles once sent). */
+  send(packet: Buffer): Promise<void> | undefined {
     this.packetsOut++;
     this.firstPacketAt ??= performance.now();
-    // werift clones before rewriting SSRC/PT, so one packet object serves every viewer.
-    return this.transceiver.sender.sendRtp(rtp).catch(() => {});
+    if (this.lean !== undefined) {
+      this.lean.send(packet);
+      return undefined;
+    }
+    // werift parses the bytes into a packet of its own before rewriting SSRC/PT, so one buffer serves every viewer.
+    return this.transceiver.sender.sendRtp(packet).catch(() => {});
   }
 }
 
@@ -166,12 +179,12 @@ class Viewer extends Session {
 class CameraRelay {
   publisher?: Publisher;
   readonly viewers = new Set<Viewer>();
-  /** RTP of the current GOP, from the packet that starts the last key frame. */
-  gop: RtpPacket[] = [];
+  /** RTP of the current GOP (serialized), from the packet that starts the last key frame. */
+  gop: Buffer[] = [];
   gopBytes = 0;
   gopTimestamp?: number;
   /** The latest packets that carry only parameter sets (SPS/PPS/SEI), and their timestamp. */
-  params: RtpPacket[] = [];
+  params: Buffer[] = [];
   paramsTimestamp?: number;
   plisForwarded = 0;
 
@@ -179,6 +192,12 @@ class CameraRelay {
     readonly id: string,
     private readonly relay: Relay,
   ) {}
+
+  leanViewers(): number {
+    let n = 0;
+    for (const v of this.viewers) if (v.lean !== undefined) n++;
+    return n;
+  }
 
   liveViewers(): number {
     let n = 0;
@@ -193,25 +212,27 @@ class CameraRelay {
     publisher.lastRtpAt = performance.now();
     const ts = rtp.header.timestamp;
     const types = h264NalTypes(rtp.payload);
+    // Once, whatever the number of viewers: each viewer's sender rewrites a copy of the header.
+    const packet = rtp.serialize();
     // SPS/PPS (and SEI) alone: kept, so a GOP that starts at the IDR of the same timestamp starts with them.
     if (types.length > 0 && types.every((t) => t === 7 || t === 8 || t === 6)) {
       if (ts !== this.paramsTimestamp) {
         this.params = [];
         this.paramsTimestamp = ts;
       }
-      this.params.push(rtp);
+      this.params.push(packet);
     }
     // A decoder can start only at an IDR; parameter sets before a P-frame start nothing.
     const gopStarts = types.includes(5) && ts !== this.gopTimestamp;
     if (gopStarts) {
       publisher.keyFrames++;
       this.gop = this.paramsTimestamp === ts ? [...this.params] : [];
-      this.gopBytes = this.gop.reduce((n, p) => n + p.payload.length, 0);
+      this.gopBytes = this.gop.reduce((n, p) => n + p.length, 0);
       this.gopTimestamp = ts;
     }
     if (this.gopTimestamp !== undefined) {
-      this.gop.push(rtp);
-      this.gopBytes += rtp.payload.length;
+      this.gop.push(packet);
+      this.gopBytes += packet.length;
       if (this.gopBytes > this.relay.maxGopBytes) {
         // An absurdly long GOP: stop caching until the next key frame.
         this.gop = [];
@@ -219,17 +240,23 @@ class CameraRelay {
         this.gopTimestamp = undefined;
       }
     }
-    const sends: Promise<void>[] = [];
+    let forwarded = false;
+    const pending: Promise<void>[] = [];
+    const send = (viewer: Viewer, p: Buffer) => {
+      forwarded = true;
+      const sent = viewer.send(p);
+      if (sent !== undefined) pending.push(sent);
+    };
     for (const viewer of this.viewers) {
-      if (viewer.state === "live") sends.push(viewer.send(rtp));
-      else if (viewer.state === "replaying") viewer.replay.push(rtp);
+      if (viewer.state === "live") send(viewer, packet);
+      else if (viewer.state === "replaying") viewer.replay.push(packet);
       else if (viewer.state === "waiting" && gopStarts) {
         // Its first packets: the parameter sets of this IDR, then the IDR itself (all in this.gop now).
         viewer.state = "live";
-        for (const p of this.gop) sends.push(viewer.send(p));
+        for (const p of this.gop) send(viewer, p);
       }
     }
-    if (sends.length > 0) this.relay.timeForward(publisher.lastRtpAt, sends);
+    if (forwarded) this.relay.timeForward(publisher.lastRtpAt, pending);
   }
 
   /** A viewer's DTLS is up: replay the cached GOP, or wait for the next key frame and ask for one. */
@@ -252,7 +279,7 @@ class CameraRelay {
    */
   #pump(viewer: Viewer): void {
     if (viewer.state !== "replaying" || viewer.ended !== undefined) return;
-    for (const rtp of viewer.replay.splice(0, REPLAY_CHUNK)) void viewer.send(rtp);
+    for (const packet of viewer.replay.splice(0, REPLAY_CHUNK)) void viewer.send(packet);
     if (viewer.replay.length === 0) viewer.state = "live";
     else setTimeout(() => this.#pump(viewer), REPLAY_PAUSE_MS);
   }
@@ -280,8 +307,9 @@ class CameraRelay {
       if (v.state === "live" || v.state === "replaying") {
         v.state = "waiting";
         v.replay = [];
-        // werift then maps the new source's sequence numbers and timestamps onto the old ones.
-        v.transceiver.sender.replaceRTP({ sequenceNumber: 0, timestamp: 0 }, true);
+        // The new source's sequence numbers and timestamps go on from the old ones: the lean path
+        // rebases a new SSRC by itself; werift's path needs to be told.
+        if (v.lean === undefined) v.transceiver.sender.replaceRTP({ sequenceNumber: 0, timestamp: 0 }, true);
       }
     }
   }
@@ -297,6 +325,7 @@ class CameraRelay {
       publishing: p !== undefined && p.connectedAt !== undefined,
       viewers: this.viewers.size,
       viewers_live: this.liveViewers(),
+      viewers_lean: this.leanViewers(),
       ...(p !== undefined
         ? {
             publisher: {
@@ -338,9 +367,12 @@ export class Relay {
     return c;
   }
 
-  timeForward(arrivedAt: number, sends: Promise<void>[]): void {
+  /** `pending`: the sends still in flight on werift's path; the lean path's are with the socket already. */
+  timeForward(arrivedAt: number, pending: Promise<void>[]): void {
     const report = this.options.onForwarded;
-    if (report !== undefined) void Promise.all(sends).then(() => report(performance.now() - arrivedAt));
+    if (report === undefined) return;
+    if (pending.length === 0) report(performance.now() - arrivedAt);
+    else void Promise.all(pending).then(() => report(performance.now() - arrivedAt));
   }
 
   changed(camera: string): void {
@@ -450,12 +482,14 @@ export class Relay {
     if (s instanceof Viewer) {
       cam.viewers.delete(s);
       s.track.stop();
+      s.lean?.close();
     } else if (s instanceof Publisher && cam.publisher === s) {
       cam.setPublisher(undefined);
     }
     if (cam.empty() && this.#cameras.get(cam.id) === cam) this.#cameras.delete(cam.id);
     const level = why === "deleted" || why === "replaced" || why === "shutdown" ? "info" : "warn";
-    this.#log[level]({ camera: cam.id, session: s.id, kind: s.kind, reason: why }, `${s.kind === "whip" ? "WHIP publisher" : "WHEP viewer"} session ended`);
+    const sent = s instanceof Viewer ? { packets_out: s.packetsOut, rtp_path: s.lean !== undefined ? "lean" : "werift", ...(s.lean ? { lean: s.lean.stats() } : {}) } : {};
+    this.#log[level]({ camera: cam.id, session: s.id, kind: s.kind, reason: why, ...sent }, `${s.kind === "whip" ? "WHIP publisher" : "WHEP viewer"} session ended`);
     this.changed(cam.id);
     await s.pc.close().catch(() => {});
   }

@@ -123,5 +123,8 @@ describe.skipIf(!hasChromium)("relay with Chromium", () => {
       return s !== null && s.framesDecoded > 10 && s.frameWidth > 0 ? s : undefined;
     }, { timeoutMs: 20_000, intervalMs: 100, message: "the second page decodes the first page's camera" });
     expect(decoded).toMatchObject({ frameWidth: 640, frameHeight: 480, codec: "video/H264" });
+    // Chromium's viewer is served by the lean SRTP path too (werift's answer negotiates no header extensions).
+    const relay = (await (await fetch(`${gw.url}/webrtc/stats?id=webcam`)).json()) as { cameras: Array<{ viewers_lean: number }> };
+    expect(relay.cameras[0]?.viewers_lean).toBe(1);
   });
 });

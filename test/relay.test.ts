@@ -56,7 +56,7 @@ async function publishTo(url: string, opts: { gop?: number; token?: string } = {
 
 const stats = async (gw: Gateway, id?: string) => (await (await fetch(`${gw.url}/webrtc/stats${id !== undefined ? `?id=${id}` : ""}`)).json()) as {
   viewers: number;
-  cameras: Array<{ camera_id: string; publishing: boolean; viewers: number; viewers_live: number; gop_packets: number; publisher?: { session: string } }>;
+  cameras: Array<{ camera_id: string; publishing: boolean; viewers: number; viewers_live: number; viewers_lean: number; gop_packets: number; publisher?: { session: string } }>;
   relay?: { gateway: string; url: string };
 };
 
@@ -81,7 +81,8 @@ describe("relay: one publisher, many viewers", () => {
     await annotate(`10 viewers: slowest answer→first IDR packet ${worst.toFixed(0)} ms (GOP 4 s)`);
     // From the cache, not from the source's next IDR (up to 4 s away).
     expect(worst).toBeLessThan(3_000);
-    expect((await stats(gw, "lobby")).cameras[0]).toMatchObject({ publishing: true, viewers: 10, viewers_live: 10 });
+    // All served by the lean SRTP path (werift viewers negotiate no header extensions, AES-GCM).
+    expect((await stats(gw, "lobby")).cameras[0]).toMatchObject({ publishing: true, viewers: 10, viewers_live: 10, viewers_lean: 10 });
 
     expect(await viewers[0]!.remove()).toBe(200);
     expect(await viewers[0]!.remove()).toBe(404);
