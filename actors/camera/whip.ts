@@ -1,6 +1,7 @@
 import { MediaStreamTrack, RTCPeerConnection } from "werift";
 import { h264PeerConfig, keepLoopbackCandidates, openSrtpSender, silentLogger, type Logger, type SrtpSender } from "../../runtime/index.ts";
 import { redact } from "../../subjects/index.ts";
+import { whipHttp, type WhipHttpResponse } from "./whip-http.ts";
 
 /**
  * One camera's WHIP publishing session (RFC 9725), with werift.
@@ -184,18 +185,15 @@ export function startWhip(options: WhipOptions): WhipSession {
     if (settled()) return;
 
     postStart = performance.now();
-    let res: Response;
-    let body: string;
+    let res: WhipHttpResponse;
     const timeout = setTimeout(() => post.abort(new WhipTimeoutError(requestTimeoutMs)), requestTimeoutMs);
     try {
-      // Node's fetch refuses the WHATWG "bad ports" (e.g. 6000, 6665–6669, 10080): that fails here as "bad port".
-      res = await fetch(endpoint, {
+      res = await whipHttp(endpoint, {
         method: "POST",
         headers: { "Content-Type": "application/sdp", Accept: "application/sdp", ...auth },
         body: offerSdp,
         signal: post.signal,
       });
-      body = await res.text();
     } catch (err) {
       if (settled()) return;
       const reason = post.signal.reason instanceof WhipTimeoutError ? post.signal.reason.message : networkReason(err);
@@ -206,11 +204,12 @@ export function startWhip(options: WhipOptions): WhipSession {
     }
     answerMs = Math.round(performance.now() - postStart);
 
-    const location = res.headers.get("location");
+    const body = res.body;
+    const location = res.headers.location;
     if (res.status === 201 && location) {
       try {
         // Relative to the URL that answered (after any 307 the server sent).
-        sessionUrl = new URL(location, res.url || endpoint).href;
+        sessionUrl = new URL(location, res.url).href;
       } catch {
         fail(`WHIP server answered 201 with an invalid Location header`);
         return;
@@ -231,7 +230,7 @@ export function startWhip(options: WhipOptions): WhipSession {
 
     try {
       if (!/^v=0\r?\n/.test(body)) throw new Error("the body is not an SDP (it does not start with v=0)");
-      const contentType = res.headers.get("content-type") ?? "";
+      const contentType = res.headers["content-type"] ?? "";
       if (!/^application\/sdp\b/i.test(contentType)) log.debug({ contentType }, "WHIP answer without Content-Type application/sdp");
       await pc.setRemoteDescription({ type: "answer", sdp: loopbackOnly ? keepLoopbackCandidates(body) : body });
       const direction = transceiver.currentDirection;
@@ -274,9 +273,8 @@ export function startWhip(options: WhipOptions): WhipSession {
 
   const deleteSession = async (url: string): Promise<void> => {
     try {
-      const res = await fetch(url, { method: "DELETE", headers: auth, signal: AbortSignal.timeout(deleteTimeoutMs) });
-      await res.body?.cancel();
-      if (!res.ok) log.debug({ session: redact(url), status: res.status }, "WHIP DELETE refused");
+      const res = await whipHttp(url, { method: "DELETE", headers: auth, signal: AbortSignal.timeout(deleteTimeoutMs) });
+      if (res.status < 200 || res.status > 299) log.debug({ session: redact(url), status: res.status }, "WHIP DELETE refused");
     } catch (err) {
       log.debug({ session: redact(url), err: redact(networkReason(err)) }, "WHIP DELETE failed");
     }
@@ -345,14 +343,11 @@ function gatheringComplete(pc: RTCPeerConnection, signal: AbortSignal, timeoutMs
   });
 }
 
-/** fetch() reports "fetch failed" and puts the reason (ECONNREFUSED, …) in `cause`. */
+/** A network error's reason with its code (ECONNREFUSED, …) in front when the message lacks it. */
 function networkReason(err: unknown): string {
-  const cause = err instanceof Error ? err.cause : undefined;
-  if (cause instanceof Error) {
-    const code = (cause as NodeJS.ErrnoException).code;
-    return code && !cause.message.includes(code) ? `${code} ${cause.message}` : cause.message;
-  }
-  return messageOf(err);
+  if (!(err instanceof Error)) return messageOf(err);
+  const code = (err as NodeJS.ErrnoException).code;
+  return code && !err.message.includes(code) ? `${code} ${err.message}` : err.message;
 }
 
 function messageOf(err: unknown): string {
