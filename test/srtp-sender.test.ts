@@ -189,23 +189,25 @@ describe("the lean sender between two werift peers", () => {
     });
   });
 
-  it("stays quiet once the peer connection is closed: no throw, nothing sent on the closed socket", async () => {
-    const { publisher, sender, received } = await connectedPair();
-    const fast = openSrtpSender(sender, publisher.localDescription!.sdp)!;
+  /** A connected pair whose lean sender has delivered one packet of source `ssrc`. */
+  async function flowingPair(ssrc: number) {
+    const pair = await connectedPair();
+    const fast = openSrtpSender(pair.sender, pair.publisher.localDescription!.sdp)!;
     onTestFinished(() => fast.close());
-    fast.send(rtp(1, 0, 0xdddd, randomBytes(100)));
-    await waitFor(() => received.packets.length >= 1, { timeoutMs: 5_000, message: "the first packet arrives" });
+    fast.send(rtp(1, 0, ssrc, randomBytes(100)));
+    await waitFor(() => pair.received.packets.length >= 1, { timeoutMs: 5_000, message: "the first packet arrives" });
+    return { ...pair, fast };
+  }
+
+  it("stays quiet once the peer connection is closed: no throw, nothing sent on the closed socket", async () => {
+    const { publisher, fast } = await flowingPair(0xdddd);
     await publisher.close();
     for (let i = 2; i < 10; i++) expect(() => fast.send(rtp(i, i * 3000, 0xdddd, randomBytes(100)))).not.toThrow();
     expect(fast.stats().direct).toBe(1);
   });
 
   it("falls back to werift's path if the pair's socket is closed under it", async () => {
-    const { publisher, sender, received } = await connectedPair();
-    const fast = openSrtpSender(sender, publisher.localDescription!.sdp)!;
-    onTestFinished(() => fast.close());
-    fast.send(rtp(1, 0, 0xeeee, randomBytes(100)));
-    await waitFor(() => received.packets.length >= 1, { timeoutMs: 5_000, message: "the first packet arrives" });
+    const { sender, fast } = await flowingPair(0xeeee);
     // werift's own objects: the socket of the nominated pair, closed without werift knowing.
     const pair = sender.dtlsTransport.iceTransport.connection.nominated as unknown as { protocol: { transport: { socket: Socket } } };
     const socket = pair.protocol.transport.socket;
