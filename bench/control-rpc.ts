@@ -43,7 +43,7 @@ import { fileURLToPath } from "node:url";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { ServiceBroker } from "moleculer";
 import { ControlClient } from "../runtime/control-client.ts";
-import { freePort, NatsServerProcess } from "../runtime/nats-server.ts";
+import { NatsServerProcess } from "../runtime/nats-server.ts";
 import { CamfleetError } from "../subjects/index.ts";
 import {
   ECHO,
@@ -103,7 +103,7 @@ type Started = { pid: number } | { failed: string };
 
 async function main(): Promise<void> {
   const root = await mkdtemp(join(tmpdir(), "camfleet-bench-"));
-  const server = new NatsServerProcess({ name: "bench", port: await freePort(), storeDir: join(root, "store") });
+  const server = new NatsServerProcess({ name: "bench", storeDir: join(root, "store") });
   const cleanup: Array<() => Promise<unknown>> = [];
   const stop = async () => {
     // Reverse order: clients and the children go before the server they talk to.

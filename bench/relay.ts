@@ -32,8 +32,9 @@ import { connect } from "@nats-io/transport-node";
 import { startWhip } from "../actors/camera/whip.ts";
 import { superviseSpawn, type SupervisedChild } from "../runtime/child-process.ts";
 import { ensureJetStream } from "../runtime/index.ts";
-import { freePort, NatsServerProcess } from "../runtime/nats-server.ts";
+import { NatsServerProcess } from "../runtime/nats-server.ts";
 import { BUCKETS, CameraSpecSchema, kvKeys } from "../subjects/index.ts";
+import { reservePort } from "../test/helpers/ports.ts";
 import { quantile, waitUntil } from "./fleet-bench.ts";
 import { busiestProfile, CLK_TCK, cpuTicks, topSelf } from "./proc-profile.ts";
 
@@ -178,7 +179,7 @@ async function measure(
 }
 
 async function startGateway(natsUrl: string, profDir?: string) {
-  const port = await freePort();
+  const port = await reservePort();
   const env = {
     ...process.env,
     NATS_URL: natsUrl,

@@ -11,16 +11,17 @@
 // any way, kill -9 included. Without setpriv there is no such guard. The same
 // holds for a normal exit: call stop() first for a clean JetStream shutdown.
 
-import { mkdir } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { request } from "node:http";
-import { connect as tcpConnect, createServer } from "node:net";
-import { resolve } from "node:path";
+import { connect as tcpConnect } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
 import { describeExit, findExecutable, isExecutable, superviseSpawn, withTimeout, type ChildExit, type SupervisedChild } from "./child-process.ts";
 
 export interface NatsClusterOptions {
   /** Cluster name (`--cluster_name`); the same on every member. */
   name: string;
-  /** Route listen port on 127.0.0.1. 0 or omitted: a free port, chosen on the first start. */
+  /** Route listen port on 127.0.0.1. 0 or omitted: the server picks one on the first start (kept for restarts). */
   port?: number;
   /**
    * Route URLs of the members, e.g. `nats-route://127.0.0.1:6222`. Listing this
@@ -38,7 +39,12 @@ export interface NatsClusterOptions {
 export interface NatsServerOptions {
   /** `server_name`. Required, and unique within a cluster (JetStream clustering needs it). */
   name: string;
-  /** Client port on 127.0.0.1. 0 or omitted: a free port, chosen on the first start and kept for restarts. */
+  /**
+   * Client port on 127.0.0.1. 0 or omitted: the server binds a port of its own
+   * choosing on the first start (read back from its ports file), kept for
+   * restarts. Letting the server choose leaves no gap between picking a port
+   * and binding it, in which another process could take it.
+   */
   port?: number;
   /** HTTP monitoring port on 127.0.0.1, used for readiness (`/healthz`). 0 or omitted: as for `port`. */
   monitorPort?: number;
@@ -83,23 +89,46 @@ export class NatsServerStartError extends Error {
   /** Exit code when the process exited on its own before it was ready. */
   readonly exitCode?: number | null;
   readonly signal?: NodeJS.Signals | null;
+  /** The ports this start asked for; `undefined` where the server was to pick its own. */
+  readonly ports: NatsServerPorts;
+  /** The server said a port it was to bind is taken ("address already in use"). */
+  readonly portInUse: boolean;
 
   constructor(
     serverName: string,
     reason: string,
-    fields: { stderr: string; exitCode?: number | null; signal?: NodeJS.Signals | null; cause?: unknown },
+    fields: { stderr: string; ports?: NatsServerPorts; exitCode?: number | null; signal?: NodeJS.Signals | null; cause?: unknown },
   ) {
-    // The message carries the last lines (the fatal one is last); `stderr` has more.
+    const ports = fields.ports ?? {};
+    // The message carries the ports and the last lines (the fatal one is last); `stderr` has more.
     const tail = fields.stderr.trim().split("\n").slice(-MESSAGE_TAIL_LINES).join("\n");
     super(
-      `nats-server "${serverName}" failed to start: ${reason}` + (tail ? `\n--- stderr (tail) ---\n${tail}` : ""),
+      `nats-server "${serverName}" failed to start: ${reason} (${describePorts(ports)})` + (tail ? `\n--- stderr (tail) ---\n${tail}` : ""),
       fields.cause === undefined ? undefined : { cause: fields.cause },
     );
     this.serverName = serverName;
     this.stderr = fields.stderr;
     this.exitCode = fields.exitCode;
     this.signal = fields.signal;
+    this.ports = ports;
+    // nats-server's own words for EADDRINUSE, e.g. `listen tcp 127.0.0.1:4222: bind: address already in use`.
+    this.portInUse = /address already in use/.test(fields.stderr);
   }
+}
+
+/** The three listeners of a server on 127.0.0.1. */
+export interface NatsServerPorts {
+  client?: number;
+  monitor?: number;
+  /** Routes; only for a cluster member. */
+  cluster?: number;
+}
+
+function describePorts(ports: NatsServerPorts): string {
+  const one = (what: string, port: number | undefined) => `${what} ${port === undefined ? "(server's choice)" : `127.0.0.1:${port}`}`;
+  const parts = [one("client", ports.client), one("monitor", ports.monitor)];
+  if ("cluster" in ports) parts.push(one("routes", ports.cluster));
+  return `ports: ${parts.join(", ")}`;
 }
 
 /** No nats-server binary was found where we looked. */
@@ -119,21 +148,9 @@ export class NatsServerNotFoundError extends NatsServerStartError {
   }
 }
 
-/** A TCP port on 127.0.0.1 that was free a moment ago. Another process may take it before it is used. */
-export function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      const port = typeof addr === "object" && addr !== null ? addr.port : 0;
-      srv.close(() => (port > 0 ? resolvePort(port) : reject(new Error("could not read the bound port"))));
-    });
-  });
-}
-
 const HOST = "127.0.0.1";
+/** nats-server's RANDOM_PORT: bind any free port (the kernel's choice). */
+const SERVER_PICKS = -1;
 const DEFAULT_READY_TIMEOUT_MS = 10_000;
 const DEFAULT_STOP_TIMEOUT_MS = 10_000;
 const READY_POLL_INTERVAL_MS = 50;
@@ -253,55 +270,63 @@ export class NatsServerProcess {
     const o = this.#opts;
     const binary = await resolveBinary(o.name, o.binary);
     await mkdir(this.#storeDir, { recursive: true });
-    this.#port ??= await freePort();
-    this.#monitorPort ??= await freePort();
-    if (o.cluster) this.#clusterPort ??= await freePort();
+    const asked = this.#ports();
     if (signal.aborted) {
-      throw new NatsServerStartError(o.name, "stopped before it was spawned", { stderr: "" });
+      throw new NatsServerStartError(o.name, "stopped before it was spawned", { stderr: "", ports: asked });
     }
-
-    this.#stderrLines = [];
-    // Parent-death signal and an own process group: a Ctrl-C reaches only the
-    // parent, which stops the server in order, after its clients have drained.
-    const run = superviseSpawn(binary, this.#args(), { ...(o.env !== undefined ? { env: o.env } : {}), onStderrLine: (line) => this.#logLine(line) });
-    this.#running = run;
-    void run.exited.then((exit) => {
-      if (this.#running === run) this.#running = undefined;
-      if (!run.expected) this.#opts.onExit?.(exit);
-    });
-
-    const deadline = Date.now() + (o.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS);
+    // Where the server writes the ports it bound: read when it picked any itself.
+    const portsDir = await mkdtemp(join(tmpdir(), "camfleet-nats-ports-"));
     try {
-      await this.#waitReady(run, deadline);
-    } catch (err) {
-      await run.kill();
-      await withTimeout(run.closed, STDERR_DRAIN_MS);
-      const stderr = this.stderrTail();
-      if (err instanceof NotReady) {
-        // exitCode/signal only describe an exit of the server's own, not our SIGKILL.
-        throw new NatsServerStartError(o.name, err.message, {
-          stderr,
-          exitCode: err.exit?.code,
-          signal: err.exit?.signal,
-          cause: run.spawnError,
-        });
+      this.#stderrLines = [];
+      // Parent-death signal and an own process group: a Ctrl-C reaches only the
+      // parent, which stops the server in order, after its clients have drained.
+      const run = superviseSpawn(binary, this.#args(portsDir), { ...(o.env !== undefined ? { env: o.env } : {}), onStderrLine: (line) => this.#logLine(line) });
+      this.#running = run;
+      void run.exited.then((exit) => {
+        if (this.#running === run) this.#running = undefined;
+        if (!run.expected) this.#opts.onExit?.(exit);
+      });
+
+      const deadline = Date.now() + (o.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS);
+      try {
+        await this.#waitReady(run, portsDir, deadline);
+      } catch (err) {
+        await run.kill();
+        await withTimeout(run.closed, STDERR_DRAIN_MS);
+        // Ports the server chose in a start that failed are not kept: the next start lets it choose again.
+        this.#port = asked.client;
+        this.#monitorPort = asked.monitor;
+        this.#clusterPort = asked.cluster;
+        const fields = { stderr: this.stderrTail(), ports: asked };
+        if (err instanceof NotReady) {
+          // exitCode/signal only describe an exit of the server's own, not our SIGKILL.
+          throw new NatsServerStartError(o.name, err.message, { ...fields, exitCode: err.exit?.code, signal: err.exit?.signal, cause: run.spawnError });
+        }
+        throw new NatsServerStartError(o.name, "unexpected error while waiting for readiness", { ...fields, cause: err });
       }
-      throw new NatsServerStartError(o.name, "unexpected error while waiting for readiness", { stderr, cause: err });
+    } finally {
+      await rm(portsDir, { recursive: true, force: true });
     }
   }
 
-  #args(): string[] {
+  /** The ports known now: given, or bound by an earlier start. */
+  #ports(): NatsServerPorts {
+    return { client: this.#port, monitor: this.#monitorPort, ...(this.#opts.cluster ? { cluster: this.#clusterPort } : {}) };
+  }
+
+  #args(portsDir: string): string[] {
     const o = this.#opts;
     const args = [
       "--server_name", o.name,
       "--addr", HOST, // clients, the monitor (it follows --addr) and the advertised connect_urls
-      "--port", String(this.#port),
-      "--http_port", String(this.#monitorPort),
+      "--port", String(this.#port ?? SERVER_PICKS),
+      "--http_port", String(this.#monitorPort ?? SERVER_PICKS),
+      "--ports_file_dir", portsDir,
       "--jetstream",
       "--store_dir", this.#storeDir,
     ];
     if (o.cluster) {
-      args.push("--cluster_name", o.cluster.name, "--cluster", `nats://${HOST}:${this.#clusterPort}`);
+      args.push("--cluster_name", o.cluster.name, "--cluster", `nats://${HOST}:${this.#clusterPort ?? SERVER_PICKS}`);
       if (o.cluster.routes.length > 0) args.push("--routes", o.cluster.routes.join(","));
       if (o.cluster.noAdvertise === true) args.push("--no_advertise");
     }
@@ -315,13 +340,15 @@ export class NatsServerProcess {
   }
 
   /**
-   * Ready = /healthz answers 200 (JetStream is up; in a cluster it has a meta
-   * leader) and the client port greets us with an INFO naming this server. The
-   * second check matters: the monitor starts before the client listener, so
-   * /healthz can be green just before the server dies on a taken client port,
-   * and a port squatter could answer /healthz for a server that failed.
+   * Ready = the ports are known (given, or read from the ports file the server
+   * writes once all its listeners are bound), /healthz answers 200 (JetStream
+   * is up; in a cluster it has a meta leader), and the client port greets us
+   * with an INFO naming this server. The last check matters for a given port:
+   * the monitor starts before the client listener, so /healthz can be green
+   * just before the server dies on a taken client port, and a port squatter
+   * could answer /healthz for a server that failed.
    */
-  async #waitReady(run: Running, deadline: number): Promise<void> {
+  async #waitReady(run: Running, portsDir: string, deadline: number): Promise<void> {
     let exit: NatsServerExit | undefined;
     void run.exited.then((e) => (exit = e));
     let lastProblem = "no answer yet";
@@ -334,20 +361,35 @@ export class NatsServerProcess {
       if (left <= 0) {
         throw new NotReady(`not ready within ${this.#opts.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS} ms (${lastProblem})`);
       }
-      const probeMs = Math.min(left, PROBE_TIMEOUT_MS);
-      const health = await probeHealthz(this.#monitorPort!, probeMs);
-      if (health.ok) {
-        const info = await probeInfo(this.#port!, probeMs);
-        if (info.ok && info.serverName === this.name) {
-          if (exit) continue; // it died while we probed: report the exit, not success
-          return;
+      if (!this.#portsKnown()) {
+        const bound = await readPortsFile(portsDir, run.child.pid);
+        if (bound) {
+          this.#port ??= bound.client;
+          this.#monitorPort ??= bound.monitor;
+          if (this.#opts.cluster) this.#clusterPort ??= bound.cluster;
         }
-        lastProblem = info.ok ? `client port answered as "${info.serverName}"` : `client port: ${info.problem}`;
+        lastProblem = this.#portsKnown() ? "listeners bound" : "its listeners are not bound yet (no ports file)";
       } else {
-        lastProblem = `/healthz: ${health.problem}`;
+        const probeMs = Math.min(left, PROBE_TIMEOUT_MS);
+        const health = await probeHealthz(this.#monitorPort!, probeMs);
+        if (health.ok) {
+          const info = await probeInfo(this.#port!, probeMs);
+          if (info.ok && info.serverName === this.name) {
+            if (exit) continue; // it died while we probed: report the exit, not success
+            return;
+          }
+          lastProblem = info.ok ? `client port answered as "${info.serverName}"` : `client port: ${info.problem}`;
+        } else {
+          lastProblem = `/healthz: ${health.problem}`;
+        }
       }
       await withTimeout(run.exited, Math.min(READY_POLL_INTERVAL_MS, Math.max(0, deadline - Date.now())));
     }
+  }
+
+  #portsKnown(): boolean {
+    const p = this.#ports();
+    return p.client !== undefined && p.monitor !== undefined && (!("cluster" in p) || p.cluster !== undefined);
   }
 
   #known(value: number | undefined, what: string): number {
@@ -366,6 +408,30 @@ class NotReady extends Error {
 }
 
 
+
+/**
+ * The ports file nats-server writes to `--ports_file_dir` once every listener
+ * is bound, named `<executable>_<pid>.ports`:
+ * `{"nats":["nats://127.0.0.1:4222"],"monitoring":["http://127.0.0.1:8222"],"cluster":[…]}`.
+ * Undefined until it is there (setpriv execs the server, so the pid is its own).
+ */
+async function readPortsFile(dir: string, pid: number | undefined): Promise<NatsServerPorts | undefined> {
+  if (pid === undefined) return undefined;
+  const name = (await readdir(dir)).find((f) => f.endsWith(`_${pid}.ports`));
+  if (name === undefined) return undefined;
+  let parsed: Record<string, unknown>;
+  try {
+    parsed = JSON.parse(await readFile(join(dir, name), "utf8")) as Record<string, unknown>;
+  } catch {
+    return undefined; // caught while being written: read it again on the next poll
+  }
+  const port = (key: string): number | undefined => {
+    const urls = parsed[key];
+    const first = Array.isArray(urls) ? urls[0] : undefined;
+    return typeof first === "string" ? Number(new URL(first).port) || undefined : undefined;
+  };
+  return { client: port("nats"), monitor: port("monitoring"), cluster: port("cluster") };
+}
 
 type Probe<T> = ({ ok: true } & T) | { ok: false; problem: string };
 

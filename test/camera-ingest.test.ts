@@ -21,7 +21,7 @@ import {
   type IngestProgress,
 } from "../actors/camera/ingest.ts";
 import type { StartIngest } from "../actors/camera/camera-actor.ts";
-import { freePort } from "../runtime/index.ts";
+import { reservePort } from "./helpers/ports.ts";
 import { CameraSpecSchema, type CameraSpec, type CameraSpecInput, type StreamInfo } from "../subjects/index.ts";
 import { startRtspCamera } from "./helpers/rtsp-camera.ts";
 import { waitFor } from "./helpers/wait.ts";
@@ -454,7 +454,7 @@ describe("ingest from the stand-in RTSP camera (real ffmpeg)", () => {
   });
 
   test("a closed port is SOURCE_UNREACHABLE within a second", async () => {
-    const port = await freePort(); // free a moment ago: nothing listens there
+    const port = await reservePort(); // free, and below the ephemeral range: no connect() can land on itself there
     const r = await record(spec(`rtsp://127.0.0.1:${port}/cam`));
     const f = await failure(r, 5_000);
     expect(f).toEqual({ code: "SOURCE_UNREACHABLE", detail: `rtsp://127.0.0.1:${port}/cam: Connection refused` });

@@ -7,12 +7,13 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { describe, expect, onTestFinished, test } from "vitest";
 import { serveDetector, type DetectorService } from "../proto/index.ts";
-import { ControlClient, freePort } from "../runtime/index.ts";
+import { ControlClient } from "../runtime/index.ts";
 import { detectionMsgId, StatusEventSchema, STREAMS, subjects, type CameraStatus } from "../subjects/index.ts";
 import { runCamfleet } from "./helpers/camfleet-process.ts";
 import { readDetections } from "./helpers/detections.ts";
 import { startNats } from "./helpers/nats-harness.ts";
 import { startRtspCamera } from "./helpers/rtsp-camera.ts";
+import { reservePort } from "./helpers/ports.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 function startDetectorProcess(port: number) {
@@ -43,7 +44,7 @@ const AI = { enabled: true, max_fps: 5 };
 
 describe("detections from a running camera", () => {
   test("moving pattern → motion events in JetStream; a still scene barely reaches the detector; detector killed and restarted → DETECTOR_UNAVAILABLE while video flows, then recovery", async () => {
-    const port = await freePort();
+    const port = await reservePort(); // named up front: the detector is restarted on it
     let detector = await startDetectorProcess(port);
     const cam = await startRtspCamera({ onCleanup: onTestFinished, mounts: [{ path: "/still", width: 320, height: 240, fps: 10, static: true }] });
     const { nc, client, waitStatus } = await detectionNode(`127.0.0.1:${port}`);

@@ -12,14 +12,14 @@ import { pathToFileURL } from "node:url";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { describe, expect, onTestFinished, test } from "vitest";
+import { describe, expect, onTestFinished, test, vi } from "vitest";
 import {
-  freePort,
   NatsServerNotFoundError,
   NatsServerProcess,
   NatsServerStartError,
 } from "../runtime/nats-server.ts";
-import { startNats, startNatsCluster } from "./helpers/nats-harness.ts";
+import { startNats, startNatsCluster, withFreshPorts } from "./helpers/nats-harness.ts";
+import { reservePort } from "./helpers/ports.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 const LOOPBACK_HOSTPORT = /^127\.0\.0\.1:\d+$/;
@@ -140,7 +140,7 @@ describe("single server", () => {
 
   test("a taken client port rejects start() with the server's stderr and leaves no process", async () => {
     const dir = await tempDir();
-    const port = await freePort();
+    const port = await reservePort();
     const squatter = await listenSquatter(port);
     onTestFinished(() => new Promise<void>((res) => squatter.close(() => res())));
     const storeDir = join(dir, "store");
@@ -155,9 +155,61 @@ describe("single server", () => {
     const startErr = err as NatsServerStartError;
     expect(startErr.exitCode).toBe(1);
     expect(startErr.stderr).toContain(`127.0.0.1:${port}`);
+    // It says which ports it tried, and that one was taken.
+    expect(startErr.ports.client).toBe(port);
+    expect(startErr.message).toContain(`client 127.0.0.1:${port}`);
+    expect(startErr.portInUse).toBe(true);
     expect(startErr.message).toContain(startErr.stderr.trim().split("\n").at(-1));
     expect(server.running).toBe(false);
     expect(livePidsWithArg(storeDir)).toEqual([]);
+  });
+
+  test("a server given no ports binds its own, reports them, and keeps them across a restart", async () => {
+    const dir = await tempDir();
+    const server = new NatsServerProcess({ name: "picks", storeDir: join(dir, "store") });
+    onTestFinished(() => server.kill());
+    await server.start();
+    const { port, monitorPort } = server;
+    expect(port).toBeGreaterThan(0);
+    expect(monitorPort).toBeGreaterThan(0);
+    expect(((await getJson(monitorPort, "/varz")) as { port?: number }).port).toBe(port);
+    await server.kill();
+    await server.restart();
+    expect([server.port, server.monitorPort]).toEqual([port, monitorPort]);
+    const nc = await connectTo(server.url);
+    expect(nc.info?.server_name).toBe("picks");
+  });
+
+  test("the harness starts again with fresh ports when one is taken, and says so", async () => {
+    const dir = await tempDir();
+    const taken = await reservePort();
+    const squatter = await listenSquatter(taken);
+    onTestFinished(() => new Promise<void>((res) => squatter.close(() => res())));
+    const warn = vi.spyOn(console, "warn").mockImplementation(() => {});
+    onTestFinished(() => warn.mockRestore());
+    const ports: number[] = [];
+    const server = await withFreshPorts(async (attempt) => {
+      const port = attempt === 1 ? taken : await reservePort();
+      ports.push(port);
+      const s = new NatsServerProcess({ name: `retry-${attempt}`, port, storeDir: join(dir, `store-${attempt}`) });
+      onTestFinished(() => s.kill());
+      await s.start();
+      return s;
+    });
+    expect(ports).toHaveLength(2);
+    expect(ports[0]).toBe(taken);
+    expect(server.port).toBe(ports[1]);
+    expect(warn).toHaveBeenCalledTimes(1);
+    expect(String(warn.mock.calls[0]?.[0])).toMatch(new RegExp(`port was taken .*127\\.0\\.0\\.1:${taken}.*attempt 2 of 3`));
+
+    // Any other failure is not retried.
+    let calls = 0;
+    const missing = withFreshPorts(async () => {
+      calls++;
+      await new NatsServerProcess({ name: "x", storeDir: join(dir, "store-x"), binary: join(dir, "no-such-nats-server") }).start();
+    });
+    await expect(missing).rejects.toBeInstanceOf(NatsServerNotFoundError);
+    expect(calls).toBe(1);
   });
 
   test("a server that never gets ready is killed at the deadline", async () => {
@@ -167,7 +219,7 @@ describe("single server", () => {
     const server = new NatsServerProcess({
       name: "lonely",
       storeDir,
-      cluster: { name: "nobody-else", routes: [`nats-route://127.0.0.1:${await freePort()}`] },
+      cluster: { name: "nobody-else", routes: [`nats-route://127.0.0.1:${await reservePort()}`] },
       readyTimeoutMs: 1_500,
     });
     onTestFinished(() => server.kill());

@@ -8,8 +8,8 @@ import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { ControlClient } from "../runtime/index.ts";
-import { freePort } from "../runtime/nats-server.ts";
 import { runCamfleet } from "./helpers/camfleet-process.ts";
+import { reservePort } from "./helpers/ports.ts";
 import { whepViewer } from "./helpers/relay-peers.ts";
 import { waitFor } from "./helpers/wait.ts";
 
@@ -17,7 +17,7 @@ describe("camfleet up with the relay", () => {
   it("serves WHEP for an on-demand testsrc camera on its own gateway, token required, node metrics on the same port", async () => {
     const dataDir = await mkdtemp(join(tmpdir(), "camfleet-up-"));
     onTestFinished(() => rm(dataDir, { recursive: true, force: true }));
-    const natsPort = await freePort();
+    const natsPort = await reservePort();
     const token = "up-tok-5150";
     const up = runCamfleet(["up"], {
       env: {

@@ -26,7 +26,7 @@ import {
   type ControlReply,
   type StatusEvent,
 } from "../../subjects/index.ts";
-import { freePort, NatsServerProcess } from "../../runtime/index.ts";
+import { NatsServerProcess } from "../../runtime/index.ts";
 import { isAlive, runCamfleet, type CamfleetProcess } from "./camfleet-process.ts";
 import type { NatsClusterHandle, RegisterCleanup } from "./nats-harness.ts";
 import { waitFor } from "./wait.ts";

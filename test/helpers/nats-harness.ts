@@ -17,11 +17,18 @@
 //
 // `close()` does the same teardown early (e.g. to assert the process is gone);
 // it is idempotent, so the registered cleanup is harmless afterwards.
+//
+// Ports come from reservePort() (below the kernel's ephemeral range, so nobody
+// takes them between the pick and the bind, nor while a killed server is down
+// before its restart). Should one be taken all the same, by a fixed-port
+// program of someone else's, the first start is tried again with fresh ports
+// (at most START_ATTEMPTS times), and the harness says so on stderr.
 
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort, NatsServerProcess, type NatsServerOptions } from "../../runtime/nats-server.ts";
+import { NatsServerProcess, NatsServerStartError, type NatsServerOptions } from "../../runtime/nats-server.ts";
+import { reservePort } from "./ports.ts";
 
 /** Registers a teardown function: `onTestFinished` inside a test, or a collector run by a top-level afterAll. */
 export type RegisterCleanup = (fn: () => Promise<void>) => void;
@@ -65,25 +72,48 @@ export interface NatsClusterHandle {
   close(): Promise<void>;
 }
 
+const START_ATTEMPTS = 3;
+
 /** A standalone JetStream server on free 127.0.0.1 ports with a temp store dir. */
 export async function startNats(opts: StartNatsOptions): Promise<NatsHandle> {
   const root = await mkdtemp(join(tmpdir(), "camfleet-nats-"));
-  const server = new NatsServerProcess({
-    name: opts.name ?? "test",
-    storeDir: join(root, "store"),
-    readyTimeoutMs: opts.readyTimeoutMs,
-    onLog: opts.onLog,
-  });
+  let server: NatsServerProcess | undefined;
   const close = once(async () => {
     try {
-      await server.stop();
+      await server?.stop();
     } finally {
       await rm(root, { recursive: true, force: true });
     }
   });
   opts.onCleanup(close);
-  await server.start();
-  return { url: server.url, server, close };
+  const started = await withFreshPorts(async (attempt) => {
+    server = new NatsServerProcess({
+      name: opts.name ?? "test",
+      port: await reservePort(),
+      monitorPort: await reservePort(),
+      storeDir: join(root, `store-${attempt}`),
+      readyTimeoutMs: opts.readyTimeoutMs,
+      onLog: opts.onLog,
+    });
+    await server.start();
+    return server;
+  });
+  return { url: started.url, server: started, close };
+}
+
+/**
+ * Runs `start` again with fresh ports while it fails on a taken port (never
+ * for any other failure), at most START_ATTEMPTS times, and says so on stderr.
+ */
+export async function withFreshPorts<T>(start: (attempt: number) => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await start(attempt);
+    } catch (err) {
+      if (!(err instanceof NatsServerStartError && err.portInUse) || attempt >= START_ATTEMPTS) throw err;
+      console.warn(`nats harness: a port was taken (${err.message.split("\n")[0]}); starting again with fresh ports, attempt ${attempt + 1} of ${START_ATTEMPTS}`);
+    }
+  }
 }
 
 /**
@@ -94,6 +124,7 @@ export async function startNats(opts: StartNatsOptions): Promise<NatsHandle> {
 export async function startNatsCluster(opts: StartNatsClusterOptions): Promise<NatsClusterHandle> {
   const size = opts.size ?? 3;
   if (!Number.isInteger(size) || size < 1) throw new RangeError(`startNatsCluster: size must be a positive integer, got ${size}`);
+  const readyTimeoutMs = opts.readyTimeoutMs ?? 15_000;
   const root = await mkdtemp(join(tmpdir(), "camfleet-nats-cluster-"));
   const servers: NatsServerProcess[] = [];
   const close = once(async () => {
@@ -105,37 +136,69 @@ export async function startNatsCluster(opts: StartNatsClusterOptions): Promise<N
   });
   opts.onCleanup(close);
 
-  // Route ports must be known up front: every member is given the full route list.
-  const clusterPorts: number[] = [];
-  for (let i = 0; i < size; i++) clusterPorts.push(await freePort());
-  const routes = clusterPorts.map((p) => `nats-route://127.0.0.1:${p}`);
-  for (let i = 0; i < size; i++) {
-    const name = `n${i + 1}`;
-    const options: NatsServerOptions = {
-      name,
-      storeDir: join(root, name),
-      cluster: { name: "camfleet-test", port: clusterPorts[i], routes, ...(opts.noAdvertise === true ? { noAdvertise: true } : {}) },
-      readyTimeoutMs: opts.readyTimeoutMs ?? 15_000,
-    };
-    const onLog = opts.onLog;
-    if (onLog) options.onLog = (line) => onLog(name, line);
-    servers.push(new NatsServerProcess(options));
-  }
+  const start = async (attempt: number): Promise<void> => {
+    servers.length = 0;
+    // Route ports must be known up front: every member is given the full route list.
+    const clusterPorts: number[] = [];
+    for (let i = 0; i < size; i++) clusterPorts.push(await reservePort());
+    const routes = clusterPorts.map((p) => `nats-route://127.0.0.1:${p}`);
+    for (let i = 0; i < size; i++) {
+      const name = `n${i + 1}`;
+      const options: NatsServerOptions = {
+        name,
+        port: await reservePort(),
+        monitorPort: await reservePort(),
+        storeDir: join(root, `${attempt}`, name),
+        cluster: { name: "camfleet-test", port: clusterPorts[i], routes, ...(opts.noAdvertise === true ? { noAdvertise: true } : {}) },
+        readyTimeoutMs,
+      };
+      const onLog = opts.onLog;
+      if (onLog) options.onLog = (line) => onLog(name, line);
+      servers.push(new NatsServerProcess(options));
+    }
 
-  // One failure dooms the rest (no quorum), so kill them rather than let them
-  // wait out their deadlines, and report the first failure, not the kills it
-  // caused. allSettled leaves no rejection unobserved.
-  let firstError: unknown;
-  await Promise.allSettled(
-    servers.map((s) =>
-      s.start().catch(async (err: unknown) => {
-        firstError ??= err;
-        await Promise.all(servers.map((o) => o.kill()));
-      }),
-    ),
-  );
-  if (firstError !== undefined) throw firstError;
+    // One failure dooms the rest (no quorum), so kill them rather than let them
+    // wait out their deadlines, and report the first failure, not the kills it
+    // caused. allSettled leaves no rejection unobserved.
+    let firstError: unknown;
+    await Promise.allSettled(
+      servers.map((s) =>
+        s.start().catch(async (err: unknown) => {
+          firstError ??= err;
+          await Promise.all(servers.map((o) => o.kill()));
+        }),
+      ),
+    );
+    if (firstError !== undefined) throw firstError;
+  };
+  await withFreshPorts(start);
+  // Ready means a meta leader, which takes two of three: wait for the full mesh
+  // too, so every member knows (and tells clients) all the others.
+  await waitForFullMesh(servers, Date.now() + readyTimeoutMs);
   return { urls: servers.map((s) => s.url), servers, close };
+}
+
+/** Every member has a route to every other one (`/routez` num_routes), or a ClusterNotFormedError at the deadline. */
+async function waitForFullMesh(servers: NatsServerProcess[], deadline: number): Promise<void> {
+  const want = servers.length - 1;
+  for (;;) {
+    const counts = await Promise.all(servers.map((s) => routeCount(s.monitorPort)));
+    if (counts.every((n) => n === want)) return;
+    if (Date.now() >= deadline) {
+      const seen = servers.map((s, i) => `${s.name}: ${counts[i] ?? "no answer"}`).join(", ");
+      throw new Error(`nats cluster: routes not fully formed by the deadline (want ${want} each; ${seen})`);
+    }
+    await new Promise((res) => setTimeout(res, 50));
+  }
+}
+
+async function routeCount(monitorPort: number): Promise<number | undefined> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${monitorPort}/routez`, { signal: AbortSignal.timeout(1_000) });
+    return ((await res.json()) as { num_routes?: number }).num_routes;
+  } catch {
+    return undefined;
+  }
 }
 
 function once(fn: () => Promise<void>): () => Promise<void> {
