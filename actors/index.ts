@@ -1,7 +1,7 @@
 /** Actor kinds the entry point registers with the runtime. */
 import { cameraKind } from "./camera/camera-actor.ts";
 import { startIngest } from "./camera/ingest.ts";
-import { startWhip } from "./camera/whip.ts";
+import { startWhip } from "../media/index.ts";
 
 export { simKind } from "./sim.ts";
 

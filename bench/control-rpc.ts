@@ -42,8 +42,8 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { ServiceBroker } from "moleculer";
-import { ControlClient } from "../runtime/control-client.ts";
-import { NatsServerProcess } from "../runtime/nats-server.ts";
+import { ControlClient } from "../runtime/client/control-client.ts";
+import { NatsServerProcess } from "../runtime/infra/nats-server.ts";
 import { CamfleetError } from "../subjects/index.ts";
 import {
   ECHO,

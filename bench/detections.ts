@@ -26,7 +26,7 @@ import { connect } from "@nats-io/transport-node";
 import { cameraActorKind } from "../actors/index.ts";
 import { ReferenceDetector, serveDetector } from "../proto/index.ts";
 import { ControlClient, createRegistry, FleetNode, KindRegistry, loadConfig, silentLogger, type ActorContext, type ActorKind } from "../runtime/index.ts";
-import { NatsServerProcess } from "../runtime/nats-server.ts";
+import { NatsServerProcess } from "../runtime/infra/nats-server.ts";
 import { DetectionEventSchema, detectionMsgId, STREAMS, subjects, type DetectionEvent } from "../subjects/index.ts";
 import { quantile, waitUntil } from "./fleet-bench.ts";
 

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Kvm, type KV } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { NatsServerProcess } from "../runtime/nats-server.ts";
+import { NatsServerProcess } from "../runtime/infra/nats-server.ts";
 import { BUCKETS, LeaseSchema, StatusEventSchema, subjects } from "../subjects/index.ts";
 import { runCamfleet, type CamfleetProcess } from "../test/helpers/camfleet-process.ts";
 

@@ -8,7 +8,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { RTCPeerConnection, useH264 } from "werift";
-import { keepLoopbackCandidates } from "../actors/camera/whip.ts";
+import { keepLoopbackCandidates } from "../media/index.ts";
 
 const HOST = "127.0.0.1";
 const counts = new Map<string, { packets: number; bytes: number }>();

@@ -2,7 +2,7 @@ import { timingSafeEqual } from "node:crypto";
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from "fastify";
 import type { Logger } from "../runtime/index.ts";
 import { CamfleetError, CONTROL_ERROR_CODES, ensureCamfleetError, httpStatusOf, type ControlErrorCode } from "../subjects/index.ts";
-import { MAX_SDP_BYTES } from "./sdp.ts";
+import { MAX_SDP_BYTES } from "../media/index.ts";
 
 /**
  * The gateway's HTTP server: fastify with camfleet's error shape

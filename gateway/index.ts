@@ -4,4 +4,4 @@ export type { Gateway, GatewayOptions } from "./gateway.ts";
 export { GatewayCore } from "./core.ts";
 export { Relay } from "./relay.ts";
 export type { CameraRelayStats, RelayOptions, SessionKind } from "./relay.ts";
-export { checkOffer, h264NalTypes, MAX_SDP_BYTES, startsKeyFrame } from "./sdp.ts";
+

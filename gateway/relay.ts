@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { MediaStreamTrack, RTCPeerConnection, type RTCRtpTransceiver, type RtpPacket } from "werift";
-import { h264PeerConfig, keepLoopbackCandidates, type Logger, openSrtpSender, type SrtpSender } from "../runtime/index.ts";
+import { checkOffer, h264NalTypes, h264PeerConfig, keepLoopbackCandidates, openSrtpSender, type SrtpSender } from "../media/index.ts";
+import type { Logger } from "../runtime/index.ts";
 import { CamfleetError } from "../subjects/index.ts";
-import { checkOffer, h264NalTypes } from "./sdp.ts";
 
 /**
  * The media relay: for each camera one WHIP publisher (werift, recvonly) and

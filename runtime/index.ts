@@ -1,38 +1,91 @@
-/** The generic actor runtime: node, NATS connection, config, logging, metrics. Knows no actor kind. */
+/**
+ * The actor runtime's public face. Three parts, each with its own index:
+ * `node/` (what a camfleet node runs), `client/` (what talks to a cluster),
+ * `infra/` (NATS and child processes); config, logging and metrics are shared
+ * by all three. Media is not here: it lives in `media/`.
+ */
 export { ConfigError, CONFIG_VARIABLES, defaultNodeId, describeConfig, loadConfig, whipTemplate, whipUrlFor } from "./config.ts";
 export type { Config, Role } from "./config.ts";
-export { EmbeddedNatsPortInUseError, startEmbeddedNats } from "./embedded-nats.ts";
-export type { EmbeddedNatsOptions } from "./embedded-nats.ts";
-export { defaultReplicas, ensureJetStream } from "./jetstream-setup.ts";
-export type { JetStreamSetupOptions, StreamLimits } from "./jetstream-setup.ts";
 export { createLogger, silentLogger } from "./logger.ts";
 export type { Logger, LoggerOptions } from "./logger.ts";
 export { createRegistry, NodeMetrics, perRegistry } from "./metrics.ts";
-export { connectNats } from "./nats.ts";
-export type { ConnectOptions, NatsConnection } from "./nats.ts";
-export { NatsServerNotFoundError, NatsServerProcess, NatsServerStartError } from "./nats-server.ts";
-export type { NatsServerPorts } from "./nats-server.ts";
-export type { NatsClusterOptions, NatsServerExit, NatsServerOptions } from "./nats-server.ts";
-export { ControlClient } from "./control-client.ts";
-export type { ControlClientOptions, ControlResult } from "./control-client.ts";
-export { DEFAULT_PLACEMENT, FleetNode } from "./node.ts";
-export type { FleetNodeOptions, PlacementTuning } from "./node.ts";
-export { KindRegistry, runtimeError } from "./kinds.ts";
-export type { Actor, ActorContext, ActorKind, DetectionOutcome, DetectionReport, StatusReport, StopReason, ViewerReport } from "./kinds.ts";
-export { BufferedPublisher } from "./event-publisher.ts";
-export type { BufferedPublisherOptions, PublishOutcome } from "./event-publisher.ts";
-export { isCasConflict, LeaseKeeper, leaseTiming } from "./leases.ts";
-export type { LeaseLossReason, OwnedLease } from "./leases.ts";
-export { fairShare, handoverCount, hashUnit, rankCandidates, rendezvousScore } from "./placement.ts";
-export type { NodeLoad } from "./placement.ts";
-export { ActorSlot, backoffDelay, DEFAULT_BACKOFF } from "./supervisor.ts";
-export type { BackoffPolicy } from "./supervisor.ts";
-export { ClusterView } from "./cluster-view.ts";
-export { isTransientNatsError, retryTransient } from "./nats.ts";
-export type { RetryTransientOptions } from "./nats.ts";
-export { startOpsServer } from "./ops-http.ts";
-export type { OpsServer, OpsServerOptions } from "./ops-http.ts";
-export { h264NalTypes, h264PeerConfig, isLoopbackPair, keepLoopbackCandidates, LOOPBACK, rtpHeaderLength, rtpPayload } from "./webrtc.ts";
-export { openSrtpSender, type SrtpSender, type SrtpSenderStats } from "./srtp-sender.ts";
-export { parseSince, startAlertConsumer, tailEvents } from "./event-consumers.ts";
-export type { AlertConsumer, AlertConsumerOptions, CamfleetEvent, EventMeta, EventType, StartAt, TailOptions } from "./event-consumers.ts";
+
+export { ControlClient, parseSince, startAlertConsumer, tailEvents } from "./client/index.ts";
+export type { AlertConsumer, AlertConsumerOptions, CamfleetEvent, ControlClientOptions, ControlResult, EventMeta, EventType, StartAt, TailOptions } from "./client/index.ts";
+
+export {
+  connectNats,
+  defaultReplicas,
+  describeExit,
+  EmbeddedNatsPortInUseError,
+  ensureJetStream,
+  findExecutable,
+  isExecutable,
+  isTransientNatsError,
+  NatsServerNotFoundError,
+  NatsServerProcess,
+  NatsServerStartError,
+  retryTransient,
+  SETPRIV,
+  startEmbeddedNats,
+  superviseSpawn,
+  timedOut,
+  withTimeout,
+} from "./infra/index.ts";
+export type {
+  ChildExit,
+  ConnectOptions,
+  EmbeddedNatsOptions,
+  JetStreamSetupOptions,
+  NatsClusterOptions,
+  NatsConnection,
+  NatsServerExit,
+  NatsServerOptions,
+  NatsServerPorts,
+  RetryTransientOptions,
+  StdioSlot,
+  StreamLimits,
+  SupervisedChild,
+  SuperviseOptions,
+} from "./infra/index.ts";
+
+export {
+  ActorSlot,
+  backoffDelay,
+  ClusterView,
+  BufferedPublisher,
+  DEFAULT_BACKOFF,
+  DEFAULT_PLACEMENT,
+  fairShare,
+  FleetNode,
+  handoverCount,
+  hashUnit,
+  isCasConflict,
+  KindRegistry,
+  LeaseKeeper,
+  leaseTiming,
+  rankCandidates,
+  rendezvousScore,
+  runtimeError,
+  startOpsServer,
+} from "./node/index.ts";
+export type {
+  Actor,
+  ActorContext,
+  ActorKind,
+  BackoffPolicy,
+  BufferedPublisherOptions,
+  DetectionOutcome,
+  DetectionReport,
+  FleetNodeOptions,
+  LeaseLossReason,
+  NodeLoad,
+  OpsServer,
+  OpsServerOptions,
+  OwnedLease,
+  PlacementTuning,
+  PublishOutcome,
+  StatusReport,
+  StopReason,
+  ViewerReport,
+} from "./node/index.ts";

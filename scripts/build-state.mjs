@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 
 export const ROOT = fileURLToPath(new URL("..", import.meta.url));
 /** The folders compiled into dist/ (tsconfig.build.json's "include"). */
-export const SOURCE_DIRS = ["runtime", "actors", "subjects", "proto", "gateway", "cli"];
+export const SOURCE_DIRS = ["runtime", "media", "actors", "subjects", "proto", "gateway", "cli"];
 export const DIST = join(ROOT, "dist");
 /** Written last by a successful build; its mtime is the build's time. */
 export const STAMP = join(DIST, ".build-stamp");

@@ -3,7 +3,7 @@
 
 import { connect, type Msg, type NatsConnection } from "@nats-io/transport-node";
 import { expect, onTestFinished, test } from "vitest";
-import { ControlClient } from "../runtime/control-client.ts";
+import { ControlClient } from "../runtime/client/control-client.ts";
 import { CamfleetError, CONTROL_QUEUE, PREFIX, subjects, type CameraStatus } from "../subjects/index.ts";
 import { startNats } from "./helpers/nats-harness.ts";
 import { waitFor } from "./helpers/wait.ts";

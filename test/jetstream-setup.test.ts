@@ -3,7 +3,7 @@ import { connect } from "@nats-io/transport-node";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { Writable } from "node:stream";
 import { createLogger } from "../runtime/index.ts";
-import { defaultReplicas, ensureJetStream } from "../runtime/jetstream-setup.ts";
+import { defaultReplicas, ensureJetStream } from "../runtime/infra/jetstream-setup.ts";
 import { BUCKETS, STREAMS } from "../subjects/index.ts";
 import { startNats, startNatsCluster } from "./helpers/nats-harness.ts";
 import { waitFor } from "./helpers/wait.ts";

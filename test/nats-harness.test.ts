@@ -17,7 +17,7 @@ import {
   NatsServerNotFoundError,
   NatsServerProcess,
   NatsServerStartError,
-} from "../runtime/nats-server.ts";
+} from "../runtime/infra/nats-server.ts";
 import { startNats, startNatsCluster, withFreshPorts } from "./helpers/nats-harness.ts";
 import { reservePort } from "./helpers/ports.ts";
 import { waitFor } from "./helpers/wait.ts";

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { fairShare, handoverCount, hashUnit, rankCandidates, rendezvousScore, type NodeLoad } from "../runtime/placement.ts";
-import { backoffDelay, DEFAULT_BACKOFF } from "../runtime/supervisor.ts";
-import { leaseTiming } from "../runtime/leases.ts";
+import { fairShare, handoverCount, hashUnit, rankCandidates, rendezvousScore, type NodeLoad } from "../runtime/node/placement.ts";
+import { backoffDelay, DEFAULT_BACKOFF } from "../runtime/node/supervisor.ts";
+import { leaseTiming } from "../runtime/node/leases.ts";
 
 const nodes = (...spec: Array<[string, number, number]>): NodeLoad[] => spec.map(([node, capacity, count]) => ({ node, capacity, count }));
 const cams = (n: number) => Array.from({ length: n }, (_, i) => `cam${i}`);

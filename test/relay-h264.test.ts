@@ -2,8 +2,8 @@
 // cache, on hand-made packets (no process, no network).
 
 import { describe, expect, it } from "vitest";
-import { GopCache } from "../actors/camera/gop-cache.ts";
-import { checkOffer, h264NalTypes } from "../gateway/sdp.ts";
+import { GopCache } from "../media/index.ts";
+import { checkOffer, h264NalTypes } from "../media/index.ts";
 import { CamfleetError } from "../subjects/index.ts";
 
 const OFFER = [

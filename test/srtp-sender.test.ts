@@ -16,8 +16,8 @@ import {
   SrtpSession,
   type RtpPacket,
 } from "werift";
-import { h264PeerConfig, keepLoopbackCandidates } from "../runtime/index.ts";
-import { ntpFromUnixMs, openSrtpSender, rtpProtector } from "../runtime/srtp-sender.ts";
+import { h264PeerConfig, keepLoopbackCandidates } from "../media/index.ts";
+import { ntpFromUnixMs, openSrtpSender, rtpProtector } from "../media/srtp-sender.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 /** A serialized RTP packet: V=2, payload type 96, marker off, and `payload`. */

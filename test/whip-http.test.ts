@@ -4,7 +4,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { describe, expect, it, onTestFinished } from "vitest";
-import { whipHttp } from "../actors/camera/whip-http.ts";
+import { whipHttp } from "../media/index.ts";
 
 interface Seen {
   method: string;

@@ -4,7 +4,7 @@ import { perRegistry, whipUrlFor } from "../../runtime/index.ts";
 import type { Actor, ActorContext, ActorKind, StopReason, ViewerReport } from "../../runtime/index.ts";
 import type { CameraError, CameraErrorCode, CameraSpec, CameraStatus, StreamInfo } from "../../subjects/index.ts";
 import type { Analysis } from "./analysis.ts";
-import { GopCache } from "./gop-cache.ts";
+import { GopCache } from "../../media/index.ts";
 import type { AnalysisFrame } from "./ingest.ts";
 import { cameraMachine, DEFAULT_CAMERA_TIMING, stateName, type CameraTiming } from "./machine.ts";
 

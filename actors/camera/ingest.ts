@@ -24,7 +24,7 @@ import { createSocket, type Socket } from "node:dgram";
 import { fileURLToPath } from "node:url";
 import { silentLogger, type Logger } from "../../runtime/index.ts";
 import { redact, schemeOf, type CameraErrorCode, type CameraSpec, type StreamInfo } from "../../subjects/index.ts";
-import { superviseSpawn, withTimeout, type SupervisedChild } from "../../runtime/child-process.ts";
+import { superviseSpawn, withTimeout, type SupervisedChild } from "../../runtime/index.ts";
 
 // ---------------------------------------------------------------- public types
 

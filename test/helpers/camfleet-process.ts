@@ -4,7 +4,7 @@
 import type { ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { superviseSpawn } from "../../runtime/child-process.ts";
+import { superviseSpawn } from "../../runtime/infra/child-process.ts";
 import type { RegisterCleanup } from "./nats-harness.ts";
 
 const BIN = fileURLToPath(new URL("../../bin/camfleet", import.meta.url));

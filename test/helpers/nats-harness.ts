@@ -27,7 +27,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { NatsServerProcess, NatsServerStartError, type NatsServerOptions } from "../../runtime/nats-server.ts";
+import { NatsServerProcess, NatsServerStartError, type NatsServerOptions } from "../../runtime/infra/nats-server.ts";
 import { reservePort } from "./ports.ts";
 
 /** Registers a teardown function: `onTestFinished` inside a test, or a collector run by a top-level afterAll. */

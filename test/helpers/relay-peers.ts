@@ -3,9 +3,8 @@
 
 import dgram from "node:dgram";
 import { RTCPeerConnection } from "werift";
-import { superviseSpawn } from "../../runtime/child-process.ts";
-import { h264PeerConfig, keepLoopbackCandidates } from "../../runtime/index.ts";
-import { h264NalTypes } from "../../gateway/sdp.ts";
+import { superviseSpawn } from "../../runtime/infra/child-process.ts";
+import { h264NalTypes, h264PeerConfig, keepLoopbackCandidates } from "../../media/index.ts";
 import type { RegisterCleanup } from "./nats-harness.ts";
 
 const HOST = "127.0.0.1";

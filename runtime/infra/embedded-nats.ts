@@ -1,6 +1,6 @@
 import { createServer } from "node:net";
 import { join } from "node:path";
-import type { Logger } from "./logger.ts";
+import type { Logger } from "../logger.ts";
 import { NatsServerProcess } from "./nats-server.ts";
 
 export interface EmbeddedNatsOptions {

@@ -1,7 +1,7 @@
 import type { KV, KvEntry, KvWatchEntry } from "@nats-io/kv";
 import type { QueuedIterator } from "@nats-io/transport-node";
-import { CameraSpecSchema, LeaseSchema, NodeInfoSchema, type CameraSpec, type Lease, type NodeInfo } from "../subjects/index.ts";
-import type { Logger } from "./logger.ts";
+import { CameraSpecSchema, LeaseSchema, NodeInfoSchema, type CameraSpec, type Lease, type NodeInfo } from "../../subjects/index.ts";
+import type { Logger } from "../logger.ts";
 
 export interface Observed<T> {
   value: T;

@@ -17,12 +17,12 @@ import {
   type ControlName,
   type Lease,
   type NodeInfo,
-} from "../subjects/index.ts";
+} from "../../subjects/index.ts";
 import { isCasConflict } from "./leases.ts";
 import type { ViewerReport } from "./kinds.ts";
-import type { Logger } from "./logger.ts";
-import type { NodeMetrics } from "./metrics.ts";
-import { isTransientNatsError } from "./nats.ts";
+import type { Logger } from "../logger.ts";
+import type { NodeMetrics } from "../metrics.ts";
+import { isTransientNatsError } from "../infra/index.ts";
 
 /** What the control service needs from its node. */
 export interface ControlDeps {

@@ -1,7 +1,6 @@
-import { h264NalTypes } from "../runtime/index.ts";
+import { h264NalTypes } from "./webrtc.ts";
 import { CamfleetError } from "../subjects/index.ts";
 
-export { h264NalTypes };
 
 /**
  * What the relay checks in an SDP offer before werift sees it: werift

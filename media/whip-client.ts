@@ -1,6 +1,8 @@
 import { MediaStreamTrack, RTCPeerConnection } from "werift";
-import { h264PeerConfig, keepLoopbackCandidates, openSrtpSender, silentLogger, type Logger, type SrtpSender } from "../../runtime/index.ts";
-import { redact } from "../../subjects/index.ts";
+import { silentMediaLogger, type MediaLogger } from "./log.ts";
+import { openSrtpSender, type SrtpSender } from "./srtp-sender.ts";
+import { h264PeerConfig, keepLoopbackCandidates } from "./webrtc.ts";
+import { redact } from "../subjects/index.ts";
 import { whipHttp, type WhipHttpResponse } from "./whip-http.ts";
 
 /**
@@ -30,7 +32,7 @@ export interface WhipOptions {
   /** Sent as `Authorization: Bearer <token>` on POST and DELETE. Never logged. */
   token?: string;
   /** Default: silent. */
-  logger?: Logger;
+  logger?: MediaLogger;
   /** Called once, when ICE and DTLS are connected and media can flow. */
   onUp: () => void;
   /**
@@ -76,7 +78,7 @@ const BODY_SNIPPET_CHARS = 200;
 
 /** Starts publishing at once; the outcome arrives through `onUp` / `onFailed`. */
 export function startWhip(options: WhipOptions): WhipSession {
-  const log = (options.logger ?? silentLogger()).child({ component: "whip" });
+  const log = (options.logger ?? silentMediaLogger()).child({ component: "whip" });
   const endpoint = options.url;
   const shownEndpoint = redact(endpoint);
   const loopbackOnly = options.loopbackOnly ?? false;
@@ -321,8 +323,6 @@ class WhipTimeoutError extends Error {
   }
 }
 
-/** Kept here too: callers (and tests) of the publisher used to import it from this module. */
-export { keepLoopbackCandidates };
 
 function gatheringComplete(pc: RTCPeerConnection, signal: AbortSignal, timeoutMs: number): Promise<void> {
   if (pc.iceGatheringState === "complete") return Promise.resolve();

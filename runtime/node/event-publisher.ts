@@ -1,7 +1,7 @@
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { Counter, Gauge, type Registry } from "prom-client";
-import type { Logger } from "./logger.ts";
-import { isTransientNatsError } from "./nats.ts";
+import type { Logger } from "../logger.ts";
+import { isTransientNatsError } from "../infra/index.ts";
 
 /**
  * Asynchronous JetStream publishing with a bounded buffer, for events that

@@ -1,4 +1,4 @@
-import { h264NalTypes, rtpPayload } from "../../runtime/index.ts";
+import { h264NalTypes, rtpPayload } from "./webrtc.ts";
 
 /**
  * The RTP of the source's current GOP, from its last IDR (with the SPS/PPS

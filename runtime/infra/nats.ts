@@ -10,9 +10,9 @@ import {
   TimeoutError,
   type NatsConnection,
 } from "@nats-io/transport-node";
-import { redact } from "../subjects/index.ts";
-import type { Logger } from "./logger.ts";
-import type { NodeMetrics } from "./metrics.ts";
+import { redact } from "../../subjects/index.ts";
+import type { Logger } from "../logger.ts";
+import type { NodeMetrics } from "../metrics.ts";
 
 export type { NatsConnection } from "@nats-io/transport-node";
 

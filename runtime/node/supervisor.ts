@@ -1,7 +1,7 @@
-import type { CameraSpec, CameraStatus } from "../subjects/index.ts";
+import type { CameraSpec, CameraStatus } from "../../subjects/index.ts";
 import type { Actor, ActorContext, ActorKind, StatusReport, StopReason, ViewerReport } from "./kinds.ts";
 import { runtimeError } from "./kinds.ts";
-import type { Logger } from "./logger.ts";
+import type { Logger } from "../logger.ts";
 
 export interface BackoffPolicy {
   /** First restart delay, ms. Default 500. */

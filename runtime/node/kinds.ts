@@ -1,7 +1,7 @@
 import type { Registry } from "prom-client";
-import type { CameraError, CameraSpec, CameraStatus, DetectionEvent, StatusEvent } from "../subjects/index.ts";
-import type { Config } from "./config.ts";
-import type { Logger } from "./logger.ts";
+import type { CameraError, CameraSpec, CameraStatus, DetectionEvent, StatusEvent } from "../../subjects/index.ts";
+import type { Config } from "../config.ts";
+import type { Logger } from "../logger.ts";
 
 /**
  * What an actor kind gives the runtime, and what the runtime gives an actor.

@@ -1,8 +1,8 @@
 import { JetStreamApiError } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
-import { kvKeys, LeaseSchema, type Lease } from "../subjects/index.ts";
-import type { Logger } from "./logger.ts";
-import type { NodeMetrics } from "./metrics.ts";
+import { kvKeys, LeaseSchema, type Lease } from "../../subjects/index.ts";
+import type { Logger } from "../logger.ts";
+import type { NodeMetrics } from "../metrics.ts";
 
 /** JSStreamWrongLastSequence: the compare-and-set lost, someone else wrote first. */
 const WRONG_LAST_SEQUENCE = 10071;

@@ -34,7 +34,7 @@ import {
   type ControlName,
   type ControlReply,
   type ControlRequest,
-} from "../subjects/index.ts";
+} from "../../subjects/index.ts";
 
 export interface ControlClientOptions {
   /** How long a request waits for its reply before failing with UNAVAILABLE, in ms. Default 5000. */

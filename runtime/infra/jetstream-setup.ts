@@ -1,8 +1,8 @@
 import { jetstreamManager, JetStreamApiCodes, JetStreamApiError, type StreamConfig } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { BUCKETS, STREAMS, subjects } from "../subjects/index.ts";
-import type { Logger } from "./logger.ts";
+import { BUCKETS, STREAMS, subjects } from "../../subjects/index.ts";
+import type { Logger } from "../logger.ts";
 import { retryTransient } from "./nats.ts";
 
 const NS_PER_MS = 1_000_000;

@@ -15,20 +15,17 @@ import {
   type DetectionEvent,
   type NodeInfo,
   type StatusEvent,
-} from "../subjects/index.ts";
+} from "../../subjects/index.ts";
 import { ClusterView } from "./cluster-view.ts";
-import type { Config } from "./config.ts";
-import { describeConfig } from "./config.ts";
+import type { Config } from "../config.ts";
+import { describeConfig } from "../config.ts";
 import { serveCameraStatus, serveCameraViewers, serveControl } from "./control-server.ts";
-import { startEmbeddedNats } from "./embedded-nats.ts";
-import { ensureJetStream } from "./jetstream-setup.ts";
+import { connectNats, ensureJetStream, retryTransient, startEmbeddedNats, type NatsConnection, type NatsServerProcess } from "../infra/index.ts";
 import { BufferedPublisher } from "./event-publisher.ts";
 import type { ActorContext, DetectionOutcome, DetectionReport, KindRegistry, StatusReport, StopReason } from "./kinds.ts";
 import { LeaseKeeper, leaseTiming, type LeaseLossReason } from "./leases.ts";
-import type { Logger } from "./logger.ts";
-import { NodeMetrics } from "./metrics.ts";
-import { connectNats, retryTransient, type NatsConnection } from "./nats.ts";
-import type { NatsServerProcess } from "./nats-server.ts";
+import type { Logger } from "../logger.ts";
+import { NodeMetrics } from "../metrics.ts";
 import { startOpsServer, type OpsServer } from "./ops-http.ts";
 import { fairShare, handoverCount, rankCandidates, rendezvousScore, type NodeLoad } from "./placement.ts";
 import { ActorSlot, type BackoffPolicy } from "./supervisor.ts";

@@ -1,7 +1,7 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
-import type { Logger } from "./logger.ts";
+import type { Logger } from "../logger.ts";
 
 export interface OpsServerOptions {
   host: string;

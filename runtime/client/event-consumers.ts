@@ -9,8 +9,8 @@ import {
   type DetectionEvent,
   type Scope,
   type StatusEvent,
-} from "../subjects/index.ts";
-import { silentLogger, type Logger } from "./logger.ts";
+} from "../../subjects/index.ts";
+import { silentLogger, type Logger } from "../logger.ts";
 
 /**
  * Reading camfleet's events back from JetStream: `tailEvents` for a

@@ -1,0 +1,11 @@
+/** NATS and processes: connecting, the nats-server child (embedded or for tests), JetStream set-up, supervised child processes. */
+export { describeExit, findExecutable, isExecutable, SETPRIV, superviseSpawn, timedOut, withTimeout } from "./child-process.ts";
+export type { ChildExit, StdioSlot, SupervisedChild, SuperviseOptions } from "./child-process.ts";
+export { EmbeddedNatsPortInUseError, startEmbeddedNats } from "./embedded-nats.ts";
+export type { EmbeddedNatsOptions } from "./embedded-nats.ts";
+export { defaultReplicas, ensureJetStream } from "./jetstream-setup.ts";
+export type { JetStreamSetupOptions, StreamLimits } from "./jetstream-setup.ts";
+export { connectNats, isTransientNatsError, retryTransient } from "./nats.ts";
+export type { ConnectOptions, NatsConnection, RetryTransientOptions } from "./nats.ts";
+export { NatsServerNotFoundError, NatsServerProcess, NatsServerStartError } from "./nats-server.ts";
+export type { NatsClusterOptions, NatsServerExit, NatsServerOptions, NatsServerPorts } from "./nats-server.ts";
