@@ -9,6 +9,11 @@ export type { Config, Role } from "./config.ts";
 export { createLogger, silentLogger } from "./logger.ts";
 export type { Logger, LoggerOptions } from "./logger.ts";
 export { createRegistry, NodeMetrics, perRegistry } from "./metrics.ts";
+export { ManualClock, realClock, sleep } from "./clock.ts";
+export type { Clock, Timer } from "./clock.ts";
+export { backoffDelay as nextBackoffDelay, equalJitter, nominalDelay } from "./backoff.ts";
+export type { Backoff } from "./backoff.ts";
+export { DeadlineError, timedOut, withDeadline, withTimeout } from "./deadline.ts";
 
 export { ControlClient, parseSince, startAlertConsumer, tailEvents } from "./client/index.ts";
 export type { AlertConsumer, AlertConsumerOptions, CamfleetEvent, ControlClientOptions, ControlResult, EventMeta, EventType, StartAt, TailOptions } from "./client/index.ts";
@@ -29,8 +34,6 @@ export {
   SETPRIV,
   startEmbeddedNats,
   superviseSpawn,
-  timedOut,
-  withTimeout,
 } from "./infra/index.ts";
 export type {
   ChildExit,

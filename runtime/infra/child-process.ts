@@ -2,6 +2,7 @@ import { spawn, type ChildProcess, type IOType } from "node:child_process";
 import { existsSync, constants as fsConstants } from "node:fs";
 import { access } from "node:fs/promises";
 import { delimiter, join } from "node:path";
+import { timedOut, withTimeout } from "../deadline.ts";
 
 /**
  * How camfleet runs a helper process (nats-server, FFmpeg, test servers):
@@ -160,14 +161,3 @@ export async function findExecutable(name: string, fallbacks: readonly string[])
   return undefined;
 }
 
-export const timedOut = Symbol("timedOut");
-
-/** Races `p` against a timer that is cleared either way, so no timer outlives the wait. */
-export async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | typeof timedOut> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([p, new Promise<typeof timedOut>((res) => (timer = setTimeout(() => res(timedOut), ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
-}

@@ -16,7 +16,8 @@ import { request } from "node:http";
 import { connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { describeExit, findExecutable, isExecutable, superviseSpawn, withTimeout, type ChildExit, type SupervisedChild } from "./child-process.ts";
+import { withTimeout } from "../deadline.ts";
+import { describeExit, findExecutable, isExecutable, superviseSpawn, type ChildExit, type SupervisedChild } from "./child-process.ts";
 
 export interface NatsClusterOptions {
   /** Cluster name (`--cluster_name`); the same on every member. */

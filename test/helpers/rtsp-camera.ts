@@ -20,7 +20,7 @@
 
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { describeExit, superviseSpawn, withTimeout, type ChildExit, type SupervisedChild } from "../../runtime/infra/child-process.ts";
+import { describeExit, superviseSpawn, withTimeout, type ChildExit, type SupervisedChild } from "../../runtime/index.ts";
 import type { RegisterCleanup } from "./nats-harness.ts";
 
 const SERVER_SCRIPT = fileURLToPath(new URL("../fixtures/rtsp-server.py", import.meta.url));
