@@ -1,7 +1,7 @@
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { isTransientNatsError, type Config, type Logger } from "../runtime/index.ts";
-import { CamfleetError, CameraSpecSchema, kvKeys, type CameraSpec } from "../subjects/index.ts";
+import { cameraSpecOf, toCamfleetError, type Config, type Logger } from "../runtime/index.ts";
+import { CamfleetError, kvKeys, type CameraSpec } from "../subjects/index.ts";
 import { Relay, type SessionKind } from "./relay.ts";
 import { RelayDirectory } from "./relay-directory.ts";
 import { ViewerReporter } from "./viewer-reporter.ts";
@@ -75,11 +75,9 @@ export class GatewayCore {
 
   /** The camera's spec from camfleet_cameras; NOT_FOUND if there is none. */
   async cameraSpec(camera: string): Promise<CameraSpec> {
-    const entry = await this.#cameras.get(kvKeys.camera(camera));
-    if (entry === null || entry.operation !== "PUT") throw new CamfleetError("NOT_FOUND", `no camera ${camera}`);
-    const parsed = CameraSpecSchema.safeParse(entry.json());
-    if (!parsed.success) throw new CamfleetError("INTERNAL", `camera ${camera} has an unreadable spec`);
-    return parsed.data;
+    const spec = cameraSpecOf(await this.#cameras.get(kvKeys.camera(camera)));
+    if (spec === undefined) throw new CamfleetError("NOT_FOUND", `no camera ${camera}`);
+    return spec;
   }
 
   /** A WHIP publisher or WHEP viewer for a camera: here, or a redirect to the gateway that holds its relay. */
@@ -87,8 +85,7 @@ export class GatewayCore {
     try {
       return await this.#open(kind, camera, offer, route);
     } catch (err) {
-      if (isTransientNatsError(err)) throw new CamfleetError("UNAVAILABLE", "the cluster (NATS) cannot answer right now; retry", { cause: err });
-      throw err;
+      throw toCamfleetError(err);
     }
   }
 

@@ -27,6 +27,8 @@ export {
   findExecutable,
   isExecutable,
   isTransientNatsError,
+  cameraSpecOf,
+  toCamfleetError,
   NatsServerNotFoundError,
   NatsServerProcess,
   NatsServerStartError,

@@ -5,7 +5,7 @@ export { EmbeddedNatsPortInUseError, startEmbeddedNats } from "./embedded-nats.t
 export type { EmbeddedNatsOptions } from "./embedded-nats.ts";
 export { defaultReplicas, ensureJetStream } from "./jetstream-setup.ts";
 export type { JetStreamSetupOptions, StreamLimits } from "./jetstream-setup.ts";
-export { connectNats, isTransientNatsError, retryTransient } from "./nats.ts";
+export { cameraSpecOf, connectNats, isTransientNatsError, retryTransient, toCamfleetError } from "./nats.ts";
 export type { ConnectOptions, NatsConnection, RetryTransientOptions } from "./nats.ts";
 export { NatsServerNotFoundError, NatsServerProcess, NatsServerStartError } from "./nats-server.ts";
 export type { NatsClusterOptions, NatsServerExit, NatsServerOptions, NatsServerPorts } from "./nats-server.ts";

@@ -10,7 +10,8 @@ import {
   TimeoutError,
   type NatsConnection,
 } from "@nats-io/transport-node";
-import { redact } from "../../subjects/index.ts";
+import type { KvEntry } from "@nats-io/kv";
+import { CameraSpecSchema, CamfleetError, ensureCamfleetError, redact, type CameraSpec } from "../../subjects/index.ts";
 import type { Logger } from "../logger.ts";
 import type { NodeMetrics } from "../metrics.ts";
 
@@ -169,6 +170,31 @@ export function isTransientNatsError(err: unknown): boolean {
     err instanceof jserrors.JetStreamNotEnabled ||
     (err instanceof JetStreamError && !(err instanceof JetStreamApiError))
   );
+}
+
+/**
+ * The one boundary from "anything thrown" to a camfleet error: CamfleetErrors
+ * pass through, NATS's transient failures (no responders, timeouts, a
+ * connection that is closed, draining or away, JetStream not answering) are
+ * UNAVAILABLE, anything else INTERNAL. `what` names the part that did not
+ * answer, e.g. "the cluster".
+ */
+export function toCamfleetError(err: unknown, what = "the cluster (NATS)"): CamfleetError {
+  if (err instanceof CamfleetError) return err;
+  if (isTransientNatsError(err)) return new CamfleetError("UNAVAILABLE", `${what} cannot answer right now; retry`, { cause: err });
+  return ensureCamfleetError(err);
+}
+
+/**
+ * A camera's spec from a `camfleet_cameras` entry: undefined for no entry or
+ * a delete/purge marker; an unreadable value is INTERNAL (the bucket is
+ * written through CameraSpecSchema only, so it means a foreign writer).
+ */
+export function cameraSpecOf(entry: KvEntry | null): CameraSpec | undefined {
+  if (entry === null || entry.operation !== "PUT") return undefined;
+  const parsed = CameraSpecSchema.safeParse(entry.json());
+  if (!parsed.success) throw new CamfleetError("INTERNAL", `camera ${entry.key} has an unreadable spec: ${parsed.error.issues[0]?.message ?? "invalid"}`);
+  return parsed.data;
 }
 
 export interface RetryTransientOptions {

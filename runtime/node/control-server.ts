@@ -22,7 +22,7 @@ import { isCasConflict } from "./leases.ts";
 import type { ViewerReport } from "./kinds.ts";
 import type { Logger } from "../logger.ts";
 import type { NodeMetrics } from "../metrics.ts";
-import { isTransientNatsError } from "../infra/index.ts";
+import { cameraSpecOf, toCamfleetError } from "../infra/index.ts";
 
 /** What the control service needs from its node. */
 export interface ControlDeps {
@@ -86,7 +86,7 @@ export function serveControl(deps: ControlDeps): { stop(): void } {
       const body = parseBody(msg);
       reply = { ok: true, ...(await withDeadline(handler(body, msg), HANDLER_DEADLINE_MS)) };
     } catch (err) {
-      const e = isTransientNatsError(err) ? new CamfleetError("UNAVAILABLE", "the cluster cannot answer right now; retry", { cause: err }) : ensureCamfleetError(err);
+      const e = toCamfleetError(err, "the cluster");
       outcome = e.code;
       if (e.code === "INTERNAL") log.error({ err, op }, "control request failed");
       reply = { ok: false, error: e.toJSON() };
@@ -97,8 +97,8 @@ export function serveControl(deps: ControlDeps): { stop(): void } {
 
   const getSpec = async (id: string): Promise<{ spec: CameraSpec; revision: number } | undefined> => {
     const entry = await deps.cameras.get(kvKeys.camera(id));
-    if (entry === null || entry.operation !== "PUT") return undefined;
-    return { spec: CameraSpecSchema.parse(entry.json()), revision: entry.revision };
+    const spec = cameraSpecOf(entry);
+    return spec === undefined || entry === null ? undefined : { spec, revision: entry.revision };
   };
 
   const checkSource = (spec: CameraSpec) => {
