@@ -4,7 +4,7 @@
 import type { ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { superviseSpawn } from "../../runtime/infra/child-process.ts";
+import { CONFIG_VARIABLES, superviseSpawn, withTimeout } from "../../runtime/index.ts";
 import type { RegisterCleanup } from "./nats-harness.ts";
 
 const BIN = fileURLToPath(new URL("../../bin/camfleet", import.meta.url));
@@ -16,15 +16,32 @@ export interface CamfleetProcess {
   stderr(): string;
   /** Resolves with the first log line (past or future) that matches; rejects at the deadline or if the process exits. */
   waitForLog(match: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
-  /** Resolves when the process has exited. */
+  /** Resolves when the process has exited and its stdout and stderr are read to the end. */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  /** SIGTERM, then SIGKILL after `timeoutMs`; resolves on exit. */
+  /** SIGTERM, then SIGKILL after `timeoutMs`; resolves as `exited` does. */
   stop(timeoutMs?: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
+/**
+ * After the exit, how long the output pipes may take to deliver what is left.
+ * Bounded: a grandchild that inherited a pipe must not hang a test.
+ */
+const OUTPUT_DRAIN_MS = 5_000;
+
+/** The environment a test's camfleet gets: the runner's, less every camfleet and NATS setting a developer's shell may carry. */
+function testEnv(extra: Record<string, string | undefined> | undefined): NodeJS.ProcessEnv {
+  // Inherit the rest: the suite's leak check follows a variable every child carries (CAMFLEET_TEST_RUN).
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const { name, alias } of CONFIG_VARIABLES) {
+    delete env[name];
+    if (alias !== undefined) delete env[alias];
+  }
+  for (const name of Object.keys(env)) if (name.startsWith("NATS_") || name.startsWith("MEDIAMTX_")) delete env[name];
+  return { ...env, LOG_LEVEL: "debug", ...extra };
+}
+
 export function runCamfleet(args: string[], opts: { env?: Record<string, string | undefined>; onCleanup: RegisterCleanup }): CamfleetProcess {
-  // Inherit the environment: the suite's leak check follows a variable every child carries.
-  const env = { ...process.env, LOG_LEVEL: "debug", ...opts.env };
+  const env = testEnv(opts.env);
   // Supervised like every helper process: under a parent-death signal (a
   // killed test runner or benchmark leaves no node behind), in its own group.
   let stderr = "";
@@ -40,6 +57,14 @@ export function runCamfleet(args: string[], opts: { env?: Record<string, string 
   const lines: Array<Record<string, unknown>> = [];
   const waiters = new Set<() => void>();
   let buf = "";
+  let drained = false;
+  const stdoutEnded = new Promise<void>((resolve) =>
+    child.stdout!.once("close", () => {
+      if (buf !== "") lines.push({ raw: buf }); // a last line without its newline
+      buf = "";
+      resolve();
+    }),
+  );
   child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
     buf += chunk;
     let nl: number;
@@ -54,11 +79,18 @@ export function runCamfleet(args: string[], opts: { env?: Record<string, string 
       for (const w of waiters) w();
     }
   });
-  const exited = run.exited.then((exit) => {
+  // 'exit' can come before the last output is read: a test that reads lines or
+  // stderr once the process is gone must see all of them.
+  const exited = run.exited.then(async (exit) => {
+    await withTimeout(Promise.all([stdoutEnded, run.closed]), OUTPUT_DRAIN_MS);
+    drained = true;
     for (const w of waiters) w();
     return exit;
   });
-  const stop = (timeoutMs = 10_000) => run.terminate(timeoutMs);
+  const stop = async (timeoutMs = 10_000) => {
+    await run.terminate(timeoutMs);
+    return exited;
+  };
   opts.onCleanup(async () => {
     await stop(5_000);
   });
@@ -68,7 +100,7 @@ export function runCamfleet(args: string[], opts: { env?: Record<string, string 
       const check = () => {
         const found = lines.find(match);
         if (found !== undefined) return finish(() => resolve(found));
-        if (child.exitCode !== null || child.signalCode !== null) {
+        if (drained) {
           return finish(() => reject(new Error(`camfleet exited (${child.exitCode ?? child.signalCode}) before the awaited log line\nstderr: ${stderr}\nstdout: ${JSON.stringify(lines.slice(-10))}`)));
         }
       };

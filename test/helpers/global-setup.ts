@@ -16,6 +16,8 @@ import { readdir, readFile } from "node:fs/promises";
 import type { TestProject } from "vitest/node";
 
 const RUN_VAR = "CAMFLEET_TEST_RUN";
+/** How long a process found at teardown may take to finish dying before it counts as a leak, ms. */
+const LEAK_GRACE_MS = 3_000;
 
 interface Leak {
   pid: number;
@@ -34,7 +36,14 @@ export default function setup(project: TestProject): () => Promise<void> {
   process.env[RUN_VAR] = runId;
 
   return async function teardown(): Promise<void> {
-    const leaks = await findLeaks(`${RUN_VAR}=${runId}`);
+    const mark = `${RUN_VAR}=${runId}`;
+    // A process killed by its parent-death signal as the last worker exited may
+    // still be dying (not yet a zombie): give such processes a moment, then judge.
+    let leaks = await findLeaks(mark);
+    for (const deadline = Date.now() + LEAK_GRACE_MS; leaks.length > 0 && Date.now() < deadline; ) {
+      await new Promise((res) => setTimeout(res, 100));
+      leaks = await findLeaks(mark);
+    }
     if (leaks.length === 0) return;
     for (const leak of leaks) {
       try {

@@ -22,6 +22,7 @@ import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { describeExit, superviseSpawn, withTimeout, type ChildExit, type SupervisedChild } from "../../runtime/index.ts";
 import type { RegisterCleanup } from "./nats-harness.ts";
+import { reservePort } from "./ports.ts";
 
 const SERVER_SCRIPT = fileURLToPath(new URL("../fixtures/rtsp-server.py", import.meta.url));
 const DEFAULT_PYTHON = "/usr/bin/python3";
@@ -82,7 +83,12 @@ export interface StartRtspCameraOptions {
    * Default false. Cheap for benchmarks feeding many cameras from one stream.
    */
   shared?: boolean;
-  /** TCP port on 127.0.0.1. Default: one the kernel picks on the first start, kept by restart(). */
+  /**
+   * TCP port on 127.0.0.1. Default: one from reservePort(), kept by restart().
+   * Not the kernel's choice: while a camera is down between kill and restart its
+   * clients keep dialling the port, and one in the ephemeral range could be
+   * taken meanwhile (by another socket, or by a client that connects to itself).
+   */
   port?: number;
   /** Milliseconds start() waits for the server's READY line. Default 10000. */
   readyTimeoutMs?: number;
@@ -159,7 +165,7 @@ export async function startRtspCamera(opts: StartRtspCameraOptions): Promise<Rts
   const specs = mounts.map((m) => mountSpec(m, credentialsOf(m), opts.shared ?? false));
   const python = opts.python ?? DEFAULT_PYTHON;
 
-  let port = opts.port ?? 0;
+  let port = opts.port ?? (await reservePort());
   let current: Run | undefined;
   let lastRun: Run | undefined;
   const stderrTail = () => lastRun?.stderrTail() ?? "";
@@ -203,13 +209,17 @@ export async function startRtspCamera(opts: StartRtspCameraOptions): Promise<Rts
   const stop = async (o: { timeoutMs?: number } = {}): Promise<RtspCameraExit | undefined> => {
     const run = current;
     if (!run) return undefined;
-    return run.terminate(o.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS);
+    const exit = await run.terminate(o.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS);
+    await withTimeout(run.closed, STDERR_DRAIN_MS); // so stderrTail() has its last words
+    return exit;
   };
 
   const kill = async (): Promise<RtspCameraExit | undefined> => {
     const run = current;
     if (!run) return undefined;
-    return run.kill();
+    const exit = await run.kill();
+    await withTimeout(run.closed, STDERR_DRAIN_MS);
+    return exit;
   };
 
   // Registered before the first spawn: a failed start or a failed assert still stops the server.
