@@ -86,12 +86,16 @@ test("a reply of the wrong shape, or not JSON, is INTERNAL", async () => {
   expect((await rejection(ctl.listCameras())).code).toBe("INTERNAL");
 });
 
+// "At once" means well before the 5000 ms request timeout these tests set, with
+// room for a loaded machine: half of it.
+const AT_ONCE_MS = 2500;
+
 test("no responder on a queue-group subject is UNAVAILABLE at once, not at the timeout", async () => {
   const { client } = await setup();
   const ctl = new ControlClient(client, { timeoutMs: 5000 });
   const t0 = performance.now();
   const err = await rejection(ctl.listNodes());
-  expect(performance.now() - t0).toBeLessThan(1000);
+  expect(performance.now() - t0).toBeLessThan(AT_ONCE_MS);
   expect(err.code).toBe("UNAVAILABLE");
   expect(err.message).toBe(`no camfleet node is serving ${subjects.ctl.nodesList}`);
 });
@@ -106,7 +110,7 @@ test("no responder on camera.<id>.status is NOT_FOUND (not running anywhere); on
   const drain = await rejection(ctl.drainNode("n7"));
   expect(drain.code).toBe("NOT_FOUND");
   expect(drain.message).toBe("no live node n7");
-  expect(performance.now() - t0).toBeLessThan(1000);
+  expect(performance.now() - t0).toBeLessThan(AT_ONCE_MS);
 });
 
 test("a responder that never answers: UNAVAILABLE at the deadline", async () => {
@@ -124,7 +128,7 @@ test("a responder that never answers: UNAVAILABLE at the deadline", async () => 
   expect(err.code).toBe("UNAVAILABLE");
   expect(err.message).toBe(`no reply from camfleet within 300 ms on ${subjects.ctl.cameraStop("cam-1")}`);
   expect(took).toBeGreaterThanOrEqual(290);
-  expect(took).toBeLessThan(1500);
+  expect(took).toBeLessThan(AT_ONCE_MS); // the 300 ms deadline, not the default 5000 ms one
 });
 
 test("a bad id or spec is INVALID_ARGUMENT and nothing is published", async () => {
@@ -192,6 +196,6 @@ test("a closed connection fails waiting and later requests with UNAVAILABLE", as
   await client.close();
   const err = await waiting;
   expect(err.code).toBe("UNAVAILABLE");
-  expect(performance.now() - t0).toBeLessThan(1000);
+  expect(performance.now() - t0).toBeLessThan(AT_ONCE_MS);
   expect((await rejection(ctl.listNodes())).code).toBe("UNAVAILABLE");
 });

@@ -146,7 +146,7 @@ describe("reference detector over gRPC", () => {
     const late = await rejection(client.detect({ frame: frame!, cameraId: "c", frameId: 0, captureTs: 0, solutions: ["motion"] }, { deadlineMs: 200 }));
     expect(late.code).toBe("DEADLINE_EXCEEDED");
     expect(late.unavailable).toBe(true);
-    expect(Date.now() - started).toBeLessThan(2000);
+    expect(Date.now() - started).toBeLessThan(2500); // the 200 ms deadline, long before the 3000 ms answer
     await server.stop(0);
     const down = await rejection(call(client, frame!, 1));
     expect(down.code).toBe("UNAVAILABLE");
