@@ -108,7 +108,7 @@ describe("detections from a running camera", () => {
     detector = await startDetectorProcess(port);
     const back = await waitStatus("moving", (s) => s.error === undefined && s.frames.detections > down.frames.detections + 2, "moving: detections again after the detector returned", 20_000);
     expect(back.state).toBe("STREAMING");
-  }, 90_000);
+  }, 180_000); // the waits inside have deadlines of their own; this only bounds their sum
 
   test("a detector answering garbage: DETECTOR_FAILED with the reason, nothing published, the camera keeps streaming", async () => {
     const liar: DetectorService = {

@@ -82,15 +82,17 @@ describe.skipIf(!hasChromium)("relay with Chromium", () => {
     );
 
     // Both leave (Chromium sends a DTLS close_notify): publishing goes on for the linger time, then stops.
+    // Taken before the leave, so it is no later than the node's own "last viewer left":
+    // publishing cannot stop sooner than LINGER_MS after it, however late the polls below see things.
+    const beforeLeave = performance.now();
     await second.closePeer();
     await viewer.closePeer();
     await waitStatus((s) => s.viewers === 0, "no viewers counted", 10_000);
-    const leftAt = performance.now();
     expect((await status())?.publishing).toBe(true);
     await waitStatus((s) => !s.publishing, "publishing stopped after the linger time", LINGER_MS + 10_000);
-    const stoppedAfter = performance.now() - leftAt;
-    await annotate(`publishing stopped ${stoppedAfter.toFixed(0)} ms after the last viewer left (linger ${LINGER_MS} ms)`);
-    expect(stoppedAfter).toBeGreaterThan(LINGER_MS - 1_000);
+    const stoppedAfter = performance.now() - beforeLeave;
+    await annotate(`publishing stopped ${stoppedAfter.toFixed(0)} ms after the viewers began to leave (linger ${LINGER_MS} ms)`);
+    expect(stoppedAfter).toBeGreaterThanOrEqual(LINGER_MS);
     // The ingest goes on: the camera is still streaming, ready for the next viewer.
     expect((await status())?.state).toBe("STREAMING");
 
@@ -102,7 +104,7 @@ describe.skipIf(!hasChromium)("relay with Chromium", () => {
     // A bad report is refused and changes nothing.
     const bad = await nc.request(subjects.ctl.cameraViewers("door"), JSON.stringify({ gateway: "ghost-gw", viewers: -1, ttl_ms: 1_000 }), { timeout: 2_000 });
     expect(bad.json()).toMatchObject({ ok: false, error: { code: "INVALID_ARGUMENT" } });
-  });
+  }, 120_000); // the waits above have deadlines of their own; this only bounds their sum
 
   it("Chromium publishes its fake camera over WHIP, and a second Chromium page decodes it", async () => {
     const nats = await startNats({ onCleanup: onTestFinished });

@@ -24,6 +24,8 @@ describe("camfleet up with the relay", () => {
         NODE_ID: "up1",
         HTTP_PORT: "0",
         CAMFLEET_NATS_PORT: String(natsPort),
+        // Not the default 50051: another detector on this machine would be taken for up's own.
+        DETECTOR_LISTEN: `127.0.0.1:${await reservePort()}`,
         CAMFLEET_DATA_DIR: dataDir,
         CAMFLEET_ACTOR_KIND: "camera",
         CAMFLEET_API_TOKEN: token,
