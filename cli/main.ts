@@ -1,13 +1,13 @@
 import { readFileSync } from "node:fs";
 import { Command } from "commander";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { cameraActorKind, simKind } from "../actors/index.ts";
 // The gateway (fastify, the relay) and the detector (gRPC) are imported by the
 // commands that run them: a plain node does not carry them (~30 MB).
 import type { DetectorServer } from "../proto/index.ts";
-import { assertId, CamfleetError, ensureCamfleetError, redact } from "../subjects/index.ts";
+import { assertId, CamfleetError, redact } from "../subjects/index.ts";
 import {
   ConfigError,
+  connectNats,
   ControlClient,
   createLogger,
   createRegistry,
@@ -20,7 +20,10 @@ import {
   type CamfleetEvent,
   type Config,
   type EventType,
+  silentLogger,
+  toCamfleetError,
   type Logger,
+  type NatsConnection,
   type Role,
   type StartAt,
 } from "../runtime/index.ts";
@@ -213,7 +216,8 @@ async function withNats(work: (nc: NatsConnection) => Promise<void>): Promise<vo
   const servers = config.natsServers ?? [`nats://127.0.0.1:${config.embeddedNatsPort}`];
   let nc: NatsConnection;
   try {
-    nc = await connect({ servers, name: "camfleet-cli", timeout: 3000 });
+    // The same connection a node makes, but failing at once: a command should say so, not wait for a server.
+    nc = await connectNats({ servers, name: "camfleet-cli", logger: silentLogger(), connectTimeoutMs: 3000 });
   } catch (err) {
     process.stderr.write(`camfleet: cannot reach NATS at ${servers.map(redact).join(", ")} (${err instanceof Error ? err.message : String(err)}); set NATS_URL, or start camfleet with \`camfleet up\`\n`);
     process.exit(EXIT_FAILURE);
@@ -221,7 +225,7 @@ async function withNats(work: (nc: NatsConnection) => Promise<void>): Promise<vo
   try {
     await work(nc);
   } catch (err) {
-    const e = ensureCamfleetError(err);
+    const e = toCamfleetError(err);
     process.stderr.write(`camfleet: ${e.code}: ${e.message}\n`);
     process.exitCode = EXIT_FAILURE;
   } finally {

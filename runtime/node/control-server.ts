@@ -22,6 +22,7 @@ import { isCasConflict } from "./leases.ts";
 import type { ViewerReport } from "./kinds.ts";
 import type { Logger } from "../logger.ts";
 import type { NodeMetrics } from "../metrics.ts";
+import { withDeadline } from "../deadline.ts";
 import { cameraSpecOf, toCamfleetError } from "../infra/index.ts";
 
 /** What the control service needs from its node. */
@@ -84,7 +85,12 @@ export function serveControl(deps: ControlDeps): { stop(): void } {
     let reply: Record<string, unknown>;
     try {
       const body = parseBody(msg);
-      reply = { ok: true, ...(await withDeadline(handler(body, msg), HANDLER_DEADLINE_MS)) };
+      reply = {
+        ok: true,
+        ...(await withDeadline(handler(body, msg), HANDLER_DEADLINE_MS, op, {
+          onTimeout: () => new CamfleetError("UNAVAILABLE", `the cluster did not answer within ${HANDLER_DEADLINE_MS} ms; retry`),
+        })),
+      };
     } catch (err) {
       const e = toCamfleetError(err, "the cluster");
       outcome = e.code;
@@ -279,10 +285,3 @@ function parseBody(msg: Msg): unknown {
   }
 }
 
-function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new CamfleetError("UNAVAILABLE", `the cluster did not answer within ${ms} ms; retry`)), ms);
-  });
-  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
-}
