@@ -104,3 +104,31 @@ export class ManualClock implements Clock {
     this.#now = until;
   }
 }
+
+/** A repeating timer: stop() cancels it for good. */
+export interface Repeating {
+  stop(): void;
+}
+
+/**
+ * Calls `fn` every `ms` on `clock` until stopped. Each run arms the next one,
+ * so a ManualClock's advance() runs it once per period it crosses.
+ */
+export function every(clock: Clock, ms: number, fn: () => void): Repeating {
+  let stopped = false;
+  let timer: Timer | undefined;
+  const arm = () => {
+    timer = clock.setTimeout(() => {
+      if (stopped) return;
+      arm();
+      fn();
+    }, ms);
+  };
+  arm();
+  return {
+    stop() {
+      stopped = true;
+      clock.clearTimeout(timer);
+    },
+  };
+}

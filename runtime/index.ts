@@ -9,11 +9,13 @@ export type { Config, Role } from "./config.ts";
 export { createLogger, silentLogger } from "./logger.ts";
 export type { Logger, LoggerOptions } from "./logger.ts";
 export { createRegistry, NodeMetrics, perRegistry } from "./metrics.ts";
-export { ManualClock, realClock, sleep } from "./clock.ts";
-export type { Clock, Timer } from "./clock.ts";
-export { backoffDelay as nextBackoffDelay, equalJitter, nominalDelay } from "./backoff.ts";
+export { every, ManualClock, realClock, sleep } from "./clock.ts";
+export type { Clock, Repeating, Timer } from "./clock.ts";
+export { backoffDelay, equalJitter, nominalDelay } from "./backoff.ts";
 export type { Backoff } from "./backoff.ts";
 export { DeadlineError, timedOut, withDeadline, withTimeout } from "./deadline.ts";
+export { LOG_MESSAGES } from "./log-messages.ts";
+export type { LogMessage } from "./log-messages.ts";
 
 export { ControlClient, parseSince, startAlertConsumer, tailEvents } from "./client/index.ts";
 export type { AlertConsumer, AlertConsumerOptions, CamfleetEvent, ControlClientOptions, ControlResult, EventMeta, EventType, StartAt, TailOptions } from "./client/index.ts";
@@ -26,7 +28,9 @@ export {
   ensureJetStream,
   findExecutable,
   isExecutable,
+  isCasConflict,
   isTransientNatsError,
+  KvClaims,
   cameraSpecOf,
   toCamfleetError,
   NatsServerNotFoundError,
@@ -42,6 +46,7 @@ export type {
   ConnectOptions,
   EmbeddedNatsOptions,
   JetStreamSetupOptions,
+  KvClaimOptions,
   NatsClusterOptions,
   NatsConnection,
   NatsServerExit,
@@ -56,7 +61,7 @@ export type {
 
 export {
   ActorSlot,
-  backoffDelay,
+  ageOf,
   ClusterView,
   BufferedPublisher,
   DEFAULT_BACKOFF,
@@ -65,11 +70,13 @@ export {
   FleetNode,
   handoverCount,
   hashUnit,
-  isCasConflict,
+  initialMemory,
+  isExpired,
   KindRegistry,
   LeaseKeeper,
   leaseTiming,
   rankCandidates,
+  reconcile,
   rendezvousScore,
   runtimeError,
   startOpsServer,
@@ -80,6 +87,7 @@ export type {
   ActorKind,
   BackoffPolicy,
   BufferedPublisherOptions,
+  ClusterSnapshot,
   DetectionOutcome,
   DetectionReport,
   FleetNodeOptions,
@@ -88,8 +96,13 @@ export type {
   OpsServer,
   OpsServerOptions,
   OwnedLease,
+  PlacementMemory,
   PlacementTuning,
   PublishOutcome,
+  ReconcileDecision,
+  ReconcileInput,
+  ReleaseReason,
+  SelfState,
   StatusReport,
   StopReason,
   ViewerReport,

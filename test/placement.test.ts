@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { fairShare, handoverCount, hashUnit, rankCandidates, rendezvousScore, type NodeLoad } from "../runtime/node/placement.ts";
-import { backoffDelay, DEFAULT_BACKOFF } from "../runtime/node/supervisor.ts";
+import { backoffDelay } from "../runtime/backoff.ts";
+import { DEFAULT_BACKOFF } from "../runtime/node/supervisor.ts";
 import { leaseTiming } from "../runtime/node/leases.ts";
 
 const nodes = (...spec: Array<[string, number, number]>): NodeLoad[] => spec.map(([node, capacity, count]) => ({ node, capacity, count }));

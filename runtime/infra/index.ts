@@ -5,6 +5,8 @@ export { EmbeddedNatsPortInUseError, startEmbeddedNats } from "./embedded-nats.t
 export type { EmbeddedNatsOptions } from "./embedded-nats.ts";
 export { defaultReplicas, ensureJetStream } from "./jetstream-setup.ts";
 export type { JetStreamSetupOptions, StreamLimits } from "./jetstream-setup.ts";
+export { isCasConflict, KvClaims } from "./kv-claim.ts";
+export type { KvClaimOptions } from "./kv-claim.ts";
 export { cameraSpecOf, connectNats, isTransientNatsError, retryTransient, toCamfleetError } from "./nats.ts";
 export type { ConnectOptions, NatsConnection, RetryTransientOptions } from "./nats.ts";
 export { NatsServerNotFoundError, NatsServerProcess, NatsServerStartError } from "./nats-server.ts";

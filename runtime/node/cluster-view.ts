@@ -1,7 +1,14 @@
 import type { KV, KvEntry, KvWatchEntry } from "@nats-io/kv";
 import type { QueuedIterator } from "@nats-io/transport-node";
-import { CameraSpecSchema, LeaseSchema, NodeInfoSchema, type CameraSpec, type Lease, type NodeInfo } from "../../subjects/index.ts";
+import { LeaseSchema, NodeInfoSchema, type CameraSpec, type Lease, type NodeInfo } from "../../subjects/index.ts";
+import { backoffDelay, type Backoff } from "../backoff.ts";
+import { every, realClock, sleep, type Clock, type Repeating } from "../clock.ts";
+import { cameraSpecOf } from "../infra/index.ts";
 import type { Logger } from "../logger.ts";
+import { ageOf, type ClusterSnapshot } from "./reconcile.ts";
+
+/** Restarting a dead watch: 0.1 s doubling to 2 s, no jitter (one node, one watch). */
+const WATCH_RESTART_BACKOFF: Backoff = { initialMs: 100, maxMs: 2000, jitter: "none" };
 
 export interface Observed<T> {
   value: T;
@@ -19,7 +26,7 @@ export interface ClusterViewOptions {
   logger: Logger;
   /** How often each watch is checked against its bucket, ms. Default TTL/2. */
   healthCheckMs?: number;
-  now?: () => number;
+  clock?: Clock;
 }
 
 /** One watched bucket. */
@@ -27,7 +34,8 @@ interface Watched<T> {
   name: string;
   kv: KV;
   into: Map<string, Observed<T>>;
-  parse: (v: unknown) => T;
+  /** The entry's value; throws on one that is unreadable. Called for PUTs only. */
+  parse: (entry: KvEntry) => T;
   iter?: QueuedIterator<KvWatchEntry>;
   /** Highest revision the watch has delivered. */
   seen: number;
@@ -54,31 +62,31 @@ export class ClusterView {
   readonly leases = new Map<string, Observed<Lease>>();
   readonly nodes = new Map<string, Observed<NodeInfo>>();
   #connectedAt: number;
-  readonly #now: () => number;
+  readonly #clock: Clock;
   readonly #listeners = new Set<() => void>();
   readonly #watched: Array<Watched<CameraSpec> | Watched<Lease> | Watched<NodeInfo>>;
-  #healthTimer?: NodeJS.Timeout;
+  #healthTimer?: Repeating;
   #stopped = false;
 
   constructor(private readonly options: ClusterViewOptions) {
-    this.#now = options.now ?? (() => performance.now());
-    this.#connectedAt = this.#now();
+    this.#clock = options.clock ?? realClock;
+    this.#connectedAt = this.#clock.now();
     this.#watched = [
-      { name: "camera", kv: options.cameras, into: this.cameras, parse: (v) => CameraSpecSchema.parse(v), seen: 0 },
-      { name: "lease", kv: options.leases, into: this.leases, parse: (v) => LeaseSchema.parse(v), seen: 0 },
-      { name: "node", kv: options.nodes, into: this.nodes, parse: (v) => NodeInfoSchema.parse(v), seen: 0 },
+      { name: "camera", kv: options.cameras, into: this.cameras, parse: (e) => cameraSpecOf(e)!, seen: 0 },
+      { name: "lease", kv: options.leases, into: this.leases, parse: (e) => LeaseSchema.parse(e.json()), seen: 0 },
+      { name: "node", kv: options.nodes, into: this.nodes, parse: (e) => NodeInfoSchema.parse(e.json()), seen: 0 },
     ];
   }
 
   /** Starts the watches; resolves when each bucket's current content is loaded. */
   async start(): Promise<void> {
     await Promise.all(this.#watched.map((w) => this.#watch(w as Watched<unknown>)));
-    this.#healthTimer = setInterval(() => void this.#checkHealth(), this.options.healthCheckMs ?? this.options.ttlMs / 2);
+    this.#healthTimer = every(this.#clock, this.options.healthCheckMs ?? this.options.ttlMs / 2, () => void this.#checkHealth());
   }
 
   stop(): void {
     this.#stopped = true;
-    clearInterval(this.#healthTimer);
+    this.#healthTimer?.stop();
     for (const w of this.#watched) w.iter?.stop();
   }
 
@@ -88,12 +96,17 @@ export class ClusterView {
 
   /** Call after this node's NATS connection came back. */
   reconnected(): void {
-    this.#connectedAt = this.#now();
+    this.#connectedAt = this.#clock.now();
+  }
+
+  /** The view as one reconcile round reads it (the live maps, not copies: read it synchronously). */
+  snapshot(): ClusterSnapshot {
+    return { cameras: this.cameras, leases: this.leases, nodes: this.nodes, connectedAt: this.#connectedAt, ttlMs: this.options.ttlMs };
   }
 
   /** Milliseconds since the entry last changed, as far as this node can judge. */
   age(entry: { observedAt: number }): number {
-    return this.#now() - Math.max(entry.observedAt, this.#connectedAt);
+    return ageOf({ connectedAt: this.#connectedAt }, entry, this.#clock.now());
   }
 
   leaseExpired(camera: string): boolean {
@@ -169,9 +182,9 @@ export class ClusterView {
     }
     const known = w.into.get(entry.key);
     // An entry seen before at the same revision keeps its age: it did not change.
-    const observedAt = known !== undefined && known.revision === entry.revision ? known.observedAt : this.#now();
+    const observedAt = known !== undefined && known.revision === entry.revision ? known.observedAt : this.#clock.now();
     try {
-      into.set(entry.key, { value: w.parse(entry.json()), revision: entry.revision, observedAt });
+      into.set(entry.key, { value: w.parse(entry), revision: entry.revision, observedAt });
     } catch (err) {
       into.delete(entry.key);
       this.options.logger.warn({ key: entry.key, revision: entry.revision, err }, `ignoring an unreadable ${w.name} entry`);
@@ -204,13 +217,13 @@ export class ClusterView {
       const old = w.iter;
       w.iter = undefined;
       old?.stop();
-      for (let delay = 100; !this.#stopped; delay = Math.min(delay * 2, 2000)) {
+      for (let attempt = 1; !this.#stopped; attempt++) {
         try {
           await this.#watch(w);
           return;
         } catch (err) {
           this.options.logger.debug({ err }, `restarting the ${w.name} watch failed; retrying`);
-          await new Promise((r) => setTimeout(r, delay));
+          await sleep(this.#clock, backoffDelay(WATCH_RESTART_BACKOFF, attempt));
         }
       }
     })().finally(() => {

@@ -1,7 +1,17 @@
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { Counter, Gauge, type Registry } from "prom-client";
+import { backoffDelay, type Backoff } from "../backoff.ts";
+import { realClock, type Clock, type Timer } from "../clock.ts";
+import { withTimeout, timedOut } from "../deadline.ts";
 import type { Logger } from "../logger.ts";
 import { isTransientNatsError } from "../infra/index.ts";
+
+/**
+ * Pause after consecutive failed attempts: 0.1 s doubling to 2 s, reset by
+ * any ack. No jitter: every failure of a burst pushes the same pause further,
+ * and one node's buffer is no thundering herd.
+ */
+const RETRY_BACKOFF: Backoff = { initialMs: 100, maxMs: 2000, jitter: "none" };
 
 /**
  * Asynchronous JetStream publishing with a bounded buffer, for events that
@@ -28,6 +38,7 @@ export interface BufferedPublisherOptions {
   registry?: Registry;
   /** Metric name prefix, e.g. "camfleet_detections". */
   metricPrefix?: string;
+  clock?: Clock;
 }
 
 interface Item {
@@ -40,23 +51,27 @@ interface Item {
 export type PublishOutcome = "queued" | "overflow";
 
 export class BufferedPublisher {
-  readonly #o: Required<Omit<BufferedPublisherOptions, "registry" | "metricPrefix">>;
+  readonly #o: Required<Omit<BufferedPublisherOptions, "registry" | "metricPrefix" | "clock">>;
+  readonly #clock: Clock;
   /** Waiting items are #queue[#head..]; a head index, because shift() on a long array copies it. */
   #queue: Item[] = [];
   #head = 0;
   #inFlight = 0;
   #pausedUntil = 0;
-  #retryTimer?: NodeJS.Timeout;
-  #backoffMs = 0;
+  #retryTimer?: Timer;
+  /** Failed attempts since the last ack. */
+  #failures = 0;
   #stopped = false;
-  #lastOverflowLog = 0;
+  #lastOverflowLog: number | undefined;
   #overflowSinceLog = 0;
   readonly #idle = new Set<() => void>();
   readonly #metrics?: { dropped: Counter; retried: Counter; failed: Counter; buffered: Gauge };
   readonly stats = { published: 0, duplicates: 0, retried: 0, dropped: 0, failed: 0 };
 
   constructor(options: BufferedPublisherOptions) {
-    this.#o = { window: 512, ackTimeoutMs: 5000, maxRefusals: 3, ...options };
+    const { clock, registry: _registry, metricPrefix: _prefix, ...rest } = options;
+    this.#o = { window: 512, ackTimeoutMs: 5000, maxRefusals: 3, ...rest };
+    this.#clock = clock ?? realClock;
     if (!Number.isInteger(this.#o.capacity) || this.#o.capacity < 1) throw new RangeError(`BufferedPublisherOptions.capacity must be a positive integer, got ${this.#o.capacity}`);
     const registry = options.registry;
     const prefix = options.metricPrefix ?? "camfleet_events";
@@ -95,31 +110,31 @@ export class BufferedPublisher {
   }
 
   /** Resolves true once every queued event is acknowledged, false if `timeoutMs` passes first. */
-  flush(timeoutMs: number): Promise<boolean> {
-    if (this.pending === 0) return Promise.resolve(true);
-    return new Promise((resolve) => {
-      const done = (ok: boolean) => {
-        clearTimeout(timer);
-        this.#idle.delete(onIdle);
-        resolve(ok);
-      };
-      const onIdle = () => done(true);
-      const timer = setTimeout(() => done(false), timeoutMs);
+  async flush(timeoutMs: number): Promise<boolean> {
+    if (this.pending === 0) return true;
+    let onIdle!: () => void;
+    const idle = new Promise<void>((resolve) => {
+      onIdle = resolve;
       this.#idle.add(onIdle);
     });
+    try {
+      return (await withTimeout(idle, timeoutMs, this.#clock)) !== timedOut;
+    } finally {
+      this.#idle.delete(onIdle);
+    }
   }
 
   /** Stops sending; what is still queued is given up (and reported by the caller through `pending`). */
   stop(): void {
     this.#stopped = true;
-    clearTimeout(this.#retryTimer);
+    this.#clock.clearTimeout(this.#retryTimer);
   }
 
   #pump(): void {
     if (this.#stopped) return;
-    const now = performance.now();
+    const now = this.#clock.now();
     if (now < this.#pausedUntil) {
-      this.#retryTimer ??= setTimeout(() => {
+      this.#retryTimer ??= this.#clock.setTimeout(() => {
         this.#retryTimer = undefined;
         this.#pump();
       }, this.#pausedUntil - now);
@@ -139,7 +154,7 @@ export class BufferedPublisher {
       this.#o.js.publish(item.subject, item.data, { msgID: item.msgId, timeout: this.#o.ackTimeoutMs }).then(
         (ack) => {
           this.#inFlight--;
-          this.#backoffMs = 0;
+          this.#failures = 0;
           this.stats.published++;
           if (ack.duplicate) this.stats.duplicates++;
           this.#settled();
@@ -156,8 +171,7 @@ export class BufferedPublisher {
             this.#metrics?.retried.inc();
             if (this.#head > 0) this.#queue[--this.#head] = item;
             else this.#queue.unshift(item);
-            this.#backoffMs = Math.min(2000, Math.max(100, this.#backoffMs * 2));
-            this.#pausedUntil = performance.now() + this.#backoffMs;
+            this.#pausedUntil = this.#clock.now() + backoffDelay(RETRY_BACKOFF, ++this.#failures);
           }
           this.#settled();
         },
@@ -173,8 +187,8 @@ export class BufferedPublisher {
   /** One line when overflow starts, then at most one every 10 s with the count since. */
   #logOverflow(): void {
     this.#overflowSinceLog++;
-    const now = performance.now();
-    if (this.#lastOverflowLog !== 0 && now - this.#lastOverflowLog < 10_000) return;
+    const now = this.#clock.now();
+    if (this.#lastOverflowLog !== undefined && now - this.#lastOverflowLog < 10_000) return;
     this.#o.logger.warn({ dropped: this.#overflowSinceLog, capacity: this.#o.capacity }, "publish buffer full: events dropped while NATS is away");
     this.#lastOverflowLog = now;
     this.#overflowSinceLog = 0;

@@ -1,15 +1,12 @@
-import { JetStreamApiError } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import { kvKeys, LeaseSchema, type Lease } from "../../subjects/index.ts";
+import { every, realClock, type Clock, type Repeating } from "../clock.ts";
+import { KvClaims } from "../infra/index.ts";
 import type { Logger } from "../logger.ts";
 import type { NodeMetrics } from "../metrics.ts";
 
-/** JSStreamWrongLastSequence: the compare-and-set lost, someone else wrote first. */
-const WRONG_LAST_SEQUENCE = 10071;
-
-export function isCasConflict(err: unknown): boolean {
-  return err instanceof JetStreamApiError && err.code === WRONG_LAST_SEQUENCE;
-}
+// Kept here too: the control server imports it from this file.
+export { isCasConflict } from "../infra/index.ts";
 
 /**
  * Lease timing, all derived from the TTL so one knob tunes failover:
@@ -29,7 +26,7 @@ export interface OwnedLease {
   /** Latest revision written by us: the next renewal's compare-and-set. */
   revision: number;
   acquiredTs: number;
-  /** Monotonic time (performance.now) after which we must consider the lease lost. */
+  /** Monotonic time (the keeper's clock) after which we must consider the lease lost. */
   validUntil: number;
 }
 
@@ -43,7 +40,7 @@ export interface LeaseKeeperOptions {
   metrics: NodeMetrics;
   /** Called once per lost lease, before anyone else can claim it. The actor must stop. */
   onLost(camera: string, reason: LeaseLossReason): void;
-  now?: () => number;
+  clock?: Clock;
 }
 
 /**
@@ -56,24 +53,27 @@ export class LeaseKeeper {
   readonly #leases = new Map<string, OwnedLease>();
   readonly #renewing = new Set<string>();
   readonly #timing: ReturnType<typeof leaseTiming>;
-  readonly #now: () => number;
-  #renewTimer?: NodeJS.Timeout;
-  #fenceTimer?: NodeJS.Timeout;
+  readonly #clock: Clock;
+  readonly #claims: KvClaims;
+  #renewTimer?: Repeating;
+  #fenceTimer?: Repeating;
 
   constructor(private readonly options: LeaseKeeperOptions) {
     this.#timing = leaseTiming(options.ttlMs);
-    this.#now = options.now ?? (() => performance.now());
+    this.#clock = options.clock ?? realClock;
+    // Staleness of others' leases is the cluster view's to judge; the keeper only writes.
+    this.#claims = new KvClaims({ kv: options.kv, staleAfterMs: this.#timing.takeoverAfterMs, clock: this.#clock });
   }
 
   start(): void {
-    this.#renewTimer = setInterval(() => void this.renewAll(), this.#timing.renewEveryMs);
+    this.#renewTimer = every(this.#clock, this.#timing.renewEveryMs, () => void this.renewAll());
     // Checked often: the fence must fall well inside the margin.
-    this.#fenceTimer = setInterval(() => this.#fenceExpired(), Math.min(100, this.#timing.renewEveryMs / 4));
+    this.#fenceTimer = every(this.#clock, Math.min(100, this.#timing.renewEveryMs / 4), () => this.#fenceExpired());
   }
 
   stop(): void {
-    clearInterval(this.#renewTimer);
-    clearInterval(this.#fenceTimer);
+    this.#renewTimer?.stop();
+    this.#fenceTimer?.stop();
   }
 
   get(camera: string): OwnedLease | undefined {
@@ -87,7 +87,7 @@ export class LeaseKeeper {
   /** True while events for the camera may still be published by this node. */
   isValid(camera: string): boolean {
     const lease = this.#leases.get(camera);
-    return lease !== undefined && this.#now() < lease.validUntil;
+    return lease !== undefined && this.#clock.now() < lease.validUntil;
   }
 
   /**
@@ -97,28 +97,16 @@ export class LeaseKeeper {
    */
   async claim(camera: string, takeoverRevision?: number): Promise<OwnedLease | undefined> {
     const key = kvKeys.lease(camera);
-    const sentAt = this.#now();
-    const now = Date.now();
+    const sentAt = this.#clock.now();
+    const now = this.#clock.wallNow();
     const draft: Lease = { camera, node: this.options.node, epoch: 0, acquired_ts: now, renewed_ts: now };
-    let claimRevision: number;
-    try {
-      claimRevision =
-        takeoverRevision === undefined
-          ? await this.options.kv.create(key, JSON.stringify(draft))
-          : await this.options.kv.update(key, JSON.stringify(draft), takeoverRevision);
-    } catch (err) {
-      if (isCasConflict(err)) return undefined;
-      throw err;
-    }
+    const claimRevision =
+      takeoverRevision === undefined ? await this.#claims.create(key, JSON.stringify(draft)) : await this.#claims.takeOver(key, JSON.stringify(draft), takeoverRevision);
+    if (claimRevision === undefined) return undefined;
     // The claim's revision is the epoch; stamp it into the value so readers see it.
     const stamped: Lease = { ...draft, epoch: claimRevision };
-    let revision: number;
-    try {
-      revision = await this.options.kv.update(key, JSON.stringify(stamped), claimRevision);
-    } catch (err) {
-      if (isCasConflict(err)) return undefined;
-      throw err;
-    }
+    const revision = await this.#claims.renew(key, JSON.stringify(stamped), claimRevision);
+    if (revision === undefined) return undefined;
     const lease: OwnedLease = { camera, epoch: claimRevision, revision, acquiredTs: now, validUntil: sentAt + this.#timing.fenceAfterMs };
     this.#leases.set(camera, lease);
     return lease;
@@ -136,18 +124,20 @@ export class LeaseKeeper {
   async #renew(lease: OwnedLease, force: boolean): Promise<void> {
     if (this.#renewing.has(lease.camera) && !force) return;
     this.#renewing.add(lease.camera);
-    const sentAt = this.#now();
-    const value: Lease = { camera: lease.camera, node: this.options.node, epoch: lease.epoch, acquired_ts: lease.acquiredTs, renewed_ts: Date.now() };
+    const sentAt = this.#clock.now();
+    const value: Lease = { camera: lease.camera, node: this.options.node, epoch: lease.epoch, acquired_ts: lease.acquiredTs, renewed_ts: this.#clock.wallNow() };
     try {
-      const revision = await this.options.kv.update(kvKeys.lease(lease.camera), JSON.stringify(value), lease.revision);
-      if (this.#leases.get(lease.camera) === lease) {
+      const revision = await this.#claims.renew(kvKeys.lease(lease.camera), JSON.stringify(value), lease.revision);
+      if (revision === undefined) {
+        this.options.metrics.leaseRenewFailures.inc();
+        await this.#resolveConflict(lease);
+      } else if (this.#leases.get(lease.camera) === lease) {
         lease.revision = revision;
         lease.validUntil = sentAt + this.#timing.fenceAfterMs;
       }
     } catch (err) {
       this.options.metrics.leaseRenewFailures.inc();
-      if (isCasConflict(err)) await this.#resolveConflict(lease);
-      else this.options.logger.debug({ camera: lease.camera, err }, "lease renewal failed; retrying until the fence");
+      this.options.logger.debug({ camera: lease.camera, err }, "lease renewal failed; retrying until the fence");
     } finally {
       this.#renewing.delete(lease.camera);
     }
@@ -175,7 +165,7 @@ export class LeaseKeeper {
   }
 
   #fenceExpired(): void {
-    const now = this.#now();
+    const now = this.#clock.now();
     for (const lease of this.#leases.values()) {
       if (now >= lease.validUntil) this.#lose(lease.camera, "expired");
     }
@@ -192,7 +182,7 @@ export class LeaseKeeper {
     if (lease === undefined) return;
     this.#leases.delete(camera);
     try {
-      await this.options.kv.delete(kvKeys.lease(camera), { previousSeq: lease.revision });
+      if (!(await this.#claims.release(kvKeys.lease(camera), lease.revision))) this.options.logger.debug({ camera }, "lease already taken over; nothing to delete");
     } catch (err) {
       // Taken already, or NATS is away: the lease then expires by itself.
       this.options.logger.debug({ camera, err }, "lease delete failed; it will expire");

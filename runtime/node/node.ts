@@ -21,35 +21,18 @@ import type { Config } from "../config.ts";
 import { describeConfig } from "../config.ts";
 import { serveCameraStatus, serveCameraViewers, serveControl } from "./control-server.ts";
 import { connectNats, ensureJetStream, retryTransient, startEmbeddedNats, type NatsConnection, type NatsServerProcess } from "../infra/index.ts";
+import { every, realClock, type Clock, type Repeating, type Timer } from "../clock.ts";
+import { timedOut, withTimeout } from "../deadline.ts";
 import { BufferedPublisher } from "./event-publisher.ts";
 import type { ActorContext, DetectionOutcome, DetectionReport, KindRegistry, StatusReport, StopReason } from "./kinds.ts";
 import { LeaseKeeper, leaseTiming, type LeaseLossReason } from "./leases.ts";
+import { LOG_MESSAGES } from "../log-messages.ts";
 import type { Logger } from "../logger.ts";
 import { NodeMetrics } from "../metrics.ts";
 import { startOpsServer, type OpsServer } from "./ops-http.ts";
-import { fairShare, handoverCount, rankCandidates, rendezvousScore, type NodeLoad } from "./placement.ts";
+import { DEFAULT_PLACEMENT, initialMemory, reconcile, type PlacementMemory, type PlacementTuning } from "./reconcile.ts";
 import { ActorSlot, type BackoffPolicy } from "./supervisor.ts";
 
-export interface PlacementTuning {
-  /** A node that is the k-th best home for an unowned camera waits k times this before claiming, ms. Default 150. */
-  claimStaggerMs: number;
-  /** Claims in flight at once per node. Default 64. */
-  maxClaimsInFlight: number;
-  /** Membership must be unchanged this long before a node hands cameras over to even the load, ms. Default 1500. */
-  settleMs: number;
-  /** A node does not reclaim a camera it handed over for this long, ms. Default 3000. */
-  handoverCooldownMs: number;
-  /** Periodic StatusEvent interval while an actor runs, ms. Default 5000. */
-  summaryIntervalMs: number;
-}
-
-export const DEFAULT_PLACEMENT: PlacementTuning = {
-  claimStaggerMs: 150,
-  maxClaimsInFlight: 64,
-  settleMs: 1500,
-  handoverCooldownMs: 3000,
-  summaryIntervalMs: 5000,
-};
 
 export interface FleetNodeOptions {
   config: Config;
@@ -63,26 +46,13 @@ export interface FleetNodeOptions {
   signal?: AbortSignal;
   /** Serve /metrics, /healthz, /readyz on HTTP_PORT. Default true; `camfleet up` leaves them to the gateway. */
   opsServer?: boolean;
+  /** Time for every decision the node and its parts make. Default realClock. */
+  clock?: Clock;
 }
 
 /** How long shutdown waits, in all, for NATS to confirm releases and flush, ms. */
 const SHUTDOWN_NATS_DEADLINE_MS = 2000;
 
-/** True when `work` settled within `ms`; never rejects. */
-async function settlesWithin(work: Promise<unknown> | undefined, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const result = await Promise.race([
-    Promise.resolve(work).then(
-      () => true,
-      () => true,
-    ),
-    new Promise<boolean>((resolve) => {
-      timer = setTimeout(() => resolve(false), ms);
-    }),
-  ]);
-  clearTimeout(timer);
-  return result;
-}
 
 interface Owned {
   slot: ActorSlot;
@@ -104,13 +74,14 @@ export class FleetNode {
   readonly #options: FleetNodeOptions;
   readonly #tuning: PlacementTuning;
   readonly #timing: ReturnType<typeof leaseTiming>;
-  readonly #startedTs = Date.now();
+  readonly #clock: Clock;
+  readonly #startedTs: number;
   readonly #owned = new Map<string, Owned>();
   readonly #claiming = new Set<string>();
-  /** When this node first saw each enabled camera without a live holder (monotonic ms). */
-  readonly #unownedSince = new Map<string, number>();
-  /** Cameras this node handed over, and until when it leaves them to others. */
-  readonly #cooldown = new Map<string, number>();
+  /** What reconcile rounds carry from one to the next (stagger starts, cooldowns, membership). */
+  #memory: PlacementMemory;
+  /** Runs the next round when the last one said a decision is due, events or not. */
+  #wakeTimer?: Timer;
   readonly #restarts: Counter<"camera">;
   #nc?: NatsConnection;
   #js?: JetStreamClient;
@@ -122,20 +93,20 @@ export class FleetNode {
   #leases?: LeaseKeeper;
   #nodesKv?: KV;
   #control?: { stop(): void };
-  #timers: NodeJS.Timeout[] = [];
+  #timers: Repeating[] = [];
   #ready = false;
   #draining = false;
   #stopping?: Promise<void>;
   #reconcileQueued = false;
-  #membership = "";
-  #membershipChangedAt = performance.now();
-  #lastHandoverAt = 0;
 
   private constructor(options: FleetNodeOptions) {
     this.#options = options;
     this.id = options.config.nodeId;
     this.#tuning = { ...DEFAULT_PLACEMENT, ...options.placement };
     this.#timing = leaseTiming(options.config.leaseTtlMs);
+    this.#clock = options.clock ?? realClock;
+    this.#startedTs = this.#clock.wallNow();
+    this.#memory = initialMemory(this.#clock.now());
     this.metrics = new NodeMetrics(options.registry);
     this.metrics.capacity.set(options.config.maxCameras);
     this.#restarts = new Counter({
@@ -185,7 +156,7 @@ export class FleetNode {
         notReadyReason: () => this.#notReadyReason(),
         logger: log,
       });
-      log.info({ url: this.#ops.url }, "serving /metrics, /healthz, /readyz");
+      log.info({ url: this.#ops.url }, LOG_MESSAGES.servingOps);
     }
 
     if (config.natsServers === undefined) {
@@ -210,6 +181,7 @@ export class FleetNode {
       logger: log,
       registry: this.#options.registry,
       metricPrefix: "camfleet_detections",
+      clock: this.#clock,
     });
     this.#jsm = await jetstreamManager(nc);
 
@@ -226,8 +198,9 @@ export class FleetNode {
       logger: log,
       metrics: this.metrics,
       onLost: (camera, reason) => this.#leaseLost(camera, reason),
+      clock: this.#clock,
     });
-    this.#view = new ClusterView({ cameras, leases, nodes, ttlMs: config.leaseTtlMs, logger: log });
+    this.#view = new ClusterView({ cameras, leases, nodes, ttlMs: config.leaseTtlMs, logger: log, clock: this.#clock });
     this.#view.onChange(() => this.#queueReconcile());
     await this.#heartbeat();
     await this.#view.start();
@@ -252,13 +225,13 @@ export class FleetNode {
     void this.#watchConnection(nc);
 
     this.#leases.start();
-    this.#timers.push(setInterval(() => void this.#heartbeat(), this.#timing.renewEveryMs));
-    // Ages cross thresholds without any watch event: re-evaluate on a tick too.
-    this.#timers.push(setInterval(() => this.#queueReconcile(), Math.max(50, Math.min(250, this.#tuning.claimStaggerMs))));
+    this.#timers.push(every(this.#clock, this.#timing.renewEveryMs, () => void this.#heartbeat()));
+    // Each round schedules its own next wake; this tick is only the safety net under it.
+    this.#timers.push(every(this.#clock, Math.max(50, Math.min(250, this.#tuning.claimStaggerMs)), () => this.#queueReconcile()));
     // The server has the control subscriptions once this returns: "ready" means requests find a responder.
     await nc.flush();
     this.#ready = true;
-    log.info({ replicas, leaseTtlMs: config.leaseTtlMs, capacity: config.maxCameras }, "node ready");
+    log.info({ replicas, leaseTtlMs: config.leaseTtlMs, capacity: config.maxCameras }, LOG_MESSAGES.nodeReady);
     this.#queueReconcile();
   }
 
@@ -296,7 +269,7 @@ export class FleetNode {
       node: this.id,
       version: this.#options.version,
       started_ts: this.#startedTs,
-      heartbeat_ts: Date.now(),
+      heartbeat_ts: this.#clock.wallNow(),
       capacity: this.#options.config.maxCameras,
       cameras: this.#owned.size,
       ...(this.#ops !== undefined ? { http_url: this.#ops.url } : {}),
@@ -318,92 +291,42 @@ export class FleetNode {
     });
   }
 
-  /** Brings what this node runs in line with the specs and the cluster. Synchronous decisions; I/O is started, not awaited. */
+  /** Brings what this node runs in line with the specs and the cluster: reconcile() decides, this applies. I/O is started, not awaited. */
   #reconcile(): void {
     const view = this.#view;
-    const leases = this.#leases;
-    if (view === undefined || leases === undefined || !this.#ready || this.#stopping !== undefined) return;
-    const now = performance.now();
-
-    // 1. What we run against what is wanted.
-    for (const [camera, owned] of this.#owned) {
+    if (view === undefined || this.#leases === undefined || !this.#ready || this.#stopping !== undefined) return;
+    const owned = new Map<string, number>();
+    for (const [camera, o] of this.#owned) owned.set(camera, o.specRevision);
+    const decision = reconcile({
+      view: view.snapshot(),
+      self: { id: this.id, capacity: this.#options.config.maxCameras, draining: this.#draining, owned, claiming: this.#claiming },
+      memory: this.#memory,
+      tuning: this.#tuning,
+      now: this.#clock.now(),
+    });
+    this.#memory = decision.memory;
+    for (const { camera, revision } of decision.updates) {
+      const mine = this.#owned.get(camera);
       const spec = view.cameras.get(camera);
-      if (spec === undefined) void this.#release(camera, "deleted");
-      else if (!spec.value.enabled) void this.#release(camera, "disabled");
-      else if (spec.revision !== owned.specRevision) {
-        owned.specRevision = spec.revision;
-        void owned.slot.update(spec.value);
-      }
+      if (mine === undefined || spec === undefined) continue;
+      mine.specRevision = revision;
+      void mine.slot.update(spec.value);
     }
-    if (this.#draining) return;
-
-    // 2. Load of every live node that takes cameras.
-    const loads = this.#loads();
-    const ids = loads.map((l) => l.node).sort().join(",");
-    if (ids !== this.#membership) {
-      this.#membership = ids;
-      this.#membershipChangedAt = now;
+    for (const { camera, reason } of decision.releases) void this.#release(camera, reason);
+    for (const { camera, takeoverRevision } of decision.claims) {
+      const spec = view.cameras.get(camera);
+      if (spec !== undefined) void this.#claim(spec.value, takeoverRevision);
     }
-    const enabled = [...view.cameras.values()].filter((c) => c.value.enabled);
-    const shares = fairShare(enabled.length, loads);
-    const me = loads.find((l) => l.node === this.id);
-    if (me === undefined) return;
-
-    // 3. Claim unowned cameras this node is the best home for; the others wait their turn.
-    let unowned = 0;
-    for (const { value: spec } of enabled) {
-      const camera = spec.id;
-      if (this.#owned.has(camera) || this.#claiming.has(camera)) continue;
-      if (view.holder(camera) !== undefined) {
-        this.#unownedSince.delete(camera);
-        continue;
-      }
-      unowned++;
-      const since = this.#unownedSince.get(camera) ?? now;
-      this.#unownedSince.set(camera, since);
-      const cooldownUntil = this.#cooldown.get(camera);
-      if (cooldownUntil !== undefined && now < cooldownUntil) continue;
-      const rank = rankCandidates(camera, loads, shares).indexOf(this.id);
-      if (rank < 0 || now - since < rank * this.#tuning.claimStaggerMs) continue;
-      if (this.#claiming.size >= this.#tuning.maxClaimsInFlight) break;
-      const lease = view.leases.get(camera);
-      me.count++; // later decisions this round see the claim
-      void this.#claim(spec, lease?.revision);
+    if (decision.handovers.length > 0) {
+      this.#options.logger.info({ cameras: decision.handovers, count: this.#owned.size }, LOG_MESSAGES.handingOver);
+      for (const camera of decision.handovers) void this.#release(camera, "released");
     }
-    for (const camera of this.#unownedSince.keys()) {
-      if (!view.cameras.get(camera)?.value.enabled) this.#unownedSince.delete(camera);
+    this.#clock.clearTimeout(this.#wakeTimer);
+    this.#wakeTimer = undefined;
+    if (decision.wakeAt !== undefined) {
+      // Rounded up so the round runs at or after the moment, never a hair before it.
+      this.#wakeTimer = this.#clock.setTimeout(() => this.#queueReconcile(), Math.max(1, Math.ceil(decision.wakeAt - this.#clock.now())));
     }
-
-    // 4. Even the load out once the cluster is settled: hand over, never grab.
-    if (unowned === 0 && this.#claiming.size === 0 && now - this.#membershipChangedAt >= this.#tuning.settleMs && now - this.#lastHandoverAt >= this.#tuning.settleMs) {
-      const n = handoverCount(this.id, loads, shares);
-      if (n > 0) {
-        this.#lastHandoverAt = now;
-        const weakest = [...this.#owned.keys()].sort((a, b) => rendezvousScore(a, this.id, 1) - rendezvousScore(b, this.id, 1)).slice(0, n);
-        this.#options.logger.info({ cameras: weakest, count: this.#owned.size }, "handing cameras over to even the load");
-        for (const camera of weakest) {
-          this.#cooldown.set(camera, now + this.#tuning.handoverCooldownMs);
-          void this.#release(camera, "released");
-        }
-      }
-    }
-    for (const [camera, until] of this.#cooldown) if (now >= until) this.#cooldown.delete(camera);
-  }
-
-  /** Live, non-draining nodes with the cameras each holds (by unexpired leases; ours from memory). */
-  #loads(): NodeLoad[] {
-    const view = this.#view!;
-    const counts = new Map<string, number>();
-    for (const [camera, lease] of view.leases) {
-      if (!view.leaseExpired(camera)) counts.set(lease.value.node, (counts.get(lease.value.node) ?? 0) + 1);
-    }
-    const loads: NodeLoad[] = [];
-    for (const info of view.liveNodes()) {
-      if (info.draining === true || info.node === this.id) continue;
-      loads.push({ node: info.node, capacity: info.capacity, count: counts.get(info.node) ?? 0 });
-    }
-    loads.push({ node: this.id, capacity: this.#options.config.maxCameras, count: this.#owned.size + this.#claiming.size });
-    return loads;
   }
 
   async #claim(spec: CameraSpec, takeoverRevision: number | undefined): Promise<void> {
@@ -422,8 +345,7 @@ export class FleetNode {
         await this.#leases!.release(camera);
         return;
       }
-      this.#unownedSince.delete(camera);
-      log.info({ epoch: lease.epoch, takeover: takeoverRevision !== undefined }, "claimed camera");
+      log.info({ epoch: lease.epoch, takeover: takeoverRevision !== undefined }, LOG_MESSAGES.claimedCamera);
       this.#run(current.value, current.revision, lease.epoch);
     } catch (err) {
       log.debug({ err }, "claim failed");
@@ -445,6 +367,7 @@ export class FleetNode {
       node: this.id,
       logger: log,
       ...(this.#options.backoff !== undefined ? { backoff: this.#options.backoff } : {}),
+      clock: this.#clock,
       context: (current, fail) => this.#context(current, epoch, log, fail),
       report: (report) => this.#publishStatus(slot.spec, epoch, report),
       onRestart: () => this.#restarts.inc({ camera }),
@@ -481,7 +404,7 @@ export class FleetNode {
 
   /** Who speaks and when: the fields the runtime stamps on every event. */
   #origin(spec: CameraSpec, epoch: number) {
-    return { camera: spec.id, tenant: spec.tenant, site: spec.site, node: this.id, epoch, ts: Date.now() };
+    return { camera: spec.id, tenant: spec.tenant, site: spec.site, node: this.id, epoch, ts: this.#clock.wallNow() };
   }
 
   /** Stamps a DetectionEvent and hands it to the buffered publisher, unless fenced. */
@@ -519,7 +442,7 @@ export class FleetNode {
     owned.statusSub.unsubscribe();
     owned.viewersSub.unsubscribe();
     this.metrics.camerasOwned.set(this.#owned.size);
-    this.#options.logger.warn({ camera, reason, epoch: owned.slot.epoch }, "lease lost; stopped actor (self-fencing)");
+    this.#options.logger.warn({ camera, reason, epoch: owned.slot.epoch }, LOG_MESSAGES.leaseLost);
     void owned.slot.stop("lease-lost");
     this.#queueReconcile();
   }
@@ -534,7 +457,7 @@ export class FleetNode {
     await owned.slot.stop(reason);
     await this.#leases?.release(camera);
     this.metrics.camerasOwned.set(this.#owned.size);
-    this.#options.logger.info({ camera, reason }, "released camera");
+    this.#options.logger.info({ camera, reason }, LOG_MESSAGES.releasedCamera);
     this.#queueReconcile();
   }
 
@@ -544,7 +467,7 @@ export class FleetNode {
     await this.#heartbeat(); // others stop counting on us before the cameras come free
     const cameras = [...this.#owned.keys()];
     await Promise.all(cameras.map((camera) => this.#release(camera, "released")));
-    this.#options.logger.info({ released: cameras.length }, "drained");
+    this.#options.logger.info({ released: cameras.length }, LOG_MESSAGES.drained);
     return cameras.length;
   }
 
@@ -552,7 +475,8 @@ export class FleetNode {
   stop(): Promise<void> {
     this.#stopping ??= (async () => {
       const log = this.#options.logger;
-      for (const t of this.#timers) clearInterval(t);
+      for (const t of this.#timers) t.stop();
+      this.#clock.clearTimeout(this.#wakeTimer);
       this.#control?.stop();
       const owned = [...this.#owned.entries()];
       const cameras = owned.map(([camera]) => camera);
@@ -575,7 +499,12 @@ export class FleetNode {
           await this.#nc.drain().catch((err: unknown) => log.warn({ err }, "draining the NATS connection failed"));
         }
       })();
-      if (!(await settlesWithin(told, SHUTDOWN_NATS_DEADLINE_MS))) {
+      // A failure to tell counts as told: only a hang needs the forced close.
+      const settled = told.then(
+        () => true,
+        () => true,
+      );
+      if ((await withTimeout(settled, SHUTDOWN_NATS_DEADLINE_MS, this.#clock)) === timedOut) {
         log.warn("NATS did not confirm the shutdown in time; unreleased leases will expire");
         await this.#nc?.close().catch(() => undefined);
       }
@@ -586,7 +515,7 @@ export class FleetNode {
         await this.#embedded.stop();
         log.info("embedded nats-server stopped");
       }
-      log.info("node stopped");
+      log.info(LOG_MESSAGES.nodeStopped);
     })();
     return this.#stopping;
   }

@@ -82,12 +82,18 @@ export function fairShare(cameras: number, nodes: readonly NodeLoad[]): Map<stri
 
 /**
  * Nodes that may claim one more camera now (below their fair ceiling and
- * their capacity), best home first for this camera.
+ * their capacity), best home first for this camera; equal scores go to the
+ * lower id, so every node ranks the same way.
  */
-export function rankCandidates(camera: string, nodes: readonly NodeLoad[], shares: Map<string, { floor: number; ceil: number }>): string[] {
+export function rankCandidates(
+  camera: string,
+  nodes: readonly NodeLoad[],
+  shares: Map<string, { floor: number; ceil: number }>,
+  score: (camera: string, node: string, weight: number) => number = rendezvousScore,
+): string[] {
   return nodes
     .filter((n) => n.count < (shares.get(n.node)?.ceil ?? 0) && n.count < n.capacity)
-    .map((n) => ({ node: n.node, score: rendezvousScore(camera, n.node, n.capacity - n.count) }))
+    .map((n) => ({ node: n.node, score: score(camera, n.node, n.capacity - n.count) }))
     .sort((a, b) => b.score - a.score || (a.node < b.node ? -1 : 1))
     .map((c) => c.node);
 }

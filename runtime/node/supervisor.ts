@@ -1,24 +1,18 @@
 import type { CameraSpec, CameraStatus } from "../../subjects/index.ts";
 import type { Actor, ActorContext, ActorKind, StatusReport, StopReason, ViewerReport } from "./kinds.ts";
 import { runtimeError } from "./kinds.ts";
+import { backoffDelay, type Backoff } from "../backoff.ts";
+import { realClock, type Clock, type Timer } from "../clock.ts";
 import type { Logger } from "../logger.ts";
 
-export interface BackoffPolicy {
-  /** First restart delay, ms. Default 500. */
-  baseMs: number;
-  /** Longest restart delay, ms. Default 30000. */
-  maxMs: number;
+/** Restart backoff of an actor: the runtime's one formula, plus when a long run forgives earlier failures. */
+export interface BackoffPolicy extends Backoff {
   /** Running this long without failing resets the attempt count, ms. Default 60000. */
   resetAfterMs: number;
 }
 
-export const DEFAULT_BACKOFF: BackoffPolicy = { baseMs: 500, maxMs: 30_000, resetAfterMs: 60_000 };
-
-/** Exponential backoff with full jitter on the upper half: delay in [d/2, d]. */
-export function backoffDelay(policy: BackoffPolicy, attempt: number, random: () => number = Math.random): number {
-  const d = Math.min(policy.maxMs, policy.baseMs * 2 ** Math.max(0, attempt - 1));
-  return d / 2 + random() * (d / 2);
-}
+/** 0.5 s doubling to 30 s, equal jitter; reset after a minute of running. */
+export const DEFAULT_BACKOFF: BackoffPolicy = { initialMs: 500, maxMs: 30_000, resetAfterMs: 60_000 };
 
 export interface SlotOptions {
   kind: ActorKind;
@@ -33,6 +27,7 @@ export interface SlotOptions {
   report(report: StatusReport): void;
   /** Called on each restart, for metrics. */
   onRestart?(attempt: number): void;
+  clock?: Clock;
 }
 
 /**
@@ -45,15 +40,20 @@ export class ActorSlot {
   #actor?: Actor;
   #generation = 0;
   #attempt = 0;
-  #startedAt = 0;
-  #retryTimer?: NodeJS.Timeout;
+  /** When the current incarnation started (monotonic); undefined before the first did. */
+  #startedAt: number | undefined;
+  #retryTimer?: Timer;
   #stopped = false;
   #stopping?: Promise<void>;
+  /** `retryAt` on the monotonic clock. */
   #lastError?: { detail: string; retryAt: number };
-  readonly #since = Date.now();
+  readonly #clock: Clock;
+  readonly #since: number;
 
   constructor(private readonly options: SlotOptions) {
     this.#spec = options.spec;
+    this.#clock = options.clock ?? realClock;
+    this.#since = this.#clock.wallNow();
   }
 
   get spec(): CameraSpec {
@@ -81,7 +81,7 @@ export class ActorSlot {
         return;
       }
       this.#actor = actor;
-      this.#startedAt = Date.now();
+      this.#startedAt = this.#clock.now();
       this.#lastError = undefined;
     } catch (err) {
       fail(err);
@@ -96,16 +96,17 @@ export class ActorSlot {
     if (actor !== undefined) {
       await actor.stop("restart").catch((stopErr: unknown) => this.options.logger.warn({ err: stopErr }, "stopping a failed actor failed"));
     }
-    if (this.#startedAt > 0 && Date.now() - this.#startedAt >= (this.options.backoff ?? DEFAULT_BACKOFF).resetAfterMs) this.#attempt = 0;
+    const policy = this.options.backoff ?? DEFAULT_BACKOFF;
+    if (this.#startedAt !== undefined && this.#clock.now() - this.#startedAt >= policy.resetAfterMs) this.#attempt = 0;
     this.#attempt++;
-    const delay = backoffDelay(this.options.backoff ?? DEFAULT_BACKOFF, this.#attempt);
+    const delay = backoffDelay(policy, this.#attempt);
     const detail = err instanceof Error ? err.message : String(err);
-    this.#lastError = { detail, retryAt: Date.now() + delay };
+    this.#lastError = { detail, retryAt: this.#clock.now() + delay };
     this.options.logger.warn({ err, attempt: this.#attempt, retryInMs: Math.round(delay) }, "actor failed; restarting with backoff");
     this.options.onRestart?.(this.#attempt);
     this.options.report({ state: "ERROR", trigger: "edge", error: runtimeError("ACTOR_FAILED", detail, this.#attempt, delay) });
     if (this.#stopped) return;
-    this.#retryTimer = setTimeout(() => void this.#run(), delay);
+    this.#retryTimer = this.#clock.setTimeout(() => void this.#run(), delay);
   }
 
   /** Applies a changed spec: the actor decides what to restart. */
@@ -125,7 +126,7 @@ export class ActorSlot {
     this.#stopping ??= (async () => {
       this.#stopped = true;
       this.#generation++;
-      clearTimeout(this.#retryTimer);
+      this.#clock.clearTimeout(this.#retryTimer);
       const actor = this.#actor;
       this.#actor = undefined;
       if (actor !== undefined) {
@@ -154,7 +155,7 @@ export class ActorSlot {
       viewers: 0,
     };
     if (this.#lastError !== undefined) {
-      base.error = runtimeError("ACTOR_FAILED", this.#lastError.detail, this.#attempt, this.#lastError.retryAt - Date.now());
+      base.error = runtimeError("ACTOR_FAILED", this.#lastError.detail, this.#attempt, this.#lastError.retryAt - this.#clock.now());
     }
     return base;
   }

@@ -1,0 +1,21 @@
+/**
+ * Log messages that operators grep for and tests wait on. They are part of
+ * the runtime's contract: change one here and every reader follows, instead
+ * of a test timing out on a line that is no longer written.
+ */
+export const LOG_MESSAGES = {
+  nodeReady: "node ready",
+  nodeStopped: "node stopped",
+  servingOps: "serving /metrics, /healthz, /readyz",
+  claimedCamera: "claimed camera",
+  releasedCamera: "released camera",
+  leaseLost: "lease lost; stopped actor (self-fencing)",
+  handingOver: "handing cameras over to even the load",
+  drained: "drained",
+  connectedToNats: "connected to NATS",
+  reconnectedToNats: "reconnected to NATS",
+  disconnectedFromNats: "disconnected from NATS; reconnecting",
+  natsNotReachableYet: "NATS not reachable yet; retrying until it is",
+} as const;
+
+export type LogMessage = (typeof LOG_MESSAGES)[keyof typeof LOG_MESSAGES];
