@@ -1,7 +1,7 @@
-// FFmpeg ingest of one camera (actors/camera/ingest.ts): the argument builder,
-// the stderr parser and the failure classifier as pure functions, then the real
-// thing against the stand-in RTSP camera (test/helpers/rtsp-camera.ts) and
-// Debian's ffmpeg 5.1.
+// FFmpeg ingest of one camera (actors/camera/ingest.ts): the argument builder
+// (ffmpeg-args.ts) as a pure function, then the real thing against the
+// stand-in RTSP camera (test/helpers/rtsp-camera.ts) and Debian's ffmpeg 5.1.
+// Reading FFmpeg's output and classifying its exit: test/ffmpeg-output.test.ts.
 
 import { createSocket } from "node:dgram";
 import { existsSync } from "node:fs";
@@ -9,12 +9,9 @@ import { readFile } from "node:fs/promises";
 import { describe, expect, onTestFinished, test } from "vitest";
 import {
   buildFfmpegArgs,
-  classifyFfmpegExit,
   IngestSourceError,
-  parseVideoStreamLine,
   startIngest,
   type AnalysisFrame,
-  type FfmpegExit,
   type IngestFailure,
   type IngestHandle,
   type IngestOptions,
@@ -120,202 +117,6 @@ describe("buildFfmpegArgs", () => {
     expect(off).not.toContain("pipe:3");
     expect(off).not.toContain("-vf");
     expect(off.filter((a) => a === "-map")).toHaveLength(1);
-  });
-});
-
-describe("parseVideoStreamLine (lines from ffmpeg 5.1)", () => {
-  test.each([
-    [
-      "  Stream #0:0: Video: h264 (Constrained Baseline), yuv420p(tv, smpte170m, progressive), 640x360 [SAR 1:1 DAR 16:9], 15 fps, 15 tbr, 90k tbn",
-      { file: 0, stream: { codec: "h264", width: 640, height: 360, fps: 15, pixFmt: "yuv420p" } },
-    ],
-    [
-      "  Stream #0:0(und): Video: h264 (High) (avc1 / 0x31637661), yuv420p(progressive), 1920x1080 [SAR 1:1 DAR 16:9], 4947 kb/s, 29.97 fps, 29.97 tbr, 30k tbn (default)",
-      { file: 0, stream: { codec: "h264", width: 1920, height: 1080, fps: 29.97, pixFmt: "yuv420p" } },
-    ],
-    [
-      "  Stream #0:0: Video: mjpeg (Baseline), yuvj420p(pc, bt470bg/unknown/unknown), 640x360 [SAR 1:1 DAR 16:9], 15 tbr, 90k tbn",
-      { file: 0, stream: { codec: "mjpeg", width: 640, height: 360, fps: 15, pixFmt: "yuvj420p" } },
-    ],
-    [
-      "  Stream #0:0: Video: h264, yuv420p(progressive), 1280x720, 90k tbr, 90k tbn",
-      { file: 0, stream: { codec: "h264", width: 1280, height: 720, fps: 0, pixFmt: "yuv420p" } },
-    ],
-    [
-      "  Stream #1:0: Video: rawvideo (Y800 / 0x30303859), gray(pc, smpte170m, progressive), 320x180 [SAR 1:1 DAR 16:9], q=2-31, 921 kb/s, 2 fps, 2 tbn",
-      { file: 1, stream: { codec: "rawvideo", width: 320, height: 180, fps: 2, pixFmt: "gray" } },
-    ],
-    [
-      "  Stream #0:1[0x101]: Video: hevc (Main) ([36][0][0][0] / 0x0024), yuv420p(tv), 3840x2160, 25 fps, 25 tbr, 90k tbn",
-      { file: 0, stream: { codec: "hevc", width: 3840, height: 2160, fps: 25, pixFmt: "yuv420p" } },
-    ],
-  ])("%s", (line, expected) => {
-    expect(parseVideoStreamLine(line)).toEqual(expected);
-  });
-
-  test.each([["  Stream #0:0 -> #0:0 (copy)"], ["  Stream #0:1: Audio: aac (LC), 48000 Hz, stereo, fltp"], ["Input #0, rtsp, from 'rtsp://x':"]])(
-    "not a video stream line: %s",
-    (line) => expect(parseVideoStreamLine(line)).toBeUndefined(),
-  );
-});
-
-describe("classifyFfmpegExit (stderr of ffmpeg 5.1, captured)", () => {
-  const exit = (stderr: string[], more: Partial<FfmpegExit> = {}): FfmpegExit => ({ stderr, code: 1, signal: null, scheme: "rtsp", ...more });
-  const cases: Array<[string, FfmpegExit, IngestFailure["code"], RegExp]> = [
-    [
-      "RTSP 401, no credentials",
-      exit(["[rtsp @ 0x55c987cb7a80] method DESCRIBE failed: 401 Unauthorized", "rtsp://127.0.0.1:42967/auth: Server returned 401 Unauthorized (authorization failed)"]),
-      "SOURCE_AUTH",
-      /^rtsp:\/\/127\.0\.0\.1:42967\/auth: Server returned 401 Unauthorized/,
-    ],
-    [
-      "RTSP 401, wrong password (redacted)",
-      exit(["[rtsp @ 0x560b511cea80] method DESCRIBE failed: 401 Unauthorized", "rtsp://admin:wrong@127.0.0.1:42967/auth: Server returned 401 Unauthorized (authorization failed)"]),
-      "SOURCE_AUTH",
-      /^rtsp:\/\/\*\*\*@127\.0\.0\.1:42967\/auth: Server returned 401/,
-    ],
-    [
-      "HTTP 401",
-      exit(["[http @ 0x5564a3335180] HTTP error 401 Unauthorized", "http://u:p@127.0.0.1:42739/401.ts: Server returned 401 Unauthorized (authorization failed)"], { scheme: "http" }),
-      "SOURCE_AUTH",
-      /^http:\/\/\*\*\*@127\.0\.0\.1:42739\/401\.ts: Server returned 401/,
-    ],
-    [
-      "HTTP 403",
-      exit(["[http @ 0x557568d7e180] HTTP error 403 Forbidden", "http://127.0.0.1:42739/403.ts: Server returned 403 Forbidden (access denied)"], { scheme: "http" }),
-      "SOURCE_AUTH",
-      /403 Forbidden \(access denied\)$/,
-    ],
-    [
-      "connection refused",
-      exit(["[tcp @ 0x5584e2727940] Connection to tcp://127.0.0.1:1?timeout=5000000 failed: Connection refused", "rtsp://127.0.0.1:1/cam: Connection refused"]),
-      "SOURCE_UNREACHABLE",
-      /^rtsp:\/\/127\.0\.0\.1:1\/cam: Connection refused$/,
-    ],
-    [
-      "RTSP 404",
-      exit(["[rtsp @ 0x55b2f9244a80] method DESCRIBE failed: 404 Not Found", "rtsp://127.0.0.1:42967/nope: Server returned 404 Not Found"]),
-      "SOURCE_UNREACHABLE",
-      /Server returned 404 Not Found$/,
-    ],
-    [
-      "HTTP 404",
-      exit(["[http @ 0x560d2d504180] HTTP error 404 File not found", "http://127.0.0.1:41965/nope.mp4: Server returned 404 Not Found"], { scheme: "http" }),
-      "SOURCE_UNREACHABLE",
-      /404 Not Found$/,
-    ],
-    [
-      "name resolution",
-      exit(["[tcp @ 0x5614407f9940] Failed to resolve hostname no-such-host.invalid: Name or service not known", "rtsp://no-such-host.invalid/cam: Input/output error"]),
-      "SOURCE_UNREACHABLE",
-      /^\[tcp\] Failed to resolve hostname no-such-host\.invalid/,
-    ],
-    [
-      "no route to host",
-      exit(["[tcp @ 0x555f8db27940] Connection to tcp://[2001:db8::1]:554?timeout=3000000 failed: No route to host", "rtsp://[2001:db8::1]:554/cam: No route to host"]),
-      "SOURCE_UNREACHABLE",
-      /No route to host$/,
-    ],
-    [
-      "RTSP server that accepts but never answers (I/O timeout)",
-      exit(["rtsp://127.0.0.1:56497/cam: Invalid data found when processing input"]),
-      "SOURCE_UNREACHABLE",
-      /Invalid data found/,
-    ],
-    [
-      "RTSP server frozen mid-stream: timed out, yet exit code 0",
-      exit(
-        [
-          "[rtp @ 0x55ad2bc32e00] Timestamps are unset in a packet for stream 0. This is deprecated and will stop working in the future. Fix your code to set the timestamps properly",
-          "rtsp://127.0.0.1:37155/cam: Connection timed out",
-          "frame=   43 fps=6.0 q=-1.0 Lsize=      29kB time=00:00:02.73 bitrate=  86.8kbits/s speed=0.38x    ",
-          "video:29kB audio:0kB subtitle:0kB other streams:0kB global headers:0kB muxing overhead: 1.531032%",
-        ],
-        { code: 0, inputOpened: true, inputCodec: "h264" },
-      ),
-      "SOURCE_UNREACHABLE",
-      /Connection timed out$/,
-    ],
-    [
-      "SRT connect timeout",
-      exit(["[srt @ 0x5583873dd140] Connection to srt://127.0.0.1:45999 failed: Connection timed out", "srt://127.0.0.1:45999: Connection timed out"], { scheme: "srt" }),
-      "SOURCE_UNREACHABLE",
-      /Connection timed out$/,
-    ],
-    [
-      "UDP: nothing arrived before -timeout",
-      exit(["udp://127.0.0.1:45999: Input/output error"], { scheme: "udp" }),
-      "SOURCE_UNREACHABLE",
-      /Input\/output error$/,
-    ],
-    [
-      "missing file",
-      exit(["file:/nonexistent/x.mp4: No such file or directory"], { scheme: "file" }),
-      "SOURCE_UNREACHABLE",
-      /No such file or directory$/,
-    ],
-    [
-      "MJPEG copied into the H.264 filter",
-      exit(
-        [
-          "[h264_mp4toannexb @ 0x558fa6cfbd80] Codec 'mjpeg' (7) is not supported by the bitstream filter 'h264_mp4toannexb'. Supported codecs are: h264 (27) ",
-          "Error initializing bitstream filter: h264_mp4toannexb",
-          "Error initializing output stream 0:0 -- ",
-        ],
-        { inputOpened: true },
-      ),
-      "UNSUPPORTED_CODEC",
-      /^\[h264_mp4toannexb\] Codec 'mjpeg' \(7\) is not supported/,
-    ],
-    [
-      "HEVC named on the input line, copy cut short",
-      exit(["  Stream #0:0: Video: hevc (Main), yuv420p(tv), 640x360, 15 fps, 15 tbr, 90k tbn"], { code: null, signal: "SIGKILL", inputOpened: true, inputCodec: "hevc" }),
-      "UNSUPPORTED_CODEC",
-      /hevc, not H\.264/,
-    ],
-    [
-      "source closed the connection (camera died): exit 0, no error line",
-      exit(["frame=   58 fps= 29 q=-1.0 Lsize=      38kB time=00:00:03.73 bitrate=  82.8kbits/s speed= 1.9x    ", "video:37kB audio:0kB subtitle:0kB other streams:0kB global headers:0kB muxing overhead: 1.529647%"], {
-        code: 0,
-        inputOpened: true,
-        inputCodec: "h264",
-      }),
-      "FFMPEG_EXITED",
-      /^the source ended the stream \(ffmpeg exited with code 0\)/,
-    ],
-    [
-      "killed from outside with SIGTERM",
-      exit(["av_interleaved_write_frame(): Immediate exit requested", "Error writing trailer of rtp://127.0.0.1:40000?pkt_size=1200: Immediate exit requested", "Exiting normally, received signal 15."], {
-        code: 255,
-        inputOpened: true,
-        inputCodec: "h264",
-      }),
-      "FFMPEG_EXITED",
-      /^ffmpeg exited with code 255: av_interleaved_write_frame\(\): Immediate exit requested \| Error writing trailer/,
-    ],
-    [
-      "ffmpeg missing (setpriv could not exec it)",
-      exit(["setpriv: failed to execute ffmpeg: No such file or directory"], { code: 127 }),
-      "FFMPEG_EXITED",
-      /^ffmpeg exited with code 127: setpriv: failed to execute ffmpeg/,
-    ],
-  ];
-
-  test.each(cases)("%s", (_name, input, code, detail) => {
-    const got = classifyFfmpegExit(input);
-    expect(got.code).toBe(code);
-    expect(got.detail).toMatch(detail);
-  });
-
-  test("a host or path that spells a status code does not read as one", () => {
-    const got = classifyFfmpegExit(exit(["rtsp://cam-401.local/Unauthorized: Connection refused"]));
-    expect(got.code).toBe("SOURCE_UNREACHABLE");
-  });
-
-  test("the detail never carries credentials, even in the generic case", () => {
-    const got = classifyFfmpegExit(exit(["rtsp://admin:hunter2@10.0.0.5/s: Something odd happened", "http://x/y?token=abc123 failed"], { code: 1 }));
-    expect(got.code).toBe("FFMPEG_EXITED");
-    expect(got.detail).not.toMatch(/hunter2|abc123/);
   });
 });
 

@@ -2,11 +2,11 @@ import { Counter, Histogram, type Registry } from "prom-client";
 import { DetectorClient, DetectorError, MotionGate, toGray, type DetectResult } from "../../proto/index.ts";
 import { perRegistry, type DetectionReport, type DetectionOutcome, type Logger } from "../../runtime/index.ts";
 import type { CameraError, CameraSpec } from "../../subjects/index.ts";
-import type { AnalysisFrame } from "./ingest.ts";
+import type { AnalysisFrame } from "./ffmpeg-output.ts";
 
 /**
  * A camera's analysis path, fed with the sampled frames of its FFmpeg
- * (ingest.ts samples at ai.max_fps or every ai.every_n frames):
+ * (ffmpeg-args.ts samples at ai.max_fps or every ai.every_n frames):
  *
  *   frame → motion gate → one call in flight, newest frame waiting → Detect (deadline) → DetectionEvent
  *

@@ -5,7 +5,7 @@ import type { Actor, ActorContext, ActorKind, StopReason, ViewerReport } from ".
 import type { CameraError, CameraErrorCode, CameraSpec, CameraStatus, StreamInfo } from "../../subjects/index.ts";
 import type { Analysis } from "./analysis.ts";
 import { GopCache } from "../../media/index.ts";
-import type { AnalysisFrame } from "./ingest.ts";
+import type { AnalysisFrame } from "./ffmpeg-output.ts";
 import { cameraMachine, DEFAULT_CAMERA_TIMING, stateName, type CameraTiming } from "./machine.ts";
 
 let analysisModule: Promise<typeof Analysis> | undefined;

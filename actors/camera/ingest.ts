@@ -19,28 +19,22 @@
 // process, even on SIGKILL), its own process group (stop() signals the whole
 // group), the inherited environment (the test suite's leak check follows a
 // variable every child inherits). stop() resolves only after the exit.
+//
+// What goes on FFmpeg's command line is ffmpeg-args.ts; reading what it
+// prints, and what its exit means, is ffmpeg-output.ts. This file is the
+// process: the socket, the spawn, the callbacks, the stop.
 
 import { createSocket, type Socket } from "node:dgram";
-import { fileURLToPath } from "node:url";
-import { silentLogger, type Logger } from "../../runtime/index.ts";
-import { redact, schemeOf, type CameraErrorCode, type CameraSpec, type StreamInfo } from "../../subjects/index.ts";
-import { superviseSpawn, withTimeout, type SupervisedChild } from "../../runtime/index.ts";
+import { silentLogger, superviseSpawn, withTimeout, type Logger, type SupervisedChild } from "../../runtime/index.ts";
+import { redact, schemeOf, type StreamInfo } from "../../subjects/index.ts";
+import { ANALYSIS_FD, buildFfmpegArgs, IngestSourceError, RTP_PAYLOAD_TYPE, type AnalysisPixFmt, type FfmpegArgsOptions, type IngestSpec, type VideoMode } from "./ffmpeg-args.ts";
+import { classifyFfmpegExit, cleanDetail, FfmpegStderr, FrameAssembler, lineSplitter, progressParser, type AnalysisFrame, type IngestFailure } from "./ffmpeg-output.ts";
 
-// ---------------------------------------------------------------- public types
-
-/** Pixel formats the analysis output can have; bytes per pixel in FRAME_BYTES_PER_PIXEL. */
-export type AnalysisPixFmt = "gray" | "rgb24";
-
-/** One sampled, scaled, raw frame of the analysis output. */
-export interface AnalysisFrame {
-  /** width × height × bytes per pixel, rows top to bottom, no padding. */
-  data: Buffer;
-  width: number;
-  height: number;
-  pixFmt: AnalysisPixFmt;
-  /** When the frame arrived here, ms since the Unix epoch. */
-  ts: number;
-}
+// Names other modules (and tests) import from here, whichever file they live in.
+export { buildFfmpegArgs, FRAME_BYTES_PER_PIXEL, IngestSourceError, testsrcParams } from "./ffmpeg-args.ts";
+export type { AnalysisPixFmt, FfmpegArgsOptions, IngestSpec, VideoMode } from "./ffmpeg-args.ts";
+export { classifyFfmpegExit, parseVideoStreamLine } from "./ffmpeg-output.ts";
+export type { AnalysisFrame, FfmpegExit, IngestFailure, ParsedVideoStream } from "./ffmpeg-output.ts";
 
 export interface IngestProgress {
   /** Video frames FFmpeg has sent as RTP since it started. */
@@ -53,11 +47,6 @@ export interface IngestProgress {
   speed?: number;
 }
 
-export interface IngestFailure {
-  code: CameraErrorCode;
-  /** One line for people: what FFmpeg said, credentials redacted. */
-  detail: string;
-}
 
 export interface IngestOptions {
   /** Allow `file:` and `testsrc:` URLs (ALLOW_LOCAL_SOURCES). Without it they fail with SOURCE_NOT_ALLOWED and nothing is spawned. */
@@ -94,6 +83,12 @@ export interface IngestHandle {
   /** The local UDP port RTP arrives on; undefined until bound and after the run ends. */
   readonly rtpPort: number | undefined;
   /**
+   * Every FFmpeg this run spawned, oldest first, with its pid and when
+   * (performance.now()): one, or two for a source that is not H.264 with
+   * `transcode` on (the copy attempt, then the encoder).
+   */
+  readonly spawned: readonly { pid: number; at: number }[];
+  /**
    * Ends the run: SIGTERM to FFmpeg's process group, SIGKILL after
    * `stopTimeoutMs`. Resolves once FFmpeg has exited (and been reaped) and the
    * UDP socket is closed. No callback fires after it is called. Idempotent.
@@ -101,329 +96,8 @@ export interface IngestHandle {
   stop(): Promise<void>;
 }
 
-/** The source cannot be used as given; found before anything is spawned. */
-export class IngestSourceError extends Error {
-  override name = "IngestSourceError";
-  readonly code: CameraErrorCode;
 
-  constructor(code: CameraErrorCode, message: string) {
-    super(message);
-    this.code = code;
-  }
-}
-
-// ---------------------------------------------------------------- arguments
-
-export type VideoMode = "copy" | "encode";
-
-export interface FfmpegArgsOptions {
-  /** UDP port on 127.0.0.1 the RTP goes to. */
-  rtpPort: number;
-  allowLocalSources: boolean;
-  /** "copy" (default) passes H.264 through; "encode" runs libx264. `testsrc:` is always encoded. */
-  video?: VideoMode;
-  /** See IngestOptions. */
-  ioTimeoutMs?: number;
-  analysisWidth?: number;
-  analysisPixFmt?: AnalysisPixFmt;
-}
-
-export type IngestSpec = Pick<CameraSpec, "url" | "rtsp_transport" | "ai">;
-
-const DEFAULT_IO_TIMEOUT_MS = 5_000;
 const DEFAULT_STOP_TIMEOUT_MS = 2_000;
-const DEFAULT_ANALYSIS_WIDTH = 320;
-const RTP_PAYLOAD_TYPE = 96;
-/** Fits WebRTC's SRTP overhead into a 1500-byte path MTU. */
-const RTP_PACKET_SIZE = 1200;
-const PROGRESS_PERIOD_S = "0.5";
-const TESTSRC_DEFAULT = { width: 640, height: 360, rate: 15 };
-/** Seconds between key frames we encode; a new viewer waits at most this long for a picture. */
-const ENCODE_KEYFRAME_S = 2;
-export const FRAME_BYTES_PER_PIXEL: Record<AnalysisPixFmt, number> = { gray: 1, rgb24: 3 };
-/** fd of the analysis pipe in the child (0–2 are stdin/stdout/stderr). */
-const ANALYSIS_FD = 3;
-/** A `tbr` above this is a time base, not a frame rate. */
-const MAX_PLAUSIBLE_FPS = 240;
-
-/**
- * FFmpeg's arguments for one camera (pure). Output #0 is always the RTP
- * video; output #1, the analysis frames on fd 3, exists only with
- * `spec.ai.enabled`. Throws IngestSourceError for a source it will not open.
- */
-export function buildFfmpegArgs(spec: IngestSpec, opts: FfmpegArgsOptions): string[] {
-  const scheme = schemeOf(spec.url);
-  const local = scheme === "file" || scheme === "testsrc";
-  if (local && !opts.allowLocalSources) {
-    throw new IngestSourceError("SOURCE_NOT_ALLOWED", `${scheme}: sources need ALLOW_LOCAL_SOURCES on this node`);
-  }
-  if (!Number.isInteger(opts.rtpPort) || opts.rtpPort <= 0 || opts.rtpPort > 65_535) {
-    throw new TypeError(`FfmpegArgsOptions.rtpPort must be a port number, got ${opts.rtpPort}`);
-  }
-  const timeoutUs = String(Math.round((opts.ioTimeoutMs ?? DEFAULT_IO_TIMEOUT_MS) * 1000));
-  const mode: VideoMode = scheme === "testsrc" ? "encode" : (opts.video ?? "copy");
-
-  const args = ["-hide_banner", "-nostdin", "-nostats", "-loglevel", "info"];
-  args.push("-progress", "pipe:1", "-stats_period", PROGRESS_PERIOD_S);
-
-  switch (scheme) {
-    case "rtsp":
-    case "rtsps":
-      // -timeout is the RTSP demuxer's socket I/O timeout in µs (ffmpeg 5.1;
-      // older versions called it -stimeout). Video only: no SETUP for audio.
-      args.push("-rtsp_transport", spec.rtsp_transport, "-timeout", timeoutUs, "-allowed_media_types", "video");
-      args.push("-i", spec.url);
-      break;
-    case "http":
-    case "https":
-      args.push("-rw_timeout", timeoutUs, "-i", spec.url);
-      break;
-    case "srt":
-    case "udp":
-      // Both protocols' own -timeout (µs); -rw_timeout does not end a udp read.
-      args.push("-timeout", timeoutUs, "-i", spec.url);
-      break;
-    case "file":
-      // A file plays in real time, forever, like a camera.
-      args.push("-re", "-stream_loop", "-1", "-i", `file:${filePath(spec.url)}`);
-      break;
-    case "testsrc": {
-      const t = testsrcParams(spec.url);
-      args.push("-re", "-f", "lavfi", "-i", `testsrc=size=${t.width}x${t.height}:rate=${t.rate}`);
-      break;
-    }
-    default:
-      throw new IngestSourceError("SOURCE_UNREACHABLE", `unsupported URL scheme ${scheme ?? "(none)"}:`);
-  }
-
-  // Output #0: RTP for WebRTC. Copy keeps FFmpeg's default of dropping
-  // packets before the first key frame, so the first RTP decodes.
-  args.push("-map", "0:v:0");
-  if (mode === "copy") {
-    args.push("-c:v", "copy", "-bsf:v", "h264_mp4toannexb");
-  } else {
-    // yuv420p before the baseline profile (testsrc is RGB). One thread: one
-    // slice per frame (zerolatency's sliced threads split frames, see
-    // FIELD-NOTES). Key frames on a clock, whatever the source's rate.
-    args.push("-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency");
-    args.push("-pix_fmt", "yuv420p", "-profile:v", "baseline", "-threads", "1");
-    args.push("-force_key_frames", `expr:gte(t,n_forced*${ENCODE_KEYFRAME_S})`);
-  }
-  // No RTCP: FFmpeg would send its sender reports to rtpPort + 1, which may
-  // be another camera's socket; the WebRTC leg has RTCP of its own.
-  args.push("-f", "rtp", "-payload_type", String(RTP_PAYLOAD_TYPE), "-rtpflags", "skip_rtcp");
-  args.push(`rtp://127.0.0.1:${opts.rtpPort}?pkt_size=${RTP_PACKET_SIZE}`);
-
-  // Output #1: analysis frames. Decoding costs CPU, so only with AI on.
-  if (spec.ai.enabled) {
-    const width = opts.analysisWidth ?? DEFAULT_ANALYSIS_WIDTH;
-    if (!Number.isInteger(width) || width < 16 || width > 7680 || width % 2 !== 0) {
-      throw new TypeError(`FfmpegArgsOptions.analysisWidth must be an even integer in 16..7680, got ${width}`);
-    }
-    const sample = spec.ai.every_n !== undefined ? `select=not(mod(n\\,${spec.ai.every_n}))` : `fps=${spec.ai.max_fps}`;
-    args.push("-map", "0:v:0", "-vf", `${sample},scale=w=min(${width}\\,iw):h=-2`);
-    // Frames as the filter made them: no duplicates to fill a constant rate.
-    args.push("-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", opts.analysisPixFmt ?? "gray", `pipe:${ANALYSIS_FD}`);
-  }
-  return args;
-}
-
-function filePath(url: string): string {
-  try {
-    return fileURLToPath(new URL(url));
-  } catch (err) {
-    throw new IngestSourceError("SOURCE_UNREACHABLE", `not a usable file: URL (${(err as Error).message})`);
-  }
-}
-
-/** `testsrc:?size=WxH&rate=R`; strict, because the values go into a filter graph. */
-export function testsrcParams(url: string): { width: number; height: number; rate: number } {
-  const out = { ...TESTSRC_DEFAULT };
-  const query = url.slice(url.indexOf(":") + 1).replace(/^\/*\??/, "");
-  for (const [key, value] of new URLSearchParams(query)) {
-    if (key === "size") {
-      const m = /^(\d{1,4})x(\d{1,4})$/.exec(value);
-      const [w, h] = m ? [Number(m[1]), Number(m[2])] : [NaN, NaN];
-      if (!(w >= 16 && w <= 7680 && h >= 16 && h <= 4320 && w % 2 === 0 && h % 2 === 0)) {
-        throw new IngestSourceError("SOURCE_UNREACHABLE", `testsrc: size must be WxH, even, 16x16 to 7680x4320; got "${value}"`);
-      }
-      out.width = w;
-      out.height = h;
-    } else if (key === "rate") {
-      const r = /^\d{1,3}(\.\d{1,3})?$/.test(value) ? Number(value) : NaN;
-      if (!(r > 0 && r <= 120)) throw new IngestSourceError("SOURCE_UNREACHABLE", `testsrc: rate must be a number in (0, 120]; got "${value}"`);
-      out.rate = r;
-    } else {
-      throw new IngestSourceError("SOURCE_UNREACHABLE", `testsrc: unknown parameter "${key}" (size and rate are known)`);
-    }
-  }
-  return out;
-}
-
-// ---------------------------------------------------------------- stderr parsing
-
-export interface ParsedVideoStream {
-  /** FFmpeg's codec name: h264, hevc, mjpeg, rawvideo… */
-  codec: string;
-  width: number;
-  height: number;
-  /** Frames per second; the `tbr` when no `fps` is given; 0 when neither is. */
-  fps: number;
-  /** Pixel format as FFmpeg names it (first word), e.g. yuv420p, gray. */
-  pixFmt?: string;
-}
-
-/**
- * Parses one of FFmpeg's stream lines, e.g.
- * `  Stream #0:0: Video: h264 (Constrained Baseline), yuv420p(tv, smpte170m, progressive), 640x360 [SAR 1:1 DAR 16:9], 15 fps, 15 tbr, 90k tbn`.
- * Returns the file index (0 for the input; the output number in an output
- * section) and the stream, or undefined for anything else.
- */
-export function parseVideoStreamLine(line: string): { file: number; stream: ParsedVideoStream } | undefined {
-  const m = /^\s*Stream #(\d+):\d+(?:\[[^\]]*\])?(?:\([^)]*\))?: Video: ([A-Za-z0-9_]+)(.*)$/.exec(line);
-  if (!m) return undefined;
-  const parts = splitTopLevel(m[3]!);
-  let width = 0;
-  let height = 0;
-  let fps: number | undefined;
-  let tbr: number | undefined;
-  for (const part of parts) {
-    const size = /^(\d+)x(\d+)(?:\s|$)/.exec(part);
-    if (size && width === 0) {
-      width = Number(size[1]);
-      height = Number(size[2]);
-      continue;
-    }
-    const rate = /^(\d+(?:\.\d+)?)(k?) (fps|tbr)$/.exec(part);
-    if (rate) {
-      const value = Number(rate[1]) * (rate[2] === "k" ? 1000 : 1);
-      if (rate[3] === "fps") fps = value;
-      else tbr = value;
-    }
-  }
-  const pixFmt = /^([a-z0-9_]+)(?:\(|$)/.exec(parts[1] ?? "")?.[1];
-  // Without a frame rate FFmpeg may print the time base as tbr ("90k tbr"): not a rate.
-  const rate = fps ?? (tbr !== undefined && tbr <= MAX_PLAUSIBLE_FPS ? tbr : 0);
-  return { file: Number(m[1]), stream: { codec: m[2]!, width, height, fps: rate, ...(pixFmt ? { pixFmt } : {}) } };
-}
-
-/** Splits on ", " outside parentheses and brackets; the first element is what precedes the first comma. */
-function splitTopLevel(text: string): string[] {
-  const parts: string[] = [];
-  let depth = 0;
-  let current = "";
-  for (const ch of text) {
-    if (ch === "(" || ch === "[") depth++;
-    else if (ch === ")" || ch === "]") depth = Math.max(0, depth - 1);
-    if (ch === "," && depth === 0) {
-      parts.push(current.trim());
-      current = "";
-    } else {
-      current += ch;
-    }
-  }
-  parts.push(current.trim());
-  return parts;
-}
-
-// ---------------------------------------------------------------- classification
-
-export interface FfmpegExit {
-  /** The last lines FFmpeg wrote to stderr, oldest first. */
-  stderr: readonly string[];
-  /** Exit code, or null when a signal ended it (or it never started). */
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  /** Scheme of the input URL (rtsp, http, udp, file…): some failures read differently per protocol. */
-  scheme?: string;
-  /** Whether FFmpeg opened the input (printed "Input #0"). */
-  inputOpened?: boolean;
-  /** Codec FFmpeg named for the input's video, when it did. */
-  inputCodec?: string;
-  /** Whether the video was copied (default) rather than encoded. */
-  copying?: boolean;
-  /** Why the process could not be spawned, when it could not. */
-  spawnError?: string;
-}
-
-const AUTH = [/\b40[13]\b/, /\bUnauthorized\b/i, /\bForbidden\b/i, /authorization failed/i];
-const CODEC = [/is not supported by the bitstream filter 'h264_mp4toannexb'/, /\bUnsupported codec\b/i, /Decoder \(codec [^)]*\) not found/];
-const UNREACHABLE = [
-  /Connection refused/i,
-  /Connection timed out/i,
-  /No route to host/i,
-  /Network is unreachable/i,
-  /Host is unreachable/i,
-  /Connection reset by peer/i,
-  /\b404\b/,
-  /\bNot Found\b/, // the HTTP/RTSP reason phrase; FFmpeg's own "not found" is lower case
-  /Failed to resolve hostname/i,
-  /Name or service not known/i,
-  /Temporary failure in name resolution/i,
-  /No address associated with hostname/i,
-];
-const DETAIL_MAX_CHARS = 600;
-const DETAIL_TAIL_LINES = 6;
-/** FFmpeg lines that never explain an exit. */
-const NOISE = [/^\s*$/, /Timestamps are unset in a packet/, /^Exiting normally, received signal/, /^\s+/];
-
-/**
- * Turns how FFmpeg ended into a DESIGN error code (pure). Credentials in the
- * detail are redacted. Order: credentials rejected, codec, unreachable, the
- * stream ending, anything else (FFMPEG_EXITED with the exit and the last lines).
- */
-export function classifyFfmpegExit(exit: FfmpegExit): IngestFailure {
-  const lines = exit.stderr.map((l) => l.trimEnd()).filter((l) => l.trim() !== "");
-  // Match on the line without its URLs: a path or host name must not read as a status.
-  const bare = lines.map((l) => l.replace(/\b[a-z][a-z0-9+.-]*:\/\/\S+/gi, "<url>"));
-  const lastMatching = (patterns: RegExp[], extra?: (l: string) => boolean): string | undefined => {
-    for (let i = bare.length - 1; i >= 0; i--) {
-      if (patterns.some((p) => p.test(bare[i]!)) || extra?.(bare[i]!)) return lines[i];
-    }
-    return undefined;
-  };
-
-  const auth = lastMatching(AUTH);
-  if (auth) return { code: "SOURCE_AUTH", detail: clean(auth) };
-
-  const copying = exit.copying ?? true;
-  if (copying && exit.inputCodec !== undefined && exit.inputCodec !== "h264") {
-    return { code: "UNSUPPORTED_CODEC", detail: `source video is ${exit.inputCodec}, not H.264, and transcoding is off` };
-  }
-  const codec = lastMatching(CODEC);
-  if (codec) return { code: "UNSUPPORTED_CODEC", detail: clean(codec) };
-
-  const scheme = exit.scheme ?? "";
-  const unreachable = lastMatching(UNREACHABLE, (l) => {
-    if (exit.inputOpened) return false;
-    // An RTSP server that never answers (or a host that never accepts)
-    // surfaces as a failed read of the reply after the I/O timeout.
-    if ((scheme === "rtsp" || scheme === "rtsps") && /Invalid data found when processing input/.test(l)) return true;
-    // UDP and SRT inputs with nothing arriving before their -timeout.
-    if ((scheme === "udp" || scheme === "srt") && /Input\/output error/.test(l)) return true;
-    return scheme === "file" && /No such file or directory/.test(l);
-  });
-  if (unreachable) return { code: "SOURCE_UNREACHABLE", detail: clean(unreachable) };
-
-  if (exit.spawnError) return { code: "FFMPEG_EXITED", detail: clean(`could not start ffmpeg: ${exit.spawnError}`) };
-  const tail = lines.filter((l) => !NOISE.some((p) => p.test(l))).slice(-DETAIL_TAIL_LINES);
-  if (exit.code === 0) {
-    // A live source that closes the connection (the camera rebooted, the
-    // server went away or ended the session) reads as a normal end of input.
-    return { code: "FFMPEG_EXITED", detail: clean(`the source ended the stream (ffmpeg exited with code 0)${tail.length ? `: ${tail.join(" | ")}` : ""}`) };
-  }
-  const how = exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
-  return { code: "FFMPEG_EXITED", detail: clean(`ffmpeg ${how}${tail.length ? `: ${tail.join(" | ")}` : ""}`) };
-}
-
-/** Redacted, without FFmpeg's context addresses ("[rtsp @ 0x55…]" → "[rtsp]"), bounded. */
-function clean(text: string): string {
-  const out = redact(text.replace(/ @ 0x[0-9a-f]+\]/g, "]").trim());
-  return out.length > DETAIL_MAX_CHARS ? `${out.slice(0, DETAIL_MAX_CHARS - 1)}…` : out;
-}
-
-// ---------------------------------------------------------------- running
-
 const STDERR_TAIL_LINES = 40;
 /** Bound on waiting for FFmpeg's pipes to drain after it exited. */
 const PIPE_DRAIN_MS = 1_000;
@@ -434,13 +108,8 @@ interface Proc {
   mode: VideoMode;
   /** Settles when the process has exited and its pipes are drained (or after PIPE_DRAIN_MS). */
   done: Promise<void>;
-  /** The last STDERR_TAIL_LINES lines, for classifying the exit. */
-  stderr: string[];
-  section: "none" | "input" | "output";
-  outputIndex: number;
-  inputOpened: boolean;
-  input?: ParsedVideoStream;
-  analysis?: { width: number; height: number };
+  /** What its stderr said: the input's stream, the analysis size, the last lines for classifying the exit. */
+  stderr: FfmpegStderr;
   /** We killed it because the codec is not H.264 and it was being copied. */
   wrongCodec: boolean;
 }
@@ -485,6 +154,7 @@ class Ingest implements IngestHandle {
   #frames = 0;
   #rtpSender: { address: string; port: number } | undefined;
   #startedAt = 0;
+  readonly #spawned: { pid: number; at: number }[] = [];
 
   constructor(spec: IngestSpec, opts: IngestOptions) {
     this.#spec = spec;
@@ -496,7 +166,7 @@ class Ingest implements IngestHandle {
       .catch((err: unknown): IngestFailure => {
         // A bug here must still end the run with a report, not hang it.
         this.#log.error({ err }, "ingest failed unexpectedly");
-        return { code: "FFMPEG_EXITED", detail: clean(`ingest failed: ${(err as Error)?.message ?? String(err)}`) };
+        return { code: "FFMPEG_EXITED", detail: cleanDetail(`ingest failed: ${(err as Error)?.message ?? String(err)}`) };
       })
       .then(async (failure) => {
         this.#onStarted();
@@ -511,6 +181,10 @@ class Ingest implements IngestHandle {
   get pid(): number | undefined {
     const p = this.#current;
     return p && !p.run.hasExited() ? p.run.child.pid : undefined;
+  }
+
+  get spawned(): readonly { pid: number; at: number }[] {
+    return this.#spawned;
   }
 
   get rtpPort(): number | undefined {
@@ -535,7 +209,7 @@ class Ingest implements IngestHandle {
       buildFfmpegArgs(this.#spec, { ...this.#argOptions(), rtpPort: 1 });
     } catch (err) {
       if (!(err instanceof IngestSourceError)) throw err;
-      return { code: err.code, detail: clean(err.message) };
+      return { code: err.code, detail: cleanDetail(err.message) };
     }
     if (this.#stopped) return undefined;
     this.#socket = await bindRtpSocket((packet, from) => this.#onPacket(packet, from));
@@ -549,18 +223,18 @@ class Ingest implements IngestHandle {
       await proc.done;
       if (this.#stopped) return undefined;
       if (proc.wrongCodec && this.#opts.transcode && mode === "copy") {
-        this.#log.info({ codec: proc.input?.codec }, "source is not H.264: starting again with transcoding");
+        this.#log.info({ codec: proc.stderr.input?.codec }, "source is not H.264: starting again with transcoding");
         mode = "encode";
         continue;
       }
       const exit = await proc.run.exited;
       return classifyFfmpegExit({
-        stderr: proc.stderr,
+        stderr: proc.stderr.tail,
         code: exit.code,
         signal: exit.signal,
         scheme: this.#scheme,
-        inputOpened: proc.inputOpened,
-        inputCodec: proc.input?.codec,
+        inputOpened: proc.stderr.inputOpened,
+        inputCodec: proc.stderr.input?.codec,
         copying: proc.mode === "copy" && this.#scheme !== "testsrc",
         spawnError: proc.run.spawnError?.message,
       });
@@ -584,7 +258,7 @@ class Ingest implements IngestHandle {
     // stdin, stdout (progress), then fd 3 (analysis frames) when AI is on; stderr is always a pipe.
     const stdio: ("ignore" | "pipe")[] = withAnalysis ? ["ignore", "pipe", "pipe"] : ["ignore", "pipe"];
     this.#log.debug({ args: args.map(redact) }, "starting ffmpeg");
-    this.#startedAt = Date.now();
+    this.#startedAt = performance.now();
     this.#ready = false;
     this.#firstRtpSeen = false;
     this.#frames = 0;
@@ -593,6 +267,7 @@ class Ingest implements IngestHandle {
     let proc!: Proc;
     const run = superviseSpawn(ffmpeg, args, { stdio, tailLines: 0, onStderrLine: (line: string) => this.#onStderr(proc, line) });
     const child = run.child;
+    if (child.pid !== undefined) this.#spawned.push({ pid: child.pid, at: this.#startedAt });
     let onClose!: () => void;
     const closed = new Promise<void>((res) => (onClose = res));
     child.once("close", () => onClose());
@@ -603,10 +278,7 @@ class Ingest implements IngestHandle {
       run,
       mode,
       done: run.exited.then(() => withTimeout(closed, PIPE_DRAIN_MS)).then(() => undefined),
-      stderr: [],
-      section: "none",
-      outputIndex: -1,
-      inputOpened: false,
+      stderr: new FfmpegStderr(STDERR_TAIL_LINES),
       wrongCodec: false,
     };
     this.#current = proc;
@@ -615,43 +287,23 @@ class Ingest implements IngestHandle {
     if (withAnalysis) {
       const assembler = new FrameAssembler(this.#opts.analysisPixFmt ?? "gray", (frame) => this.#emit(() => this.#opts.onFrame?.(frame)));
       const pipe = child.stdio[ANALYSIS_FD] as NodeJS.ReadableStream | null;
-      pipe?.on("data", (chunk: Buffer) => assembler.push(chunk, proc.analysis));
+      pipe?.on("data", (chunk: Buffer) => assembler.push(chunk, proc.stderr.analysis));
       pipe?.on("error", () => {});
     }
     return proc;
   }
 
   #onStderr(proc: Proc, line: string): void {
-    proc.stderr.push(line);
-    if (proc.stderr.length > STDERR_TAIL_LINES) proc.stderr.shift();
     if (this.#log.isLevelEnabled("debug")) this.#log.debug({ ffmpeg: redact(line) }, "ffmpeg stderr");
-
-    const section = /^(Input|Output) #(\d+),/.exec(line);
-    if (section) {
-      proc.section = section[1] === "Input" ? "input" : "output";
-      if (proc.section === "input") proc.inputOpened = true;
-      else proc.outputIndex = Number(section[2]);
+    if (proc.stderr.push(line) !== "input") return;
+    const copying = proc.mode === "copy" && this.#scheme !== "testsrc";
+    if (copying && proc.stderr.input!.codec !== "h264") {
+      // The copy would fail at the bitstream filter anyway; end it now.
+      proc.wrongCodec = true;
+      proc.run.signal("SIGKILL");
       return;
     }
-    if (/^Stream mapping:/.test(line)) {
-      proc.section = "none";
-      return;
-    }
-    const parsed = parseVideoStreamLine(line);
-    if (!parsed) return;
-    if (proc.section === "input" && parsed.file === 0 && !proc.input) {
-      proc.input = parsed.stream;
-      const copying = proc.mode === "copy" && this.#scheme !== "testsrc";
-      if (copying && parsed.stream.codec !== "h264") {
-        // The copy would fail at the bitstream filter anyway; end it now.
-        proc.wrongCodec = true;
-        proc.run.signal("SIGKILL");
-        return;
-      }
-      this.#maybeReady();
-    } else if (proc.section === "output" && parsed.file === 1 && proc.outputIndex === 1 && !proc.analysis) {
-      proc.analysis = { width: parsed.stream.width, height: parsed.stream.height };
-    }
+    this.#maybeReady();
   }
 
   #onPacket(packet: Buffer, from: { address: string; port: number }): void {
@@ -669,11 +321,11 @@ class Ingest implements IngestHandle {
   }
 
   #maybeReady(): void {
-    const input = this.#current?.input;
+    const input = this.#current?.stderr.input;
     if (this.#ready || this.#over || !this.#firstRtpSeen || !input) return;
     this.#ready = true;
     const stream: StreamInfo = { codec: input.codec, width: input.width, height: input.height, fps: input.fps };
-    this.#log.info({ stream, ms: Date.now() - this.#startedAt }, "source ready");
+    this.#log.info({ stream, ms: Math.round(performance.now() - this.#startedAt) }, "source ready");
     this.#emit(() => this.#opts.onReady(stream));
   }
 
@@ -740,71 +392,9 @@ function bindRtpSocket(onPacket: (packet: Buffer, from: { address: string; port:
 
 /** Calls onLine for each line of a text stream (\n, \r\n or \r). */
 function lines(stream: NodeJS.ReadableStream, onLine: (line: string) => void): void {
-  let partial = "";
+  const split = lineSplitter(onLine);
   stream.setEncoding("utf8");
-  stream.on("data", (chunk: string) => {
-    const parts = (partial + chunk).split(/\r\n|\n|\r/);
-    partial = parts.pop() ?? "";
-    for (const l of parts) onLine(l);
-  });
-  stream.on("end", () => {
-    if (partial) onLine(partial);
-    partial = "";
-  });
+  stream.on("data", (chunk: string) => split.push(chunk));
+  stream.on("end", () => split.end());
   stream.on("error", () => {});
 }
-
-/** `-progress` output: key=value lines, each block closed by `progress=continue|end`. */
-function progressParser(onBlock: (block: Map<string, string>) => void): (line: string) => void {
-  let block = new Map<string, string>();
-  return (line) => {
-    const eq = line.indexOf("=");
-    if (eq <= 0) return;
-    const key = line.slice(0, eq).trim();
-    block.set(key, line.slice(eq + 1).trim());
-    if (key === "progress") {
-      onBlock(block);
-      block = new Map();
-    }
-  };
-}
-
-/** Cuts the analysis pipe into frames once their size is known (FFmpeg's output stream line). */
-class FrameAssembler {
-  #pending: Buffer[] = [];
-  #pendingBytes = 0;
-
-  constructor(
-    readonly pixFmt: AnalysisPixFmt,
-    readonly onFrame: (frame: AnalysisFrame) => void,
-  ) {}
-
-  push(chunk: Buffer, size: { width: number; height: number } | undefined): void {
-    this.#pending.push(chunk);
-    this.#pendingBytes += chunk.length;
-    if (!size || size.width <= 0 || size.height <= 0) {
-      // FFmpeg names the size before it writes a frame; should that line be
-      // missed, frames cannot be cut, so keep memory bounded instead.
-      if (this.#pendingBytes > MAX_UNSIZED_BYTES) {
-        this.#pending = [];
-        this.#pendingBytes = 0;
-      }
-      return;
-    }
-    const frameBytes = size.width * size.height * FRAME_BYTES_PER_PIXEL[this.pixFmt];
-    if (this.#pendingBytes < frameBytes) return;
-    let all = Buffer.concat(this.#pending, this.#pendingBytes);
-    while (all.length >= frameBytes) {
-      // A copy, so the consumer may keep it while the rest is reused.
-      const data = Buffer.from(all.subarray(0, frameBytes));
-      all = all.subarray(frameBytes);
-      this.onFrame({ data, width: size.width, height: size.height, pixFmt: this.pixFmt, ts: Date.now() });
-    }
-    this.#pending = all.length ? [all] : [];
-    this.#pendingBytes = all.length;
-  }
-}
-
-/** Analysis bytes kept while the frame size is unknown. */
-const MAX_UNSIZED_BYTES = 64 << 20;
-
