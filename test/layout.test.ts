@@ -16,7 +16,7 @@ const MAY_USE: Record<Part, readonly Part[]> = {
   subjects: [],
   media: ["subjects"],
   runtime: ["subjects"],
-  proto: ["subjects", "runtime"],
+  proto: ["subjects"],
   actors: ["subjects", "media", "runtime", "proto"],
   gateway: ["subjects", "media", "runtime"],
   cli: ["subjects", "runtime", "proto", "actors", "gateway"],
