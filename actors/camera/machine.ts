@@ -1,4 +1,5 @@
 import { assign, setup } from "xstate";
+import { backoffDelay } from "../../runtime/index.ts";
 import type { CameraError, CameraErrorCode, StreamInfo } from "../../subjects/index.ts";
 
 /**
@@ -74,10 +75,13 @@ export type CameraMachineEvent =
   | { type: "WHIP_UP" }
   | { type: "WHIP_FAILED"; detail: string };
 
-/** Exponential backoff with jitter on the upper half: [d/2, d]. */
+/**
+ * The runtime's one backoff (exponential, equal jitter over [d/2, d]) with
+ * the camera's base and cap, in whole ms: the delay goes into the status as
+ * `retry_in_ms`.
+ */
 export function retryDelay(base: number, max: number, attempt: number, random: () => number): number {
-  const d = Math.min(max, base * 2 ** Math.max(0, attempt - 1));
-  return Math.round(d / 2 + random() * (d / 2));
+  return Math.round(backoffDelay({ initialMs: base, maxMs: max }, attempt, random));
 }
 
 export const cameraMachine = setup({
