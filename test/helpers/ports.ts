@@ -16,23 +16,27 @@
 import { readFileSync } from "node:fs";
 import { createServer } from "node:net";
 
-/** Ports below this are never chosen by the kernel (ip_local_port_range's low end). */
-function ephemeralLow(): number {
+/** The kernel's ephemeral range (ip_local_port_range); Linux's default where it cannot be read. */
+function ephemeralRange(): [number, number] {
   try {
-    const low = Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0]);
-    if (Number.isInteger(low) && low > 12_000) return low;
+    const [low, high] = readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/).map(Number);
+    if (Number.isInteger(low) && Number.isInteger(high)) return [low!, high!];
   } catch {
-    // not Linux: fall through to the kernel's usual default
+    // not Linux
   }
-  return 32_768;
+  return [32_768, 60_999];
 }
 
 const BLOCKS = 4;
-const LOW = ephemeralLow();
-const BLOCK_SIZE = Math.floor((LOW - 12_000) / BLOCKS);
+const WANT = 8_000; // ports for all blocks together
+const [LOW, HIGH] = ephemeralRange();
+// Below the range where there is room (the usual case), else above it.
+const REGION_START = LOW - WANT >= 10_000 ? LOW - WANT : HIGH + 1;
+const BLOCK_SIZE = Math.floor(Math.min(WANT, 65_536 - REGION_START) / BLOCKS);
+if (BLOCK_SIZE < 100) throw new Error(`test/helpers/ports.ts: no room outside the ephemeral range ${LOW}-${HIGH} for test ports`);
 // Workers are numbered from 1; anything else (a bench, a script) shares block 0.
 const block = (Number(process.env.VITEST_POOL_ID ?? 0) || 0) % BLOCKS;
-const base = 12_000 + block * BLOCK_SIZE;
+const base = REGION_START + block * BLOCK_SIZE;
 let next = Math.floor(Math.random() * BLOCK_SIZE);
 /** Ports handed out by this process; never handed out twice. */
 const handed = new Set<number>();
