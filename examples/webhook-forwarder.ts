@@ -13,8 +13,7 @@
 
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { connect } from "@nats-io/transport-node";
-import { createLogger, startAlertConsumer } from "../runtime/index.ts";
+import { connectNats, createLogger, startAlertConsumer } from "../runtime/index.ts";
 import { redact, type DetectionEvent } from "../subjects/index.ts";
 
 export interface ForwardOptions {
@@ -65,7 +64,7 @@ async function main(): Promise<void> {
   }
   const logger = createLogger({ node: "webhook-forwarder", level: process.env.LOG_LEVEL ?? "info" });
   const servers = (process.env.NATS_URL ?? "nats://127.0.0.1:4222").split(",");
-  const nc = await connect({ servers, name: "camfleet-webhook-forwarder", maxReconnectAttempts: -1 });
+  const nc = await connectNats({ servers, name: "camfleet-webhook-forwarder", logger, retryFirstConnect: true });
   const consumer = await startAlertConsumer(nc, {
     durable: values.durable,
     scope: { ...(values.tenant !== undefined ? { tenant: values.tenant } : {}), ...(values.site !== undefined ? { site: values.site } : {}), ...(values.camera !== undefined ? { camera: values.camera } : {}) },
