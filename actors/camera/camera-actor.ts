@@ -1,7 +1,7 @@
 import { Counter, Gauge, type Registry } from "prom-client";
 import { createActor, type Actor as XActor } from "xstate";
-import { perRegistry, whipUrlFor } from "../../runtime/index.ts";
-import type { Actor, ActorContext, ActorKind, StopReason, ViewerReport } from "../../runtime/index.ts";
+import { perRegistry, realClock, whipUrlFor } from "../../runtime/index.ts";
+import type { Actor, ActorContext, ActorKind, Clock, StopReason, Timer, ViewerReport } from "../../runtime/index.ts";
 import type { CameraError, CameraErrorCode, CameraSpec, CameraStatus, StreamInfo } from "../../subjects/index.ts";
 import type { Analysis } from "./analysis.ts";
 import { GopCache } from "../../media/index.ts";
@@ -66,6 +66,12 @@ export interface CameraKindOptions {
   startIngest: StartIngest;
   startWhip: StartWhip;
   timing?: Partial<CameraTiming>;
+  /**
+   * Time for every decision the actor makes by it: the machine's delays
+   * (backoff, stall, connect timeout), the viewer counts' expiry, the
+   * on-demand linger, the periodic summary. Default: the real clock.
+   */
+  clock?: Clock;
 }
 
 export function cameraKind(options: CameraKindOptions): ActorKind {
@@ -119,16 +125,17 @@ class CameraActor implements Actor {
   #analysisGeneration = 0;
   #frames = 0;
   #lastFrameTs?: number;
-  #since = Date.now();
-  #summary?: NodeJS.Timeout;
+  readonly #clock: Clock;
+  #since: number;
+  #summary?: Timer;
   #stopping?: Promise<void>;
   readonly #pending = new Set<Promise<unknown>>();
   /** Viewer counts by gateway, each until it expires (monotonic ms) unless the gateway sends it again. */
   readonly #viewerCounts = new Map<string, { viewers: number; expiresAt: number }>();
-  #viewerExpiry?: NodeJS.Timeout;
+  #viewerExpiry?: Timer;
   /** On-demand: someone watches (or stopped watching less than the linger time ago). */
   #demand = false;
-  #linger?: NodeJS.Timeout;
+  #linger?: Timer;
   /**
    * The source's current GOP: a WHIP session that starts (a viewer arrived)
    * begins with it, not at the next IDR. Kept only while no session is up:
@@ -142,6 +149,8 @@ class CameraActor implements Actor {
     this.#ctx = ctx;
     this.#spec = ctx.spec;
     this.#media = media;
+    this.#clock = media.clock ?? realClock;
+    this.#since = this.#clock.wallNow();
     this.#metrics = CameraMetrics.of(ctx.registry);
     const machine = cameraMachine.provide({
       actions: {
@@ -153,6 +162,7 @@ class CameraActor implements Actor {
       },
     });
     this.#machine = createActor(machine, {
+      clock: this.#clock,
       input: { timing: { ...DEFAULT_CAMERA_TIMING, ...media.timing }, publishWanted: publishWanted(ctx.spec, false) },
     });
     this.#machine.subscribe((snapshot) => {
@@ -162,7 +172,16 @@ class CameraActor implements Actor {
     this.#machine.start();
     this.#startAnalysis();
     this.#machine.send({ type: "START" });
-    this.#summary = setInterval(() => this.#report("periodic"), ctx.summaryIntervalMs);
+    this.#scheduleSummary();
+  }
+
+  /** The periodic StatusEvent: a timer re-armed after each, on the actor's clock. */
+  #scheduleSummary(): void {
+    this.#summary = this.#clock.setTimeout(() => {
+      if (this.#stopping !== undefined) return;
+      this.#report("periodic");
+      this.#scheduleSummary();
+    }, this.#ctx.summaryIntervalMs);
   }
 
   #track<T>(p: Promise<T>): void {
@@ -306,9 +325,9 @@ class CameraActor implements Actor {
     if (this.#stopping !== undefined && trigger === "periodic") return;
     const snap = this.#machine.getSnapshot();
     const state = stateName(snap.value);
-    if (stateEdge) this.#since = Date.now();
+    if (stateEdge) this.#since = this.#clock.wallNow();
     const ctx = snap.context;
-    const age = this.#lastFrameTs !== undefined ? (Date.now() - this.#lastFrameTs) / 1000 : undefined;
+    const age = this.#lastFrameTs !== undefined ? (this.#clock.wallNow() - this.#lastFrameTs) / 1000 : undefined;
     if (age !== undefined) this.#metrics.lastFrameAge.set({ camera: this.#spec.id }, age);
     const error = this.#error();
     this.#ctx.publishStatus({
@@ -345,14 +364,14 @@ class CameraActor implements Actor {
 
   viewers(report: ViewerReport): number {
     if (this.#stopping !== undefined) return 0;
-    if (report.viewers > 0) this.#viewerCounts.set(report.gateway, { viewers: report.viewers, expiresAt: performance.now() + report.ttlMs });
+    if (report.viewers > 0) this.#viewerCounts.set(report.gateway, { viewers: report.viewers, expiresAt: this.#clock.now() + report.ttlMs });
     else this.#viewerCounts.delete(report.gateway);
     this.#onViewersChanged();
     return this.#totalViewers();
   }
 
   #totalViewers(): number {
-    const now = performance.now();
+    const now = this.#clock.now();
     let total = 0;
     for (const c of this.#viewerCounts.values()) if (c.expiresAt > now) total += c.viewers;
     return total;
@@ -360,21 +379,21 @@ class CameraActor implements Actor {
 
   /** Drops expired counts, re-arms the expiry timer, and turns demand on or (after the linger time) off. */
   #onViewersChanged(): void {
-    const now = performance.now();
+    const now = this.#clock.now();
     for (const [gateway, c] of this.#viewerCounts) if (c.expiresAt <= now) this.#viewerCounts.delete(gateway);
-    clearTimeout(this.#viewerExpiry);
+    this.#clock.clearTimeout(this.#viewerExpiry);
     this.#viewerExpiry = undefined;
     const next = Math.min(...[...this.#viewerCounts.values()].map((c) => c.expiresAt));
     // A gateway that stops refreshing (it died) must not keep the camera publishing.
-    if (Number.isFinite(next)) this.#viewerExpiry = setTimeout(() => this.#onViewersChanged(), Math.max(0, next - now) + 1);
+    if (Number.isFinite(next)) this.#viewerExpiry = this.#clock.setTimeout(() => this.#onViewersChanged(), Math.max(0, next - now) + 1);
 
     const watched = this.#totalViewers() > 0;
     if (watched) {
-      clearTimeout(this.#linger);
+      this.#clock.clearTimeout(this.#linger);
       this.#linger = undefined;
       this.#setDemand(true);
     } else if (this.#demand && this.#linger === undefined) {
-      this.#linger = setTimeout(() => {
+      this.#linger = this.#clock.setTimeout(() => {
         this.#linger = undefined;
         if (this.#totalViewers() === 0) this.#setDemand(false);
       }, this.#ctx.config.onDemandLingerMs);
@@ -392,9 +411,9 @@ class CameraActor implements Actor {
 
   stop(_reason: StopReason): Promise<void> {
     this.#stopping ??= (async () => {
-      clearInterval(this.#summary);
-      clearTimeout(this.#viewerExpiry);
-      clearTimeout(this.#linger);
+      this.#clock.clearTimeout(this.#summary);
+      this.#clock.clearTimeout(this.#viewerExpiry);
+      this.#clock.clearTimeout(this.#linger);
       this.#machine.send({ type: "STOP" });
       this.#machine.stop();
       this.#metrics.forget(this.#spec.id);
