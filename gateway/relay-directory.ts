@@ -1,5 +1,5 @@
 import type { KV } from "@nats-io/kv";
-import { isCasConflict, type Logger } from "../runtime/index.ts";
+import { every, KvClaims, realClock, type Clock, type Logger, type Repeating } from "../runtime/index.ts";
 import { kvKeys, RelaySchema, type Relay } from "../subjects/index.ts";
 
 /**
@@ -12,8 +12,10 @@ import { kvKeys, RelaySchema, type Relay } from "../subjects/index.ts";
  * compare-and-set, and deletes it when the camera has neither publisher nor
  * viewers there. A claim not renewed for `ttlMs` (its gateway died) is stale
  * and may be taken over with `update` at the revision seen, so two gateways
- * never both win. Staleness is judged from `renewed_ts`, so gateways' clocks
- * must agree to well within the TTL (NTP).
+ * never both win. Staleness is judged on this gateway's monotonic clock from
+ * when it last saw the claim's revision change (runtime's KvClaims), never
+ * from `renewed_ts`, so gateways' clocks need not agree; a claim this gateway
+ * sees for the first time counts as fresh for a full TTL.
  */
 
 export interface RelayDirectoryOptions {
@@ -27,6 +29,7 @@ export interface RelayDirectoryOptions {
   logger: Logger;
   /** What this gateway has of a camera now, written into each renewal. */
   describe(camera: string): { publishing: boolean; viewers: number };
+  clock?: Clock;
 }
 
 export type Placement = { local: true } | { local: false; relay: Relay };
@@ -34,59 +37,60 @@ export type Placement = { local: true } | { local: false; relay: Relay };
 export class RelayDirectory {
   readonly #held = new Map<string, { revision: number; claimedTs: number }>();
   readonly #ttlMs: number;
-  readonly #timer: NodeJS.Timeout;
+  readonly #clock: Clock;
+  readonly #claims: KvClaims;
+  readonly #timer: Repeating;
   readonly #log: Logger;
 
   constructor(private readonly options: RelayDirectoryOptions) {
     this.#ttlMs = options.ttlMs ?? 6000;
+    this.#clock = options.clock ?? realClock;
+    this.#claims = new KvClaims({ kv: options.kv, staleAfterMs: this.#ttlMs, clock: this.#clock });
     this.#log = options.logger.child({ component: "relay-directory" });
-    this.#timer = setInterval(() => void this.renewAll(), this.#ttlMs / 3);
+    this.#timer = every(this.#clock, this.#ttlMs / 3, () => void this.renewAll());
   }
 
   #value(camera: string, claimedTs: number): string {
-    const now = Date.now();
     const have = this.options.describe(camera);
-    const relay: Relay = { camera, gateway: this.options.gateway, url: this.options.url(), claimed_ts: claimedTs, renewed_ts: now, ...have };
+    const relay: Relay = { camera, gateway: this.options.gateway, url: this.options.url(), claimed_ts: claimedTs, renewed_ts: this.#clock.wallNow(), ...have };
     return JSON.stringify(relay);
   }
 
-  #fresh(relay: Relay): boolean {
-    return Date.now() - relay.renewed_ts < this.#ttlMs;
+  /** The camera's relay entry as read now, and whether it is stale by this gateway's clock. */
+  async #read(camera: string): Promise<{ revision: number | undefined; relay: Relay | undefined; stale: boolean }> {
+    const key = kvKeys.relay(camera);
+    const entry = await this.options.kv.get(key);
+    const revision = entry !== null && entry.operation === "PUT" ? entry.revision : undefined;
+    const { stale } = this.#claims.observe(key, revision);
+    const parsed = revision !== undefined ? RelaySchema.safeParse(entry!.json()) : undefined;
+    return { revision, relay: parsed?.success === true ? parsed.data : undefined, stale };
   }
 
   /** The live holder of a camera's relay, if any. */
   async holder(camera: string): Promise<Relay | undefined> {
-    const entry = await this.options.kv.get(kvKeys.relay(camera));
-    if (entry === null || entry.operation !== "PUT") return undefined;
-    const parsed = RelaySchema.safeParse(entry.json());
-    return parsed.success && this.#fresh(parsed.data) ? parsed.data : undefined;
+    const { relay, stale } = await this.#read(camera);
+    return relay !== undefined && !stale ? relay : undefined;
   }
 
   /** Claims the camera's relay for this gateway, or says which gateway holds it. */
   async acquire(camera: string): Promise<Placement> {
     const key = kvKeys.relay(camera);
     for (let attempt = 0; attempt < 4; attempt++) {
-      const entry = await this.options.kv.get(key);
-      const parsed = entry !== null && entry.operation === "PUT" ? RelaySchema.safeParse(entry.json()) : undefined;
-      const current = parsed?.success === true ? parsed.data : undefined;
+      const { revision: seen, relay: current, stale } = await this.#read(camera);
       if (current !== undefined && current.gateway === this.options.gateway) {
-        this.#held.set(camera, { revision: entry!.revision, claimedTs: current.claimed_ts });
+        this.#held.set(camera, { revision: seen!, claimedTs: current.claimed_ts });
         return { local: true };
       }
-      if (current !== undefined && this.#fresh(current)) return { local: false, relay: current };
-      const claimedTs = Date.now();
-      try {
-        // create also takes a deleted key; update at the revision seen takes a stale claim over.
-        const revision =
-          entry === null || entry.operation !== "PUT"
-            ? await this.options.kv.create(key, this.#value(camera, claimedTs))
-            : await this.options.kv.update(key, this.#value(camera, claimedTs), entry.revision);
+      if (current !== undefined && !stale) return { local: false, relay: current };
+      const claimedTs = this.#clock.wallNow();
+      // create also takes a deleted key; update at the revision seen takes a stale (or unreadable) claim over.
+      const revision =
+        seen === undefined ? await this.#claims.create(key, this.#value(camera, claimedTs)) : await this.#claims.takeOver(key, this.#value(camera, claimedTs), seen);
+      // undefined: another gateway wrote between our read and write; read again.
+      if (revision !== undefined) {
         this.#held.set(camera, { revision, claimedTs });
         this.#log.info({ camera, takeover: current !== undefined ? current.gateway : undefined }, "holding the camera's relay");
         return { local: true };
-      } catch (err) {
-        // Another gateway claimed it between our read and write: read again.
-        if (!isCasConflict(err)) throw err;
       }
     }
     const relay = await this.holder(camera);
@@ -104,7 +108,7 @@ export class RelayDirectory {
     if (held === undefined) return;
     this.#held.delete(camera);
     try {
-      await this.options.kv.delete(kvKeys.relay(camera), { previousSeq: held.revision });
+      await this.#claims.release(kvKeys.relay(camera), held.revision);
     } catch (err) {
       this.#log.debug({ err, camera }, "releasing the relay claim failed; it goes stale");
     }
@@ -115,21 +119,21 @@ export class RelayDirectory {
     await Promise.all(
       [...this.#held].map(async ([camera, held]) => {
         try {
-          held.revision = await this.options.kv.update(kvKeys.relay(camera), this.#value(camera, held.claimedTs), held.revision);
-        } catch (err) {
-          if (isCasConflict(err)) {
+          const revision = await this.#claims.renew(kvKeys.relay(camera), this.#value(camera, held.claimedTs), held.revision);
+          if (revision !== undefined) held.revision = revision;
+          else {
             this.#held.delete(camera);
             this.#log.warn({ camera }, "another gateway took the camera's relay over (our claim had gone stale)");
-          } else {
-            this.#log.debug({ err, camera }, "renewing the relay claim failed");
           }
+        } catch (err) {
+          this.#log.debug({ err, camera }, "renewing the relay claim failed");
         }
       }),
     );
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.#timer);
+    this.#timer.stop();
     await Promise.all([...this.#held.keys()].map((camera) => this.release(camera)));
   }
 }

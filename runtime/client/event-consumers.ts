@@ -10,7 +10,15 @@ import {
   type Scope,
   type StatusEvent,
 } from "../../subjects/index.ts";
+import { backoffDelay, type Backoff } from "../backoff.ts";
 import { silentLogger, type Logger } from "../logger.ts";
+
+/**
+ * Redelivery delay of an event whose handler failed: 1 s doubling to 60 s by
+ * delivery count. No jitter: the server spaces redeliveries per message, and
+ * the count, not a random draw, is what an operator reads in the log.
+ */
+const REDELIVERY_BACKOFF: Backoff = { initialMs: 1000, maxMs: 60_000, jitter: "none" };
 
 /**
  * Reading camfleet's events back from JetStream: `tailEvents` for a
@@ -223,7 +231,7 @@ export async function startAlertConsumer<E extends CamfleetEvent = DetectionEven
             // Confirmed by the server, so a crash right after cannot lose the ack silently.
             await m.ackAck().catch(() => m.ack());
           } catch (err) {
-            const delayMs = Math.min(60_000, 1000 * 2 ** Math.min(6, m.info.deliveryCount - 1));
+            const delayMs = backoffDelay(REDELIVERY_BACKOFF, m.info.deliveryCount);
             log.warn({ err, subject: m.subject, seq: m.seq, deliveries: m.info.deliveryCount, retry_in_ms: delayMs }, "handler failed; the event will be delivered again");
             m.nak(delayMs);
           }

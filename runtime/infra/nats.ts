@@ -12,6 +12,9 @@ import {
 } from "@nats-io/transport-node";
 import type { KvEntry } from "@nats-io/kv";
 import { CameraSpecSchema, CamfleetError, ensureCamfleetError, redact, type CameraSpec } from "../../subjects/index.ts";
+import { backoffDelay, equalJitter, type Backoff } from "../backoff.ts";
+import { realClock, sleep, type Clock } from "../clock.ts";
+import { LOG_MESSAGES } from "../log-messages.ts";
 import type { Logger } from "../logger.ts";
 import type { NodeMetrics } from "../metrics.ts";
 
@@ -51,8 +54,7 @@ export interface ConnectOptions {
  * failed attempt) and counted in the node metrics.
  */
 export async function connectNats(options: ConnectOptions): Promise<NatsConnection> {
-  const base = options.reconnectDelayMs ?? 250;
-  const max = options.maxReconnectDelayMs ?? 5000;
+  const policy: Backoff = { initialMs: options.reconnectDelayMs ?? 250, maxMs: options.maxReconnectDelayMs ?? 5000 };
   const log = options.logger;
   // The client calls the delay handler on every pass of its dial loop, even
   // passes that only wait, so counting calls would reach the cap within
@@ -60,11 +62,10 @@ export async function connectNats(options: ConnectOptions): Promise<NatsConnecti
   // the first retries of a blip are quick, a long outage backs off.
   let outageStart: number | undefined;
   const backoff = () => {
-    const now = performance.now();
+    const now = realClock.now();
     outageStart ??= now;
-    const delay = Math.min(max, Math.max(base, (now - outageStart) / 4));
-    // Half fixed, half random: spreads a fleet's reconnects after a server restart.
-    return delay / 2 + Math.random() * (delay / 2);
+    // Equal jitter spreads a fleet's reconnects after a server restart.
+    return equalJitter(Math.min(policy.maxMs, Math.max(policy.initialMs, (now - outageStart) / 4)));
   };
   const open = () =>
     connect({
@@ -86,14 +87,14 @@ export async function connectNats(options: ConnectOptions): Promise<NatsConnecti
       nc = await open();
     } catch (err) {
       if (!(options.retryFirstConnect ?? false) || options.signal?.aborted) throw err;
-      if (!warned) log.warn({ servers: options.servers.map(redact), err }, "NATS not reachable yet; retrying until it is");
+      if (!warned) log.warn({ servers: options.servers.map(redact), err }, LOG_MESSAGES.natsNotReachableYet);
       warned = true;
       await abortableDelay(backoff(), options.signal);
     }
   }
   outageStart = undefined;
   options.metrics?.natsConnected.set(1);
-  log.info({ server: redact(nc.getServer()) }, "connected to NATS");
+  log.info({ server: redact(nc.getServer()) }, LOG_MESSAGES.connectedToNats);
   void watchStatus(nc, log, options.metrics, () => {
     outageStart = undefined;
   });
@@ -106,7 +107,7 @@ async function watchStatus(nc: NatsConnection, log: Logger, metrics: NodeMetrics
     switch (s.type) {
       case "disconnect":
         metrics?.natsConnected.set(0);
-        log.warn({ server: redact(s.server) }, "disconnected from NATS; reconnecting");
+        log.warn({ server: redact(s.server) }, LOG_MESSAGES.disconnectedFromNats);
         break;
       case "reconnecting":
         // Fires once per attempt: log only the first of an outage.
@@ -118,7 +119,7 @@ async function watchStatus(nc: NatsConnection, log: Logger, metrics: NodeMetrics
         onReconnect();
         metrics?.natsConnected.set(1);
         metrics?.natsReconnects.inc();
-        log.info({ server: redact(s.server) }, "reconnected to NATS");
+        log.info({ server: redact(s.server) }, LOG_MESSAGES.reconnectedToNats);
         break;
       case "ldm":
         log.warn({ server: redact(s.server) }, "NATS server entering lame-duck mode; will move to another");
@@ -204,7 +205,11 @@ export interface RetryTransientOptions {
   signal?: AbortSignal;
   /** Gives up when the next attempt would start later than this after the first, ms. Default: no limit. */
   deadlineMs?: number;
+  clock?: Clock;
 }
+
+/** 0.25 s doubling to 5 s, no jitter: one caller waiting for its cluster, not a herd. */
+const TRANSIENT_RETRY: Backoff = { initialMs: 250, maxMs: 5000, jitter: "none" };
 
 /**
  * Retries work that fails only because NATS or JetStream cannot answer yet
@@ -213,18 +218,20 @@ export interface RetryTransientOptions {
  * deadline ends it with `<what> failed: …` (the original error as cause).
  */
 export async function retryTransient<T>(what: string, work: () => Promise<T>, options: RetryTransientOptions = {}): Promise<T> {
-  const deadline = options.deadlineMs !== undefined ? performance.now() + options.deadlineMs : Number.POSITIVE_INFINITY;
+  const clock = options.clock ?? realClock;
+  const deadline = options.deadlineMs !== undefined ? clock.now() + options.deadlineMs : Number.POSITIVE_INFINITY;
   let warned = false;
-  for (let delay = 250; ; delay = Math.min(delay * 2, 5000)) {
+  for (let attempt = 1; ; attempt++) {
+    const delay = backoffDelay(TRANSIENT_RETRY, attempt);
     try {
       return await work();
     } catch (err) {
-      if (!isTransientNatsError(err) || options.signal?.aborted || performance.now() + delay > deadline) {
+      if (!isTransientNatsError(err) || options.signal?.aborted || clock.now() + delay > deadline) {
         throw new Error(`${what} failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
       }
       if (!warned) options.logger?.warn({ err }, `${what}: JetStream is not answering yet; retrying`);
       warned = true;
-      await new Promise((r) => setTimeout(r, delay));
+      await sleep(clock, delay);
     }
   }
 }
