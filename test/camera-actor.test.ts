@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { connect } from "@nats-io/transport-node";
 import { describe, expect, it, onTestFinished } from "vitest";
-import { ControlClient } from "../runtime/index.ts";
+import { ControlClient, LOG_MESSAGES } from "../runtime/index.ts";
 import type { CameraStatus } from "../subjects/index.ts";
 import { runCamfleet } from "./helpers/camfleet-process.ts";
 import { startNats } from "./helpers/nats-harness.ts";
@@ -32,7 +32,7 @@ async function cameraNode() {
     env: { NATS_URL: nats.url, NODE_ID: "cam-node", HTTP_PORT: "0", CAMFLEET_ACTOR_KIND: "camera" },
     onCleanup: onTestFinished,
   });
-  await node.waitForLog((l) => l.msg === "node ready");
+  await node.waitForLog((l) => l.msg === LOG_MESSAGES.nodeReady);
   const nc = await connect({ servers: nats.url });
   onTestFinished(() => nc.close());
   const client = new ControlClient(nc);

@@ -7,7 +7,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { describe, expect, onTestFinished, test } from "vitest";
 import { serveDetector, type DetectorService } from "../proto/index.ts";
-import { ControlClient } from "../runtime/index.ts";
+import { ControlClient, LOG_MESSAGES } from "../runtime/index.ts";
 import { detectionMsgId, StatusEventSchema, STREAMS, subjects, type CameraStatus } from "../subjects/index.ts";
 import { runCamfleet } from "./helpers/camfleet-process.ts";
 import { readDetections } from "./helpers/detections.ts";
@@ -28,7 +28,7 @@ async function detectionNode(aiEndpoint: string) {
     env: { NATS_URL: nats.url, NODE_ID: "det-node", HTTP_PORT: "0", CAMFLEET_ACTOR_KIND: "camera", ALLOW_LOCAL_SOURCES: "true", AI_ENDPOINT: aiEndpoint },
     onCleanup: onTestFinished,
   });
-  await node.waitForLog((l) => l.msg === "node ready");
+  await node.waitForLog((l) => l.msg === LOG_MESSAGES.nodeReady);
   const nc = await connect({ servers: nats.url });
   onTestFinished(() => nc.close());
   const client = new ControlClient(nc);

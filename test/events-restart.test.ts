@@ -6,7 +6,7 @@
 import { connect } from "@nats-io/transport-node";
 import { describe, expect, onTestFinished, test } from "vitest";
 import { ReferenceDetector, serveDetector } from "../proto/index.ts";
-import { ControlClient, startAlertConsumer } from "../runtime/index.ts";
+import { ControlClient, LOG_MESSAGES, startAlertConsumer } from "../runtime/index.ts";
 import { runCamfleet } from "./helpers/camfleet-process.ts";
 import { readDetections } from "./helpers/detections.ts";
 import { startNats } from "./helpers/nats-harness.ts";
@@ -33,8 +33,8 @@ describe("detections across a nats-server restart", () => {
       env: { NATS_URL: nats.url, NODE_ID: "n1", HTTP_PORT: "0", CAMFLEET_ACTOR_KIND: "camera", ALLOW_LOCAL_SOURCES: "true", AI_ENDPOINT: detector.address },
       onCleanup: onTestFinished,
     });
-    const ops = String((await node.waitForLog((l) => l.msg === "serving /metrics, /healthz, /readyz")).url);
-    await node.waitForLog((l) => l.msg === "node ready");
+    const ops = String((await node.waitForLog((l) => l.msg === LOG_MESSAGES.servingOps)).url);
+    await node.waitForLog((l) => l.msg === LOG_MESSAGES.nodeReady);
     const nc = await connect({ servers: nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
     onTestFinished(() => nc.close());
     const client = new ControlClient(nc);
@@ -48,7 +48,7 @@ describe("detections across a nats-server restart", () => {
     const before = seen.length;
     await nats.server.stop();
     await nats.server.start();
-    await node.waitForLog((l) => l.msg === "reconnected to NATS");
+    await node.waitForLog((l) => l.msg === LOG_MESSAGES.reconnectedToNats);
     await waitFor(() => seen.length >= before + 20, { timeoutMs: 30_000, message: "20 more events consumed after the restart" });
 
     await client.stopCamera("busy");

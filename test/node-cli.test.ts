@@ -10,6 +10,7 @@ import { BUCKETS, STREAMS } from "../subjects/index.ts";
 import { isAlive, runCamfleet, type CamfleetProcess } from "./helpers/camfleet-process.ts";
 import { startNats } from "./helpers/nats-harness.ts";
 import { waitFor } from "./helpers/wait.ts";
+import { LOG_MESSAGES } from "../runtime/index.ts";
 
 async function tempDir(): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), "camfleet-node-"));
@@ -25,8 +26,8 @@ async function startEmbeddedNode(extraEnv: Record<string, string> = {}) {
     onCleanup: onTestFinished,
   });
   const embedded = await proc.waitForLog((l) => l.msg === "embedded nats-server ready");
-  const ops = await proc.waitForLog((l) => l.msg === "serving /metrics, /healthz, /readyz");
-  await proc.waitForLog((l) => l.msg === "node ready");
+  const ops = await proc.waitForLog((l) => l.msg === LOG_MESSAGES.servingOps);
+  await proc.waitForLog((l) => l.msg === LOG_MESSAGES.nodeReady);
   return { proc, natsUrl: embedded.url as string, natsPid: embedded.pid as number, opsUrl: ops.url as string, dataDir };
 }
 
@@ -110,15 +111,15 @@ describe("camfleet node with NATS_URL", () => {
   it("connects, and logs one line per change of connection state across a server restart", async () => {
     const nats = await startNats({ onCleanup: onTestFinished });
     const proc = runCamfleet(["node"], { env: { NODE_ID: "n2", HTTP_PORT: "0", NATS_URL: nats.url }, onCleanup: onTestFinished });
-    await proc.waitForLog((l) => l.msg === "node ready");
+    await proc.waitForLog((l) => l.msg === LOG_MESSAGES.nodeReady);
     expect(logCount(proc, "embedded nats-server ready")).toBe(0);
 
     await nats.server.stop();
-    await proc.waitForLog((l) => l.msg === "disconnected from NATS; reconnecting");
+    await proc.waitForLog((l) => l.msg === LOG_MESSAGES.disconnectedFromNats);
     await nats.server.start();
-    await proc.waitForLog((l) => l.msg === "reconnected to NATS", 20_000);
-    expect(logCount(proc, "disconnected from NATS; reconnecting")).toBe(1);
-    expect(logCount(proc, "reconnected to NATS")).toBe(1);
+    await proc.waitForLog((l) => l.msg === LOG_MESSAGES.reconnectedToNats, 20_000);
+    expect(logCount(proc, LOG_MESSAGES.disconnectedFromNats)).toBe(1);
+    expect(logCount(proc, LOG_MESSAGES.reconnectedToNats)).toBe(1);
 
     expect((await proc.stop()).code).toBe(0);
   });
@@ -127,14 +128,14 @@ describe("camfleet node with NATS_URL", () => {
     const nats = await startNats({ onCleanup: onTestFinished });
     await nats.server.stop();
     const proc = runCamfleet(["node"], { env: { NODE_ID: "n3", HTTP_PORT: "0", NATS_URL: nats.url }, onCleanup: onTestFinished });
-    const ops = await proc.waitForLog((l) => l.msg === "serving /metrics, /healthz, /readyz");
-    await proc.waitForLog((l) => l.msg === "NATS not reachable yet; retrying until it is");
+    const ops = await proc.waitForLog((l) => l.msg === LOG_MESSAGES.servingOps);
+    await proc.waitForLog((l) => l.msg === LOG_MESSAGES.natsNotReachableYet);
     const notReady = await fetch(`${ops.url as string}/readyz`);
     expect(notReady.status).toBe(503);
     expect(await notReady.json()).toEqual({ status: "not ready", reason: "connecting to NATS" });
 
     await nats.server.start();
-    await proc.waitForLog((l) => l.msg === "node ready", 20_000);
+    await proc.waitForLog((l) => l.msg === LOG_MESSAGES.nodeReady, 20_000);
     expect((await fetch(`${ops.url as string}/readyz`)).status).toBe(200);
     expect((await proc.stop()).code).toBe(0);
   });
@@ -144,7 +145,7 @@ describe("camfleet command line", () => {
   it("camera add, ls, status, stop, rm and nodes drive a running node", async () => {
     const nats = await startNats({ onCleanup: onTestFinished });
     const node = runCamfleet(["node"], { env: { NODE_ID: "cli1", HTTP_PORT: "0", NATS_URL: nats.url, CAMFLEET_ACTOR_KIND: "sim" }, onCleanup: onTestFinished });
-    await node.waitForLog((l) => l.msg === "node ready");
+    await node.waitForLog((l) => l.msg === LOG_MESSAGES.nodeReady);
     const cli = async (...args: string[]) => {
       const p = runCamfleet(args, { env: { NATS_URL: nats.url }, onCleanup: onTestFinished });
       const { code } = await p.exited;

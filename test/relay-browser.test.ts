@@ -6,7 +6,7 @@ import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { startGateway, type Gateway } from "../gateway/index.ts";
-import { ControlClient, createRegistry, ensureJetStream, loadConfig, silentLogger } from "../runtime/index.ts";
+import { ControlClient, createRegistry, ensureJetStream, loadConfig, LOG_MESSAGES, silentLogger } from "../runtime/index.ts";
 import { BUCKETS, CameraSpecSchema, kvKeys, subjects, type CameraStatus } from "../subjects/index.ts";
 import { runCamfleet } from "./helpers/camfleet-process.ts";
 import { hasChromium, launchChromium } from "./helpers/chromium.ts";
@@ -38,7 +38,7 @@ describe.skipIf(!hasChromium)("relay with Chromium", () => {
       },
       onCleanup: onTestFinished,
     });
-    await node.waitForLog((l) => l.msg === "node ready");
+    await node.waitForLog((l) => l.msg === LOG_MESSAGES.nodeReady);
     const nc = await connect({ servers: nats.url });
     onTestFinished(() => nc.close());
     const client = new ControlClient(nc);

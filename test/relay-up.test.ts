@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { describe, expect, it, onTestFinished } from "vitest";
-import { ControlClient } from "../runtime/index.ts";
+import { ControlClient, LOG_MESSAGES } from "../runtime/index.ts";
 import { runCamfleet } from "./helpers/camfleet-process.ts";
 import { reservePort } from "./helpers/ports.ts";
 import { whepViewer } from "./helpers/relay-peers.ts";
@@ -36,7 +36,7 @@ describe("camfleet up with the relay", () => {
     });
     const ready = await up.waitForLog((l) => l.msg === "gateway ready", 30_000);
     const url = ready.url as string;
-    await up.waitForLog((l) => l.msg === "node ready");
+    await up.waitForLog((l) => l.msg === LOG_MESSAGES.nodeReady);
 
     const metrics = await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${token}` } });
     const text = await metrics.text();

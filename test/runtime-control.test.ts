@@ -5,6 +5,7 @@ import { BUCKETS, control, subjects } from "../subjects/index.ts";
 import { runCamfleet, type CamfleetProcess } from "./helpers/camfleet-process.ts";
 import { startNats, type NatsHandle } from "./helpers/nats-harness.ts";
 import { waitFor } from "./helpers/wait.ts";
+import { LOG_MESSAGES } from "../runtime/index.ts";
 
 let nats: NatsHandle;
 let node: CamfleetProcess; // eslint-disable-line @typescript-eslint/no-unused-vars
@@ -24,7 +25,7 @@ beforeAll(async () => {
     env: { NATS_URL: nats.url, NODE_ID: "ctl1", HTTP_PORT: "0", CAMFLEET_ACTOR_KIND: "sim", AI_MAX_FPS: "3", AI_TIMEOUT_MS: "700" },
     onCleanup,
   });
-  await node.waitForLog((l) => l.msg === "node ready");
+  await node.waitForLog((l) => l.msg === LOG_MESSAGES.nodeReady);
   nc = await connect({ servers: nats.url });
   teardown.push(() => nc.close());
 });

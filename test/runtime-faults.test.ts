@@ -8,7 +8,7 @@
 import { describe, expect, it, onTestFinished } from "vitest";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { ensureJetStream, type NatsServerProcess } from "../runtime/index.ts";
+import { ensureJetStream, LOG_MESSAGES, type NatsServerProcess } from "../runtime/index.ts";
 import {
   cameraIds,
   claimsFromLogs,
@@ -37,8 +37,6 @@ import {
 import { startNats, startNatsCluster, type NatsClusterHandle } from "./helpers/nats-harness.ts";
 import { waitFor } from "./helpers/wait.ts";
 
-const FENCE_MSG = "lease lost; stopped actor (self-fencing)";
-
 /** Owned once each by `nodes`, and each camera's last event is STREAMING under its current owner and epoch. */
 async function settled(leases: KV, nc: NatsConnection, nodes: readonly FleetNodeProcess[], cameras: readonly string[]) {
   const o = await expectOwnedExactlyOnce(leases, nodes, cameras);
@@ -63,7 +61,7 @@ function changes(before: ReadonlyMap<string, LeaseOwner>, after: ReadonlyMap<str
 }
 
 function fenceCount(nodes: readonly FleetNodeProcess[]): number {
-  return nodes.reduce((sum, n) => sum + logLines(n, FENCE_MSG).length, 0);
+  return nodes.reduce((sum, n) => sum + logLines(n, LOG_MESSAGES.leaseLost).length, 0);
 }
 
 function clusterPids(cluster: NatsClusterHandle): Array<number | undefined> {
@@ -103,7 +101,7 @@ describe("the fleet under NATS faults", () => {
     await nats.server.stop();
     await nats.server.start();
     const outageMs = Date.now() - downAt;
-    await waitFor(() => nodes.every((n) => logLines(n, "reconnected to NATS").length === 1), { timeoutMs: 15_000, message: "every node reconnected" });
+    await waitFor(() => nodes.every((n) => logLines(n, LOG_MESSAGES.reconnectedToNats).length === 1), { timeoutMs: 15_000, message: "every node reconnected" });
     await explainUnsettled(
       waitFor(() => settled(leases, nc, nodes, cameras), { timeoutMs: 30_000, intervalMs: 200, message: "30 cameras owned once and STREAMING after the restart" }),
       nodes,
@@ -223,7 +221,7 @@ describe("the fleet under NATS faults", () => {
       nodes,
     );
 
-    const fences = new Map(logLines(a, FENCE_MSG).map((l) => [String(l.camera), l]));
+    const fences = new Map(logLines(a, LOG_MESSAGES.leaseLost).map((l) => [String(l.camera), l]));
     // Claims reach KV before their log lines cross the nodes' stdout pipes: give the lines a moment.
     const tookOver = (c: ReturnType<typeof claimsFromLogs>) => ofA.every((camera) => c.some((x) => x.camera === camera && x.epoch > before.get(camera)!.epoch));
     const claims = await waitFor(() => (tookOver(claimsFromLogs(others)) ? claimsFromLogs(others) : undefined), { timeoutMs: 3000 }).catch(() => claimsFromLogs(others));
@@ -243,7 +241,7 @@ describe("the fleet under NATS faults", () => {
 
     // The server comes back: a rejoins with nothing, and nothing is doubled.
     await cut.start();
-    await a.proc.waitForLog((l) => l.msg === "reconnected to NATS", 20_000);
+    await a.proc.waitForLog((l) => l.msg === LOG_MESSAGES.reconnectedToNats, 20_000);
     await explainUnsettled(
       waitFor(() => settled(leases, nc, nodes, cameras), { timeoutMs: 30_000, intervalMs: 200, message: "15 cameras owned once after a rejoined" }),
       nodes,

@@ -33,6 +33,7 @@ import {
 } from "./helpers/fleet.ts";
 import { startNats, type NatsHandle } from "./helpers/nats-harness.ts";
 import { waitFor } from "./helpers/wait.ts";
+import { LOG_MESSAGES } from "../runtime/index.ts";
 
 const TTL_MS = 3000;
 
@@ -168,7 +169,7 @@ describe("a fleet of sim nodes on one nats-server", () => {
     const reply = await controlRequest(nc, "nodeDrain", subjects.ctl.nodeDrain(drained.id), {}, 10_000);
     const drainedAt = Date.now();
     expect(reply.released).toBe(had);
-    await waitFor(() => logLines(drained, "drained").length === 1, { timeoutMs: 2000, message: "drained logged" });
+    await waitFor(() => logLines(drained, LOG_MESSAGES.drained).length === 1, { timeoutMs: 2000, message: "drained logged" });
     expect(ownedByLog(drained).size).toBe(0);
 
     // The other three take all 30 and even out to 10 each, handing cameras
@@ -184,7 +185,7 @@ describe("a fleet of sim nodes on one nats-server", () => {
     const final = await readOwnership(leases, cameras);
     expect(countByNode(final, cameras).get(drained.id) ?? 0).toBe(0);
     expect(ownedByLog(drained).size).toBe(0);
-    expect(logLines(drained, "claimed camera").filter((l) => logTime(l) >= drainedAt)).toEqual([]);
+    expect(logLines(drained, LOG_MESSAGES.claimedCamera).filter((l) => logTime(l) >= drainedAt)).toEqual([]);
     expect(drained.alive()).toBe(true);
     expect(await ownershipViolations(log.events, all)).toEqual([]);
 
@@ -202,8 +203,8 @@ describe("a fleet of sim nodes on one nats-server", () => {
     const exit = await victim.proc.stop();
     const exitedAt = victim.exitedAt() ?? Date.now();
     expect(exit).toEqual({ code: 0, signal: null });
-    await waitFor(() => logLines(victim, "node stopped").length === 1, { timeoutMs: 2000, message: "the rest of the victim's log" });
-    const released = logLines(victim, "released camera");
+    await waitFor(() => logLines(victim, LOG_MESSAGES.nodeStopped).length === 1, { timeoutMs: 2000, message: "the rest of the victim's log" });
+    const released = logLines(victim, LOG_MESSAGES.releasedCamera);
     expect(released.map((l) => l.camera).sort()).toEqual(handed);
     expect(released.every((l) => l.reason === "shutdown")).toBe(true);
 
@@ -229,7 +230,7 @@ describe("a fleet of sim nodes on one nats-server", () => {
         const claims = claimsFromLogs(survivors).filter((c) => handed.includes(c.camera) && c.epoch === after.get(c.camera)!.epoch);
         return claims.length === handed.length ? claims : undefined;
       },
-      { timeoutMs: 3000, message: `a "claimed camera" log line for each of the ${handed.length} new leases` },
+      { timeoutMs: 3000, message: `a LOG_MESSAGES.claimedCamera log line for each of the ${handed.length} new leases` },
     );
     expect(newClaims.every((c) => !c.takeover)).toBe(true);
     await waitFor(() => expectOwnedExactlyOnce(leases, survivors, cameras), { timeoutMs: 5000, message: "all 30 owned once by the survivors" });
@@ -308,7 +309,7 @@ describe("a fleet of sim nodes on one nats-server", () => {
       async () => !(await readOwnership(leases, [target])).has(target) && !ownedByLog(holder).has(target),
       { timeoutMs: 5000, message: `${target} released after stop` },
     );
-    expect(logLines(holder, "released camera").filter((l) => l.camera === target).map((l) => l.reason)).toEqual(["disabled"]);
+    expect(logLines(holder, LOG_MESSAGES.releasedCamera).filter((l) => l.camera === target).map((l) => l.reason)).toEqual(["disabled"]);
     expect(log.events.filter((e) => e.camera === target).at(-1)).toMatchObject({ state: "STOPPED", epoch: first.epoch });
 
     // Let time pass by events, not a sleep: two rounds of renewals of the other leases (TTL/4 each).
@@ -334,7 +335,7 @@ describe("a fleet of sim nodes on one nats-server", () => {
       async () => !(await readOwnership(leases, [target])).has(target) && !ownedByLog(owner).has(target),
       { timeoutMs: 5000, message: `${target} released after delete` },
     );
-    expect(logLines(owner, "released camera").filter((l) => l.camera === target).at(-1)?.reason).toBe("deleted");
+    expect(logLines(owner, LOG_MESSAGES.releasedCamera).filter((l) => l.camera === target).at(-1)?.reason).toBe("deleted");
     await waitFor(() => expectOwnedExactlyOnce(leases, nodes, others), { timeoutMs: 5000, message: "the other cameras still owned" });
     expect(await ownershipViolations(log.events, nodes)).toEqual([]);
 

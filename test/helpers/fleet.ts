@@ -26,7 +26,7 @@ import {
   type ControlReply,
   type StatusEvent,
 } from "../../subjects/index.ts";
-import { NatsServerProcess } from "../../runtime/index.ts";
+import { LOG_MESSAGES, NatsServerProcess } from "../../runtime/index.ts";
 import { isAlive, runCamfleet, type CamfleetProcess } from "./camfleet-process.ts";
 import type { NatsClusterHandle, RegisterCleanup } from "./nats-harness.ts";
 import { waitFor } from "./wait.ts";
@@ -50,7 +50,7 @@ export interface StartFleetNodeOptions {
   /** Extra environment; wins over the defaults. */
   env?: Record<string, string>;
   onCleanup: RegisterCleanup;
-  /** Milliseconds to wait for "node ready". Default 20000. */
+  /** Milliseconds to wait for LOG_MESSAGES.nodeReady. Default 20000. */
   readyTimeoutMs?: number;
 }
 
@@ -63,7 +63,7 @@ export const SIM_NODE_ENV = {
   LOG_LEVEL: "debug",
 } as const;
 
-/** Starts one `camfleet node` with sim actors; resolves once it logged "node ready". */
+/** Starts one `camfleet node` with sim actors; resolves once it logged LOG_MESSAGES.nodeReady. */
 export async function startFleetNode(opts: StartFleetNodeOptions): Promise<FleetNodeProcess> {
   const proc = runCamfleet(["node"], {
     env: { ...SIM_NODE_ENV, NODE_ID: opts.id, NATS_URL: opts.natsUrls.join(","), ...opts.env },
@@ -75,7 +75,7 @@ export async function startFleetNode(opts: StartFleetNodeOptions): Promise<Fleet
   });
   const pid = proc.child.pid;
   if (pid === undefined) throw new Error(`node ${opts.id}: the process could not be spawned\n${proc.stderr()}`);
-  await proc.waitForLog((l) => l.msg === "node ready", opts.readyTimeoutMs ?? 20_000);
+  await proc.waitForLog((l) => l.msg === LOG_MESSAGES.nodeReady, opts.readyTimeoutMs ?? 20_000);
   return {
     id: opts.id,
     proc,
@@ -129,8 +129,8 @@ export function ownedByLog(node: FleetNodeProcess): Map<string, number> {
   for (const line of node.proc.lines) {
     const camera = line.camera;
     if (typeof camera !== "string") continue;
-    if (line.msg === "claimed camera") owned.set(camera, Number(line.epoch));
-    else if (line.msg === "released camera" || line.msg === "lease lost; stopped actor (self-fencing)") owned.delete(camera);
+    if (line.msg === LOG_MESSAGES.claimedCamera) owned.set(camera, Number(line.epoch));
+    else if (line.msg === LOG_MESSAGES.releasedCamera || line.msg === LOG_MESSAGES.leaseLost) owned.delete(camera);
   }
   return owned;
 }
@@ -148,7 +148,7 @@ export interface ClaimRecord {
 export function claimsFromLogs(nodes: readonly FleetNodeProcess[]): ClaimRecord[] {
   const claims: ClaimRecord[] = [];
   for (const node of nodes) {
-    for (const line of logLines(node, "claimed camera")) {
+    for (const line of logLines(node, LOG_MESSAGES.claimedCamera)) {
       claims.push({ camera: String(line.camera), node: node.id, epoch: Number(line.epoch), takeover: line.takeover === true, time: logTime(line) });
     }
   }
@@ -338,7 +338,7 @@ export async function expectOwnedExactlyOnce(kv: KV, nodes: readonly FleetNodePr
   return owners;
 }
 
-const TRAIL_MSGS = new Set(["claimed camera", "released camera", "lease lost; stopped actor (self-fencing)", "handing cameras over to even the load"]);
+const TRAIL_MSGS = new Set<string>([LOG_MESSAGES.claimedCamera, LOG_MESSAGES.releasedCamera, LOG_MESSAGES.leaseLost, LOG_MESSAGES.handingOver]);
 
 /**
  * The ownership story of some cameras from every node's log, in time order:
@@ -467,7 +467,7 @@ export async function streamingNow(nc: NatsConnection, owners: ReadonlyMap<strin
 // ---------------------------------------------------------------- the checker
 
 /**
- * findOwnershipViolations against the nodes' "claimed camera" log lines,
+ * findOwnershipViolations against the nodes' LOG_MESSAGES.claimedCamera log lines,
  * allowing those lines up to 3 s to arrive: a claim is in KV, and its status
  * events in the stream, before its log line has crossed the node's stdout
  * pipe. A real violation stays one.
@@ -608,6 +608,6 @@ export function quietestServer(servers: readonly NatsServerProcess[], leaders: J
 
 /** host:port of the server a node is connected to now, from its log. */
 export function connectedServer(node: FleetNodeProcess): string | undefined {
-  const line = node.proc.lines.filter((l) => l.msg === "connected to NATS" || l.msg === "reconnected to NATS").at(-1);
+  const line = node.proc.lines.filter((l) => l.msg === LOG_MESSAGES.connectedToNats || l.msg === LOG_MESSAGES.reconnectedToNats).at(-1);
   return typeof line?.server === "string" ? line.server : undefined;
 }
