@@ -182,7 +182,7 @@ describe("reconcile: claims", () => {
     const da = a.round(TTL, false);
     const db = b.round(TTL, false);
     const [second, dFirst, dSecond] = da.claims.length > 0 ? [b, da, db] : [a, db, da];
-    expect(dFirst.claims).toEqual([{ camera: "cam1", takeoverRevision: world.leases.get("cam1")!.revision }]);
+    expect(dFirst.claims).toEqual([{ camera: "cam1", takeoverRevision: world.leases.get("cam1")!.revision, leaseAgeMs: TTL }]);
     expect(dSecond.claims).toEqual([]);
     expect(dSecond.wakeAt).toBe(TTL + TUNING.claimStaggerMs);
     // Rank 0 failed to claim (it died too): rank 1 takes over one stagger later, not before.

@@ -28,6 +28,8 @@ export interface OwnedLease {
   acquiredTs: number;
   /** Monotonic time (the keeper's clock) after which we must consider the lease lost. */
   validUntil: number;
+  /** When the write at `revision` was sent (the keeper's monotonic clock): `validUntil` counts from it. */
+  renewedAt: number;
 }
 
 export type LeaseLossReason = "expired" | "taken";
@@ -39,7 +41,7 @@ export interface LeaseKeeperOptions {
   logger: Logger;
   metrics: NodeMetrics;
   /** Called once per lost lease, before anyone else can claim it. The actor must stop. */
-  onLost(camera: string, reason: LeaseLossReason): void;
+  onLost(camera: string, reason: LeaseLossReason, lease: Readonly<OwnedLease>): void;
   clock?: Clock;
 }
 
@@ -107,7 +109,7 @@ export class LeaseKeeper {
     const stamped: Lease = { ...draft, epoch: claimRevision };
     const revision = await this.#claims.renew(key, JSON.stringify(stamped), claimRevision);
     if (revision === undefined) return undefined;
-    const lease: OwnedLease = { camera, epoch: claimRevision, revision, acquiredTs: now, validUntil: sentAt + this.#timing.fenceAfterMs };
+    const lease: OwnedLease = { camera, epoch: claimRevision, revision, acquiredTs: now, validUntil: sentAt + this.#timing.fenceAfterMs, renewedAt: sentAt };
     this.#leases.set(camera, lease);
     return lease;
   }
@@ -134,6 +136,7 @@ export class LeaseKeeper {
       } else if (this.#leases.get(lease.camera) === lease) {
         lease.revision = revision;
         lease.validUntil = sentAt + this.#timing.fenceAfterMs;
+        lease.renewedAt = sentAt;
       }
     } catch (err) {
       this.options.metrics.leaseRenewFailures.inc();
@@ -172,8 +175,10 @@ export class LeaseKeeper {
   }
 
   #lose(camera: string, reason: LeaseLossReason): void {
-    if (!this.#leases.delete(camera)) return;
-    this.options.onLost(camera, reason);
+    const lease = this.#leases.get(camera);
+    if (lease === undefined) return;
+    this.#leases.delete(camera);
+    this.options.onLost(camera, reason, lease);
   }
 
   /** Gives a lease up: forgotten at once, then deleted if still at our revision. */

@@ -25,7 +25,7 @@ import { every, realClock, type Clock, type Repeating, type Timer } from "../clo
 import { timedOut, withTimeout } from "../deadline.ts";
 import { BufferedPublisher } from "./event-publisher.ts";
 import type { ActorContext, DetectionOutcome, DetectionReport, KindRegistry, StatusReport, StopReason } from "./kinds.ts";
-import { LeaseKeeper, leaseTiming, type LeaseLossReason } from "./leases.ts";
+import { LeaseKeeper, leaseTiming, type LeaseLossReason, type OwnedLease } from "./leases.ts";
 import { LOG_MESSAGES } from "../log-messages.ts";
 import type { Logger } from "../logger.ts";
 import { NodeMetrics } from "../metrics.ts";
@@ -197,7 +197,7 @@ export class FleetNode {
       ttlMs: config.leaseTtlMs,
       logger: log,
       metrics: this.metrics,
-      onLost: (camera, reason) => this.#leaseLost(camera, reason),
+      onLost: (camera, reason, lease) => this.#leaseLost(camera, reason, lease),
       clock: this.#clock,
     });
     this.#view = new ClusterView({ cameras, leases, nodes, ttlMs: config.leaseTtlMs, logger: log, clock: this.#clock });
@@ -313,9 +313,9 @@ export class FleetNode {
       void mine.slot.update(spec.value);
     }
     for (const { camera, reason } of decision.releases) void this.#release(camera, reason);
-    for (const { camera, takeoverRevision } of decision.claims) {
+    for (const { camera, takeoverRevision, leaseAgeMs } of decision.claims) {
       const spec = view.cameras.get(camera);
-      if (spec !== undefined) void this.#claim(spec.value, takeoverRevision);
+      if (spec !== undefined) void this.#claim(spec.value, takeoverRevision, leaseAgeMs);
     }
     if (decision.handovers.length > 0) {
       this.#options.logger.info({ cameras: decision.handovers, count: this.#owned.size }, LOG_MESSAGES.handingOver);
@@ -329,7 +329,8 @@ export class FleetNode {
     }
   }
 
-  async #claim(spec: CameraSpec, takeoverRevision: number | undefined): Promise<void> {
+  /** `leaseAgeMs`: how long this node had seen the lease it takes over unchanged (logged with the claim). */
+  async #claim(spec: CameraSpec, takeoverRevision: number | undefined, leaseAgeMs: number | undefined): Promise<void> {
     const camera = spec.id;
     const log = this.#options.logger.child({ camera });
     this.#claiming.add(camera);
@@ -345,7 +346,14 @@ export class FleetNode {
         await this.#leases!.release(camera);
         return;
       }
-      log.info({ epoch: lease.epoch, takeover: takeoverRevision !== undefined }, LOG_MESSAGES.claimedCamera);
+      log.info(
+        {
+          epoch: lease.epoch,
+          takeover: takeoverRevision !== undefined,
+          ...(takeoverRevision !== undefined ? { takeoverRevision, leaseAgeMs: Math.round(leaseAgeMs ?? 0) } : {}),
+        },
+        LOG_MESSAGES.claimedCamera,
+      );
       this.#run(current.value, current.revision, lease.epoch);
     } catch (err) {
       log.debug({ err }, "claim failed");
@@ -435,14 +443,19 @@ export class FleetNode {
     return parsed.success ? parsed.data.state : undefined;
   }
 
-  #leaseLost(camera: string, reason: LeaseLossReason): void {
+  #leaseLost(camera: string, reason: LeaseLossReason, lease: Readonly<OwnedLease>): void {
     const owned = this.#owned.get(camera);
     if (owned === undefined) return;
     this.#owned.delete(camera);
     owned.statusSub.unsubscribe();
     owned.viewersSub.unsubscribe();
     this.metrics.camerasOwned.set(this.#owned.size);
-    this.#options.logger.warn({ camera, reason, epoch: owned.slot.epoch }, LOG_MESSAGES.leaseLost);
+    // revision and sinceRenewalMs let a reader check, on this node's clock alone, that the
+    // fence fell before any takeover of that same revision (see the claim line's leaseAgeMs).
+    this.#options.logger.warn(
+      { camera, reason, epoch: owned.slot.epoch, revision: lease.revision, sinceRenewalMs: Math.round(this.#clock.now() - lease.renewedAt) },
+      LOG_MESSAGES.leaseLost,
+    );
     void owned.slot.stop("lease-lost");
     this.#queueReconcile();
   }

@@ -102,8 +102,8 @@ export interface ReconcileDecision {
   updates: Array<{ camera: string; revision: number }>;
   /** Owned cameras to stop and give up: deleted or disabled. */
   releases: Array<{ camera: string; reason: ReleaseReason }>;
-  /** Cameras to claim: `create`, or `update` at `takeoverRevision` over an expired lease. */
-  claims: Array<{ camera: string; takeoverRevision: number | undefined }>;
+  /** Cameras to claim: `create`, or `update` at `takeoverRevision` over an expired lease, unchanged for `leaseAgeMs` in this node's view. */
+  claims: Array<{ camera: string; takeoverRevision: number | undefined; leaseAgeMs?: number }>;
   /** Owned cameras to release so the load evens out (each now in cooldown here). */
   handovers: string[];
   memory: PlacementMemory;
@@ -181,7 +181,7 @@ export function reconcile(input: ReconcileInput): ReconcileDecision {
     if (inFlight >= tuning.maxClaimsInFlight) break;
     me.count++; // later decisions this round see the claim
     inFlight++;
-    decision.claims.push({ camera, takeoverRevision: lease?.revision });
+    decision.claims.push(lease === undefined ? { camera, takeoverRevision: undefined } : { camera, takeoverRevision: lease.revision, leaseAgeMs: ageOf(view, lease, now) });
   }
   for (const camera of unownedSince.keys()) {
     if (!view.cameras.get(camera)?.value.enabled) unownedSince.delete(camera);
