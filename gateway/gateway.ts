@@ -9,7 +9,7 @@ import { mediaRoutes } from "./routes/media.ts";
 import { opsRoutes } from "./routes/ops.ts";
 
 /**
- * `camfleet gateway`: the HTTP gateway of DESIGN.md on HTTP_PORT (8080),
+ * `camfleet gateway`: the HTTP gateway of the contract (docs/contract.md) on HTTP_PORT (8080),
  * carrying the built-in WHIP/WHEP relay. Stateless towards the cluster
  * (any number of gateways); reaches actors over NATS only.
  */

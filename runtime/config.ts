@@ -4,7 +4,7 @@ import { z } from "zod";
 import { redact } from "../subjects/index.ts";
 
 /**
- * Configuration from environment variables (DESIGN.md, Configuration).
+ * Configuration from environment variables (docs/contract.md, Configuration).
  * Every variable is validated; a bad value stops start-up with one line per
  * variable, naming it and what is allowed. The single-worker names are
  * accepted as aliases; when both are set, the camfleet name wins.

@@ -28,7 +28,7 @@ export function createRegistry(labels: { node: string }, options: { processMetri
   return registry;
 }
 
-/** Node-level metrics of DESIGN.md. */
+/** Node-level metrics of the contract (docs/contract.md). */
 export class NodeMetrics {
   readonly camerasOwned: Gauge;
   readonly capacity: Gauge;

@@ -4,7 +4,7 @@ import { DEFAULT_SITE, DEFAULT_TENANT, IdSchema } from "./ids.ts";
 import { redact } from "./redact.ts";
 
 /**
- * zod schemas for every message, KV value and HTTP body in DESIGN.md.
+ * zod schemas for every message, KV value and HTTP body in docs/contract.md.
  * Conventions: every `*_ts` is milliseconds since the Unix epoch; requests are
  * strict (an unknown field is an error, so a typo never passes silently);
  * events and KV values are loose, so older readers accept newer writers.

@@ -1,4 +1,4 @@
-// The client side of the control request/reply API (DESIGN.md, "Control: NATS
+// The client side of the control request/reply API (docs/contract.md, "Control over NATS
 // request/reply"), for the CLI, the gateway and tests.
 //
 // Every method validates its input before anything is sent and reports a bad

@@ -55,7 +55,7 @@ const CAS_ATTEMPTS = 5;
 type Handler = (body: unknown, msg: Msg) => Promise<Record<string, unknown>>;
 
 /**
- * Serves the control subjects of DESIGN.md. Subjects any node may answer use
+ * Serves the control subjects of the contract (docs/contract.md). Subjects any node may answer use
  * one queue group, so each request is handled once. Every reply is
  * `{ok: true, …}` or `{ok: false, error: {code, message}}`; bad input changes
  * nothing.
