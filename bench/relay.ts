@@ -3,7 +3,7 @@
 //
 // Path measured: this process sends a synthetic 2 Mbit/s H.264-shaped RTP
 // stream (25 fps, 10 packets a frame, an SPS + IDR every 2 s) through our
-// WHIP publisher (actors/camera/whip.ts) to a `camfleet gateway` process;
+// WHIP publisher (media/whip-client.ts) to a `camfleet gateway` process;
 // N werift WHEP viewers run in another process (test/fixtures/whep-viewers.ts).
 // Each packet carries the sender's CLOCK_MONOTONIC time, so a viewer's
 // receive time minus it is the one-way latency through publisher, relay and
