@@ -64,6 +64,9 @@ function fenceCount(nodes: readonly FleetNodeProcess[]): number {
   return nodes.reduce((sum, n) => sum + logLines(n, LOG_MESSAGES.leaseLost).length, 0);
 }
 
+/** Lease timing of the sim nodes (LEASE_TTL_MS 3000): renew every TTL/4, fence at 3/4 TTL, takeover after a TTL. */
+const TTL_MS = 3000;
+
 function clusterPids(cluster: NatsClusterHandle): Array<number | undefined> {
   return cluster.servers.map((s) => s.pid);
 }
@@ -87,6 +90,9 @@ async function clusterFleet() {
   return { cluster, pids, nodes, nc, leases, cameras, before };
 }
 
+// Each test's timeout is at least the sum of its own waits' deadlines (servers and nodes
+// starting, each waitFor's, each renewal round's, teardown), so a slow run fails on the
+// wait that explains itself, never on the test timeout cutting in first.
 describe("the fleet under NATS faults", () => {
   it("a restarted nats-server loses and doubles no camera", async () => {
     const nats = await startNats({ onCleanup: onTestFinished });
@@ -124,9 +130,9 @@ describe("the fleet under NATS faults", () => {
     expect(await ownershipViolations(events, nodes)).toEqual([]);
 
     expect(await stopEverything(nodes, [{ servers: [nats.server], close: nats.close }], [natsPid])).toEqual([]);
-  }, 120_000);
+  }, 200_000);
 
-  it("kill -9 of a follower server: every node keeps every camera", async () => {
+  it("kill -9 of a follower server: no camera lost or doubled; only a node that had to move servers may lose leases", async () => {
     const { cluster, pids, nodes, nc, leases, cameras, before } = await clusterFleet();
     const leaders = await jetStreamLeaders(nc, cluster.servers);
     // A server some node is connected to, so that node must move to another server and keep its leases meanwhile.
@@ -146,14 +152,24 @@ describe("the fleet under NATS faults", () => {
       `kill -9 of follower ${victim.name} (leaders ${JSON.stringify(leaders)}; connected: ${movedNodes.join(",")}): checked ${Date.now() - killedAt} ms after; ` +
         `${fenceCount(nodes)} leases fenced, ${reclaimed.length}/30 re-claimed, ${moved.length}/30 moved`,
     );
-    expect(fenceCount(nodes)).toBe(0);
-    expect(moved).toEqual([]);
-    expect(reclaimed).toEqual([]);
+    // A node on the victim must notice, reconnect elsewhere and renew within 3/4 TTL of its last
+    // renewal; on a loaded machine it can miss that and fence, which is the design working, not a
+    // fault. Nodes that stayed on their server have no reason to: they must not fence at all.
+    const steady = nodes.filter((n) => !movedNodes.includes(n.id));
+    expect(fenceCount(steady), `fences on nodes not connected to ${victim.name}`).toBe(0);
+    expect(nodes.every((n) => n.alive())).toBe(true);
+    if (fenceCount(nodes) === 0) {
+      // Nobody lost a lease: then nothing may have moved or been re-claimed.
+      expect(moved).toEqual([]);
+      expect(reclaimed).toEqual([]);
+    } else {
+      for (const c of reclaimed) expect(after.get(c)!.epoch).toBeGreaterThan(before.get(c)!.epoch);
+    }
     const events = await waitFor(() => readStatusEvents(nc), { timeoutMs: 20_000, message: "the whole status stream" });
     expect(await ownershipViolations(events, nodes)).toEqual([]);
 
     expect(await stopEverything(nodes, [cluster], pids)).toEqual([]);
-  }, 120_000);
+  }, 270_000);
 
   it("kill -9 of the leases leader: no camera lost or doubled, all 30 run again", async () => {
     const { cluster, pids, nodes, nc, leases, cameras, before } = await clusterFleet();
@@ -180,7 +196,7 @@ describe("the fleet under NATS faults", () => {
     expect(await ownershipViolations(events, nodes)).toEqual([]);
 
     expect(await stopEverything(nodes, [cluster], pids)).toEqual([]);
-  }, 120_000);
+  }, 180_000);
 
   it("a node cut off from NATS fences each camera before another node claims it", async () => {
     // Servers that do not advertise each other, so a node given one URL cannot
@@ -232,8 +248,19 @@ describe("the fleet under NATS faults", () => {
       expect(fence!.reason).toBe("expired");
       const takeover = claims.find((c) => c.camera === camera && c.epoch > before.get(camera)!.epoch);
       expect(takeover, `nobody claimed ${camera} after a`).toBeDefined();
-      expect(logTime(fence!)).toBeLessThan(takeover!.time);
-      timeline.push(`${camera}: a fenced at +${logTime(fence!) - cutAt} ms, ${takeover!.node} claimed at +${takeover!.time - cutAt} ms`);
+      // Fence before claim without comparing clocks across processes. The takeover replaced the lease
+      // at a's last acknowledged renewal or later (a's renewal can land with its reply lost), so both
+      // durations count from that renewal or later: a's from sending it, the claimer's from seeing it.
+      // a stopped sinceRenewalMs after sending; the claimer claimed at least leaseAgeMs after seeing.
+      expect(takeover!.takeover).toBe(true);
+      expect(takeover!.takeoverRevision).toBeGreaterThanOrEqual(Number(fence!.revision));
+      expect(takeover!.leaseAgeMs).toBeGreaterThanOrEqual(TTL_MS);
+      expect(Number(fence!.sinceRenewalMs)).toBeLessThan(takeover!.leaseAgeMs!);
+      timeline.push(
+        `${camera}: a fenced ${String(fence!.sinceRenewalMs)} ms after its renewal at revision ${String(fence!.revision)}; ` +
+          `${takeover!.node} took revision ${takeover!.takeoverRevision} over after seeing it unchanged ${takeover!.leaseAgeMs} ms ` +
+          `(log times +${logTime(fence!) - cutAt} / +${takeover!.time - cutAt} ms)`,
+      );
     }
     console.log(`partition of a from ${cut.name} (leaders ${JSON.stringify(leaders)}), ${ofA.length} cameras:\n  ${timeline.join("\n  ")}`);
     expect(countByNode(after, cameras).get(a.id) ?? 0).toBe(0);
@@ -250,5 +277,5 @@ describe("the fleet under NATS faults", () => {
     expect(await ownershipViolations(events, nodes)).toEqual([]);
 
     expect(await stopEverything(nodes, [cluster], pids)).toEqual([]);
-  }, 120_000);
+  }, 270_000);
 });

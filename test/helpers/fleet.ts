@@ -141,6 +141,9 @@ export interface ClaimRecord {
   node: string;
   epoch: number;
   takeover: boolean;
+  /** A takeover's: the revision of the expired lease it replaced, and how long the claiming node had seen that lease unchanged (its own clock). */
+  takeoverRevision?: number;
+  leaseAgeMs?: number;
   /** Log time, ms since the epoch. */
   time: number;
 }
@@ -149,7 +152,15 @@ export function claimsFromLogs(nodes: readonly FleetNodeProcess[]): ClaimRecord[
   const claims: ClaimRecord[] = [];
   for (const node of nodes) {
     for (const line of logLines(node, LOG_MESSAGES.claimedCamera)) {
-      claims.push({ camera: String(line.camera), node: node.id, epoch: Number(line.epoch), takeover: line.takeover === true, time: logTime(line) });
+      claims.push({
+        camera: String(line.camera),
+        node: node.id,
+        epoch: Number(line.epoch),
+        takeover: line.takeover === true,
+        ...(typeof line.takeoverRevision === "number" ? { takeoverRevision: line.takeoverRevision } : {}),
+        ...(typeof line.leaseAgeMs === "number" ? { leaseAgeMs: line.leaseAgeMs } : {}),
+        time: logTime(line),
+      });
     }
   }
   return claims.sort((a, b) => a.time - b.time);
