@@ -143,6 +143,8 @@ async function watchStatus(nc: NatsConnection, log: Logger, metrics: NodeMetrics
   }
 }
 
+// Not the Clock's sleep: realClock's timers are unref'd, and before the first
+// connect nothing else may keep the process alive while it waits.
 function abortableDelay(ms: number, signal: AbortSignal | undefined): Promise<void> {
   return new Promise((resolve) => {
     const timer = setTimeout(done, ms);
