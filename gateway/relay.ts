@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { MediaStreamTrack, RTCPeerConnection, type RTCRtpTransceiver, type RtpPacket } from "werift";
-import { checkOffer, h264NalTypes, h264PeerConfig, keepLoopbackCandidates, openSrtpSender, type SrtpSender } from "../media/index.ts";
+import { checkOffer, GopCache, h264PeerConfig, keepLoopbackCandidates, openSrtpSender, type SrtpSender } from "../media/index.ts";
 import type { Logger } from "../runtime/index.ts";
 import { CamfleetError } from "../subjects/index.ts";
 
@@ -9,7 +9,7 @@ import { CamfleetError } from "../subjects/index.ts";
  * any number of WHEP viewers (werift, sendonly). RTP from the publisher is
  * forwarded to every live viewer as it arrives: no decoding, no re-encoding,
  * no jitter buffer. Each packet is serialized once; per viewer, the lean SRTP
- * path (runtime/srtp-sender.ts) rewrites SSRC and payload type, encrypts and
+ * path (media/srtp-sender.ts) rewrites SSRC and payload type, encrypts and
  * sends it: that is the per-viewer cost. A viewer whose session that path does
  * not handle (negotiated header extensions, another SRTP profile) goes
  * through werift's `sender.sendRtp` instead, ~3× the CPU.
@@ -179,19 +179,16 @@ class Viewer extends Session {
 class CameraRelay {
   publisher?: Publisher;
   readonly viewers = new Set<Viewer>();
-  /** RTP of the current GOP (serialized), from the packet that starts the last key frame. */
-  gop: Buffer[] = [];
-  gopBytes = 0;
-  gopTimestamp?: number;
-  /** The latest packets that carry only parameter sets (SPS/PPS/SEI), and their timestamp. */
-  params: Buffer[] = [];
-  paramsTimestamp?: number;
+  /** RTP of the current GOP (serialized), from the last key frame's parameter sets on. */
+  readonly gop: GopCache;
   plisForwarded = 0;
 
   constructor(
     readonly id: string,
     private readonly relay: Relay,
-  ) {}
+  ) {
+    this.gop = new GopCache(relay.maxGopBytes);
+  }
 
   leanViewers(): number {
     let n = 0;
@@ -210,36 +207,10 @@ class CameraRelay {
     publisher.packetsIn++;
     publisher.bytesIn += rtp.payload.length;
     publisher.lastRtpAt = performance.now();
-    const ts = rtp.header.timestamp;
-    const types = h264NalTypes(rtp.payload);
     // Once, whatever the number of viewers: each viewer's sender rewrites a copy of the header.
     const packet = rtp.serialize();
-    // SPS/PPS (and SEI) alone: kept, so a GOP that starts at the IDR of the same timestamp starts with them.
-    if (types.length > 0 && types.every((t) => t === 7 || t === 8 || t === 6)) {
-      if (ts !== this.paramsTimestamp) {
-        this.params = [];
-        this.paramsTimestamp = ts;
-      }
-      this.params.push(packet);
-    }
-    // A decoder can start only at an IDR; parameter sets before a P-frame start nothing.
-    const gopStarts = types.includes(5) && ts !== this.gopTimestamp;
-    if (gopStarts) {
-      publisher.keyFrames++;
-      this.gop = this.paramsTimestamp === ts ? [...this.params] : [];
-      this.gopBytes = this.gop.reduce((n, p) => n + p.length, 0);
-      this.gopTimestamp = ts;
-    }
-    if (this.gopTimestamp !== undefined) {
-      this.gop.push(packet);
-      this.gopBytes += packet.length;
-      if (this.gopBytes > this.relay.maxGopBytes) {
-        // An absurdly long GOP: stop caching until the next key frame.
-        this.gop = [];
-        this.gopBytes = 0;
-        this.gopTimestamp = undefined;
-      }
-    }
+    const gopStarts = this.gop.push(packet);
+    if (gopStarts) publisher.keyFrames++;
     let forwarded = false;
     const pending: Promise<void>[] = [];
     const send = (viewer: Viewer, p: Buffer) => {
@@ -251,9 +222,9 @@ class CameraRelay {
       if (viewer.state === "live") send(viewer, packet);
       else if (viewer.state === "replaying") viewer.replay.push(packet);
       else if (viewer.state === "waiting" && gopStarts) {
-        // Its first packets: the parameter sets of this IDR, then the IDR itself (all in this.gop now).
+        // Its first packets: the parameter sets of this IDR, then the IDR itself (all in the cache now).
         viewer.state = "live";
-        for (const p of this.gop) send(viewer, p);
+        for (const p of this.gop.packets()) send(viewer, p);
       }
     }
     if (forwarded) this.relay.timeForward(publisher.lastRtpAt, pending);
@@ -261,9 +232,9 @@ class CameraRelay {
 
   /** A viewer's DTLS is up: replay the cached GOP, or wait for the next key frame and ask for one. */
   viewerConnected(viewer: Viewer): void {
-    if (this.gop.length > 0) {
+    if (this.gop.size > 0) {
       viewer.state = "replaying";
-      viewer.replay = [...this.gop];
+      viewer.replay = [...this.gop.packets()];
       this.#pump(viewer);
     } else {
       this.requestKeyFrame();
@@ -298,11 +269,7 @@ class CameraRelay {
   /** A new publisher replaces the old one: viewers stay, their streams continue without a jump. */
   setPublisher(publisher: Publisher | undefined): void {
     this.publisher = publisher;
-    this.params = [];
-    this.paramsTimestamp = undefined;
-    this.gop = [];
-    this.gopBytes = 0;
-    this.gopTimestamp = undefined;
+    this.gop.clear();
     for (const v of this.viewers) {
       if (v.state === "live" || v.state === "replaying") {
         v.state = "waiting";
@@ -338,7 +305,7 @@ class CameraRelay {
             },
           }
         : {}),
-      gop_packets: this.gop.length,
+      gop_packets: this.gop.size,
       plis_forwarded: this.plisForwarded,
     };
   }
@@ -349,6 +316,7 @@ export class Relay {
   readonly #sessions = new Map<string, Session>();
   readonly #log: Logger;
   readonly #sweep: NodeJS.Timeout;
+  /** Each camera's cached GOP is dropped past this size (until its next key frame), bytes. */
   readonly maxGopBytes: number;
   #closed = false;
 

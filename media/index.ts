@@ -1,14 +1,19 @@
 /**
- * Media pieces both the camera actor and the gateway's relay use: H.264 and
- * RTP helpers, the GOP cache, the lean SRTP sender, the WHIP client and its
- * HTTP, SDP checks. Imports werift and subjects/ only.
+ * Media pieces both the camera actor and the gateway's relay use, each with
+ * one home: H.264 NAL units (h264.ts), RTP packets (rtp.ts), SDP text
+ * (sdp.ts), werift peer settings (webrtc.ts), the GOP cache, the lean SRTP
+ * sender, the WHIP client and its HTTP. Imports werift and subjects/ only.
  */
 export { GopCache } from "./gop-cache.ts";
-export { checkOffer, MAX_SDP_BYTES, startsKeyFrame } from "./sdp.ts";
+export { H264_NAL, h264NalTypes, onlyParameterSets, startsKeyFrame } from "./h264.ts";
+export type { H264NalType } from "./h264.ts";
+export { rtpHeader, rtpHeaderLength, rtpPayload } from "./rtp.ts";
+export type { RtpHeader } from "./rtp.ts";
+export { checkOffer, keepLoopbackCandidates, MAX_SDP_BYTES } from "./sdp.ts";
 export type { OfferSummary } from "./sdp.ts";
 export { openSrtpSender } from "./srtp-sender.ts";
 export type { SrtpSender, SrtpSenderStats } from "./srtp-sender.ts";
-export { h264NalTypes, h264PeerConfig, isLoopbackPair, keepLoopbackCandidates, LOOPBACK, rtpHeaderLength, rtpPayload } from "./webrtc.ts";
+export { h264PeerConfig, isLoopbackPair, LOOPBACK } from "./webrtc.ts";
 export { startWhip } from "./whip-client.ts";
 export type { WhipOptions, WhipSession } from "./whip-client.ts";
 export { whipHttp } from "./whip-http.ts";

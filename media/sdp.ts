@@ -1,11 +1,13 @@
-import { h264NalTypes } from "./webrtc.ts";
 import { CamfleetError } from "../subjects/index.ts";
-
+import { LOOPBACK } from "./webrtc.ts";
 
 /**
- * What the relay checks in an SDP offer before werift sees it: werift
- * accepts some garbage without complaint, and the caller deserves a precise
- * 400 (malformed) or 406 (no H.264; SIP's 488 Not Acceptable Here).
+ * SDP text: what the relay checks in an offer before werift sees it, and the
+ * candidate filter of loopback-only setups.
+ *
+ * The checks exist because werift accepts some garbage without complaint,
+ * and the caller deserves a precise 400 (malformed) or 406 (no H.264; SIP's
+ * 488 Not Acceptable Here).
  */
 
 /** Largest SDP body the media routes accept, bytes. Real offers are 2–8 KiB. */
@@ -66,7 +68,19 @@ export function checkOffer(sdp: string, direction: "send" | "receive"): OfferSum
   return { h264PayloadTypes: h264 };
 }
 
-/** The packet carries an IDR slice (5), or the start of one: a decoder can begin at this frame. */
-export function startsKeyFrame(payload: Buffer): boolean {
-  return h264NalTypes(payload).includes(5);
+/**
+ * Drops every `a=candidate` line that is not a UDP candidate on 127.0.0.1.
+ * For loopback-only setups (tests): peers offer all their interfaces.
+ */
+export function keepLoopbackCandidates(sdp: string): string {
+  const eol = sdp.includes("\r\n") ? "\r\n" : "\n";
+  return sdp
+    .split(eol)
+    .filter((line) => {
+      if (!line.startsWith("a=candidate:")) return true;
+      // candidate:<foundation> <component> <transport> <priority> <address> <port> typ <type> …
+      const fields = line.slice("a=candidate:".length).split(" ");
+      return fields[2]?.toLowerCase() === "udp" && fields[4] === LOOPBACK;
+    })
+    .join(eol);
 }

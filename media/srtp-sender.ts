@@ -8,7 +8,7 @@ import {
   RtcpSrPacket,
   type RTCRtpSender,
 } from "werift";
-import { rtpHeaderLength } from "./webrtc.ts";
+import { rtpHeaderLength } from "./rtp.ts";
 
 /**
  * A lean send path for RTP that is already packetized (FFmpeg's `-f rtp`),

@@ -1,7 +1,9 @@
 import { MediaStreamTrack, RTCPeerConnection } from "werift";
 import { silentMediaLogger, type MediaLogger } from "./log.ts";
 import { openSrtpSender, type SrtpSender } from "./srtp-sender.ts";
-import { h264PeerConfig, keepLoopbackCandidates } from "./webrtc.ts";
+import { rtpHeader } from "./rtp.ts";
+import { keepLoopbackCandidates } from "./sdp.ts";
+import { h264PeerConfig } from "./webrtc.ts";
 import { redact } from "../subjects/index.ts";
 import { whipHttp, type WhipHttpResponse } from "./whip-http.ts";
 
@@ -290,8 +292,8 @@ export function startWhip(options: WhipOptions): WhipSession {
         return;
       }
       // RTP version 2, and not RTCP (payload types 72–76 are RTCP's, RFC 5761 §4).
-      const pt = (packet[1] ?? 0) & 0x7f;
-      if (packet.length < 12 || (packet[0] ?? 0) >> 6 !== 2 || (pt >= 72 && pt <= 76)) {
+      const pt = rtpHeader(packet)?.payloadType;
+      if (pt === undefined || (pt >= 72 && pt <= 76)) {
         badPackets++;
         return;
       }

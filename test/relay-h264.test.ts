@@ -1,9 +1,9 @@
-// The pure parts of the relay: offer checks (400 / 406) and the camera's GOP
-// cache, on hand-made packets (no process, no network).
+// The pure parts of the relay: offer checks (400 / 406), the GOP cache the
+// camera and the relay share, and the H.264/RTP readers under it, on
+// hand-made packets (no process, no network).
 
 import { describe, expect, it } from "vitest";
-import { GopCache } from "../media/index.ts";
-import { checkOffer, h264NalTypes } from "../media/index.ts";
+import { checkOffer, GopCache, H264_NAL, h264NalTypes, onlyParameterSets, rtpHeader, rtpPayload, startsKeyFrame } from "../media/index.ts";
 import { CamfleetError } from "../subjects/index.ts";
 
 const OFFER = [
@@ -77,7 +77,7 @@ describe("GopCache", () => {
     gop.push(idrStart(300));
     gop.push(idrEnd(300));
     gop.push(pFrame(400));
-    expect(gop.packets().map((p) => h264NalTypes(p.subarray(12)))).toEqual([[7, 8], [5], [], [1]]);
+    expect(gop.packets().map((p) => h264NalTypes(rtpPayload(p)!))).toEqual([[H264_NAL.SPS, H264_NAL.PPS], [H264_NAL.IDR], [], [H264_NAL.SLICE]]);
     // The next IDR replaces the GOP.
     gop.push(idrStart(500));
     expect(gop.packets()).toHaveLength(1);
@@ -93,5 +93,51 @@ describe("GopCache", () => {
     expect(gop.packets()).toEqual([]);
     gop.push(idrStart(5));
     expect(gop.packets()).toHaveLength(1);
+  });
+});
+
+describe("GopCache as the relay uses it", () => {
+  it("push says which packet starts a GOP: the IDR's first packet only, not its parameter sets or its other fragments", () => {
+    const gop = new GopCache();
+    expect([stapSpsPps(300), idrStart(300), idrEnd(300), pFrame(400), stapSpsPps(500), idrStart(500)].map((p) => gop.push(p))).toEqual([
+      false,
+      true,
+      false,
+      false,
+      false,
+      true,
+    ]);
+    // An IDR without parameter sets of its own timestamp starts a GOP of its own.
+    expect(gop.push(idrStart(600))).toBe(true);
+    expect(gop.size).toBe(1);
+  });
+  it("clear() forgets the parameter sets too: a new publisher's IDR does not start with the old one's SPS/PPS", () => {
+    const gop = new GopCache();
+    gop.push(stapSpsPps(700));
+    gop.clear();
+    expect(gop.push(idrStart(700))).toBe(true);
+    expect(gop.packets().map((p) => h264NalTypes(rtpPayload(p)!))).toEqual([[H264_NAL.IDR]]);
+  });
+});
+
+describe("H.264 and RTP readers", () => {
+  it("name the NAL units of single, aggregated (STAP-A) and fragmented (FU-A) payloads", () => {
+    expect(h264NalTypes(rtpPayload(stapSpsPps(1))!)).toEqual([H264_NAL.SPS, H264_NAL.PPS]);
+    expect(h264NalTypes(rtpPayload(idrStart(1))!)).toEqual([H264_NAL.IDR]);
+    expect(h264NalTypes(rtpPayload(idrEnd(1))!)).toEqual([]); // an FU-A continuation starts nothing
+    expect(startsKeyFrame(rtpPayload(idrStart(1))!)).toBe(true);
+    expect(startsKeyFrame(rtpPayload(pFrame(1))!)).toBe(false);
+    expect(onlyParameterSets(rtpPayload(stapSpsPps(1))!)).toBe(true);
+    expect(onlyParameterSets(rtpPayload(idrStart(1))!)).toBe(false);
+  });
+  it("read the header past CSRCs and an extension, and the payload without padding", () => {
+    const p = rtp(0x01020304, [0x65, 1, 2]);
+    expect(rtpHeader(p)).toEqual({ marker: false, payloadType: 96, sequenceNumber: 0, timestamp: 0x01020304, ssrc: 0 });
+    // One CSRC, a one-word extension, two bytes of padding.
+    const fancy = Buffer.concat([Buffer.from([0x80 | 0x20 | 0x10 | 1, 0x80 | 96]), Buffer.alloc(10), Buffer.alloc(4), Buffer.from([0xbe, 0xde, 0, 1]), Buffer.alloc(4), Buffer.from([0x65, 7, 0, 2])]);
+    expect(rtpHeader(fancy)).toMatchObject({ marker: true, payloadType: 96 });
+    expect([...rtpPayload(fancy)!]).toEqual([0x65, 7]);
+    expect(rtpHeader(Buffer.from([0x40, 96, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]))).toBeUndefined(); // version 1
+    expect(rtpPayload(Buffer.from([0x80, 96]))).toBeUndefined();
   });
 });

@@ -26,6 +26,7 @@
 
 import { createSocket, type Socket } from "node:dgram";
 import { silentLogger, superviseSpawn, withTimeout, type Logger, type SupervisedChild } from "../../runtime/index.ts";
+import { rtpHeader } from "../../media/index.ts";
 import { redact, schemeOf, type StreamInfo } from "../../subjects/index.ts";
 import { ANALYSIS_FD, buildFfmpegArgs, IngestSourceError, RTP_PAYLOAD_TYPE, type AnalysisPixFmt, type FfmpegArgsOptions, type IngestSpec, type VideoMode } from "./ffmpeg-args.ts";
 import { classifyFfmpegExit, cleanDetail, FfmpegStderr, FrameAssembler, lineSplitter, progressParser, type AnalysisFrame, type IngestFailure } from "./ffmpeg-output.ts";
@@ -308,8 +309,9 @@ class Ingest implements IngestHandle {
 
   #onPacket(packet: Buffer, from: { address: string; port: number }): void {
     if (this.#over) return;
-    if (from.address !== "127.0.0.1" || packet.length < 12 || packet[0]! >> 6 !== 2) return;
-    if ((packet[1]! & 0x7f) !== RTP_PAYLOAD_TYPE) return; // RTCP (200–204 in this byte) and strays
+    if (from.address !== "127.0.0.1") return;
+    // RTCP (its packet types read as payload types 72–76) and strays are not ours.
+    if (rtpHeader(packet)?.payloadType !== RTP_PAYLOAD_TYPE) return;
     // Only FFmpeg sends here, from one port: the first RTP sender is kept, others are dropped.
     if (!this.#rtpSender) this.#rtpSender = from;
     else if (this.#rtpSender.port !== from.port) return;
