@@ -5,17 +5,12 @@ import { backoffDelay, type Backoff } from "../backoff.ts";
 import { every, realClock, sleep, type Clock, type Repeating } from "../clock.ts";
 import { cameraSpecOf } from "../infra/index.ts";
 import type { Logger } from "../logger.ts";
-import { ageOf, type ClusterSnapshot } from "./reconcile.ts";
+import { ageOf, type ClusterSnapshot, type Observed } from "./reconcile.ts";
 
 /** Restarting a dead watch: 0.1 s doubling to 2 s, no jitter (one node, one watch). */
 const WATCH_RESTART_BACKOFF: Backoff = { initialMs: 100, maxMs: 2000, jitter: "none" };
 
-export interface Observed<T> {
-  value: T;
-  revision: number;
-  /** Monotonic time this node last saw the entry change. */
-  observedAt: number;
-}
+export type { Observed } from "./reconcile.ts";
 
 export interface ClusterViewOptions {
   cameras: KV;

@@ -7,7 +7,6 @@
  * can be tested by passing times instead of waiting for them.
  */
 import type { CameraSpec, Lease, NodeInfo } from "../../subjects/index.ts";
-import type { Observed } from "./cluster-view.ts";
 import { fairShare, handoverCount, rankCandidates, rendezvousScore, type NodeLoad } from "./placement.ts";
 
 export interface PlacementTuning {
@@ -30,6 +29,14 @@ export const DEFAULT_PLACEMENT: PlacementTuning = {
   handoverCooldownMs: 3000,
   summaryIntervalMs: 5000,
 };
+
+/** A KV entry as this node last saw it. */
+export interface Observed<T> {
+  value: T;
+  revision: number;
+  /** Monotonic time this node last saw the entry change. */
+  observedAt: number;
+}
 
 /** What a node sees of the cluster: the three buckets, with when it saw each entry change (monotonic ms). */
 export interface ClusterSnapshot {
