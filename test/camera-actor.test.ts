@@ -45,8 +45,18 @@ async function cameraNode() {
   return { client, waitState, node };
 }
 
+/**
+ * Each test's deadline is what its waits may add up to: the set-up (the RTSP
+ * camera's 10 s to be ready, nats-server's 15 s, the node's 15 s to log
+ * "node ready") plus each of its own waits' deadline, so a slow machine
+ * fails a wait with its message rather than the test with a bare timeout.
+ */
+const SETUP_MS = 10_000 + 15_000 + 15_000;
+const WAIT_MS = 20_000; // waitState's default
+
 describe("camera actor against a real RTSP camera", () => {
-  it("streams with the source's size and rate, recovers when the camera comes back, and leaves no ffmpeg after stop", async () => {
+  // STREAMING, frames, ERROR, restart (stop 5 s, ready 10 s), STREAMING again (40 s), ffmpeg gone (10 s).
+  it("streams with the source's size and rate, recovers when the camera comes back, and leaves no ffmpeg after stop", { timeout: SETUP_MS + 3 * WAIT_MS + 15_000 + 40_000 + 10_000 }, async () => {
     const cam = await startRtspCamera({ onCleanup: onTestFinished, mounts: [{ path: "/door", width: 640, height: 360, fps: 15 }] });
     const { client, waitState } = await cameraNode();
     await client.putCamera({ id: "door", url: cam.url("/door") });
@@ -68,7 +78,8 @@ describe("camera actor against a real RTSP camera", () => {
     await waitFor(() => ffmpegWith(`:${cam.port}/door`).length === 0, { timeoutMs: 10_000, message: "ffmpeg of door gone after stop" });
   });
 
-  it("a frozen camera reads as STREAM_STALLED, and streams again once it thaws", async () => {
+  // STREAMING, ERROR (15 s), STREAMING again (40 s).
+  it("a frozen camera reads as STREAM_STALLED, and streams again once it thaws", { timeout: SETUP_MS + WAIT_MS + 15_000 + 40_000 }, async () => {
     const cam = await startRtspCamera({ onCleanup: onTestFinished, mounts: [{ path: "/yard", width: 320, height: 240, fps: 10 }] });
     const { client, waitState } = await cameraNode();
     await client.putCamera({ id: "yard", url: cam.url("/yard") });
@@ -83,7 +94,8 @@ describe("camera actor against a real RTSP camera", () => {
     await waitState("yard", (s) => s.state === "STREAMING", "yard STREAMING after thawing", 40_000);
   });
 
-  it("a wrong password reports SOURCE_AUTH without ever showing the password", async () => {
+  // ERROR, STREAMING with the right password (40 s).
+  it("a wrong password reports SOURCE_AUTH without ever showing the password", { timeout: SETUP_MS + WAIT_MS + 40_000 }, async () => {
     const cam = await startRtspCamera({
       onCleanup: onTestFinished,
       mounts: [{ path: "/gate" }],
@@ -100,7 +112,8 @@ describe("camera actor against a real RTSP camera", () => {
     await waitState("gate", (s) => s.state === "STREAMING", "gate STREAMING with the right password", 40_000);
   });
 
-  it("an H.265 camera is UNSUPPORTED_CODEC until its spec turns transcode on, then streams", async () => {
+  // ERROR, STREAMING with transcode (40 s), frames.
+  it("an H.265 camera is UNSUPPORTED_CODEC until its spec turns transcode on, then streams", { timeout: SETUP_MS + WAIT_MS + 40_000 + WAIT_MS }, async () => {
     const cam = await startRtspCamera({ onCleanup: onTestFinished, mounts: [{ path: "/hevc", codec: "h265", width: 320, height: 240, fps: 10 }] });
     const { client, waitState } = await cameraNode();
     await client.putCamera({ id: "hevc", url: cam.url("/hevc") });
@@ -116,7 +129,8 @@ describe("camera actor against a real RTSP camera", () => {
     expect(ffmpegWith(`:${cam.port}/hevc`)).toHaveLength(1);
   });
 
-  it("a changed spec restarts only what changed: a new name keeps FFmpeg, a new URL replaces it", async () => {
+  // STREAMING, renamed (5 s), frames, FFmpeg replaced (15 s), STREAMING on /b.
+  it("a changed spec restarts only what changed: a new name keeps FFmpeg, a new URL replaces it", { timeout: SETUP_MS + WAIT_MS + 5_000 + WAIT_MS + 15_000 + WAIT_MS }, async () => {
     const cam = await startRtspCamera({ onCleanup: onTestFinished, mounts: [{ path: "/a", width: 320, height: 240, fps: 10 }, { path: "/b", width: 320, height: 240, fps: 10 }] });
     const { client, waitState } = await cameraNode();
     await client.putCamera({ id: "hall", url: cam.url("/a") });

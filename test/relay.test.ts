@@ -6,7 +6,7 @@ import { Kvm, type KV } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { fileURLToPath } from "node:url";
-import { startWhip } from "../media/index.ts";
+import { H264_NAL, startWhip } from "../media/index.ts";
 import { superviseSpawn } from "../runtime/infra/child-process.ts";
 import { runCamfleet } from "./helpers/camfleet-process.ts";
 import { startGateway, type Gateway } from "../gateway/index.ts";
@@ -76,11 +76,17 @@ describe("relay: one publisher, many viewers", () => {
     }
     await waitFor(() => viewers.every((v) => v.received.keyFrames > 0 && v.received.packets > 100), { timeoutMs: 10_000, message: "every viewer got a key frame and a stream" });
     // The first packet each viewer saw starts a key frame (SPS, or an IDR): the cached GOP, replayed.
-    for (const v of viewers) expect(v.received.firstNalTypes?.some((t) => t === 7 || t === 5)).toBe(true);
+    for (const v of viewers) expect(v.received.firstNalTypes?.some((t) => t === H264_NAL.SPS || t === H264_NAL.IDR)).toBe(true);
     const worst = Math.max(...viewers.map((v) => v.received.firstKeyFrameAt! - v.answeredAt));
-    await annotate(`10 viewers: slowest answer→first IDR packet ${worst.toFixed(0)} ms (GOP 4 s)`);
-    // From the cache, not from the source's next IDR (up to 4 s away).
-    expect(worst).toBeLessThan(3_000);
+    const worstFromConnect = Math.max(...viewers.map((v) => v.received.firstKeyFrameAt! - (v.received.connectedAt ?? v.answeredAt)));
+    await annotate(`10 viewers: slowest answer→first IDR packet ${worst.toFixed(0)} ms, connected→first IDR ${worstFromConnect.toFixed(0)} ms (GOP 4 s)`);
+    // From the cache, not from the source's next IDR (up to 4 s away, 2 s on
+    // average). Measured from each viewer's own connect, since the replay
+    // starts the moment DTLS is up, and 10 concurrent DTLS handshakes are
+    // what a loaded machine makes slow. The bound is half the GOP: a viewer
+    // waiting for the next IDR passes it half the time, ten of them almost
+    // never; the replay needs a few ms plus the relay's side of the handshake.
+    expect(worstFromConnect).toBeLessThan(2_000);
     // All served by the lean SRTP path (werift viewers negotiate no header extensions, AES-GCM).
     expect((await stats(gw, "lobby")).cameras[0]).toMatchObject({ publishing: true, viewers: 10, viewers_live: 10, viewers_lean: 10 });
 
@@ -182,7 +188,13 @@ describe("relay: the holding gateway dies", () => {
 
     a.child.kill("SIGKILL");
     const killed = performance.now();
-    await waitFor(async () => (await postB()).status === 201, { timeoutMs: 12_000, intervalMs: 250, message: "B takes the relay over" });
+    // B counts the claim stale 6 s (its TTL) after it last saw the claim
+    // change, which may be its first POST after the kill (A renews every 2 s);
+    // then one POST in which B claims the camera and werift negotiates the
+    // session. Each POST builds a werift offer too: on a loaded machine 1–2 s
+    // apiece. 20 s holds the TTL, an attempt's lag behind it, and the taking
+    // one, with room.
+    await waitFor(async () => (await postB()).status === 201, { timeoutMs: 20_000, intervalMs: 250, message: "B takes the relay over" });
     await annotate(`B took the relay over ${(performance.now() - killed).toFixed(0)} ms after A was killed (claim TTL 6 s)`);
     expect((await stats(b, "yard")).cameras[0]).toMatchObject({ viewers: 1 });
   });

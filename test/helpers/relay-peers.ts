@@ -4,7 +4,7 @@
 import dgram from "node:dgram";
 import { RTCPeerConnection } from "werift";
 import { superviseSpawn } from "../../runtime/infra/child-process.ts";
-import { h264NalTypes, h264PeerConfig, keepLoopbackCandidates } from "../../media/index.ts";
+import { h264NalTypes, h264PeerConfig, keepLoopbackCandidates, startsKeyFrame } from "../../media/index.ts";
 import type { RegisterCleanup } from "./nats-harness.ts";
 
 const HOST = "127.0.0.1";
@@ -69,7 +69,8 @@ export interface WhepViewer {
   readonly response: WheqResult;
   /** performance.now() when the answer arrived. */
   readonly answeredAt: number;
-  readonly received: { packets: number; keyFrames: number; firstPacketAt?: number; firstKeyFrameAt?: number; firstNalTypes?: number[] };
+  /** `connectedAt`: performance.now() when ICE and DTLS were up on this side (the relay starts sending from then). */
+  readonly received: { packets: number; keyFrames: number; connectedAt?: number; firstPacketAt?: number; firstKeyFrameAt?: number; firstNalTypes?: number[] };
   readonly pc: RTCPeerConnection;
   /** DELETE on the Location; resolves with the status. */
   remove(): Promise<number>;
@@ -82,13 +83,15 @@ export async function whepViewer(url: string, opts: { onCleanup: RegisterCleanup
   opts.onCleanup(() => pc.close());
   pc.addTransceiver("video", { direction: "recvonly" });
   const received: WhepViewer["received"] = { packets: 0, keyFrames: 0 };
+  pc.connectionStateChange.subscribe((state) => {
+    if (state === "connected") received.connectedAt ??= performance.now();
+  });
   pc.onTrack.subscribe((track) => {
     track.onReceiveRtp.subscribe((rtp) => {
       received.packets++;
       received.firstPacketAt ??= performance.now();
-      const types = h264NalTypes(rtp.payload);
-      received.firstNalTypes ??= types;
-      if (types.includes(5)) {
+      received.firstNalTypes ??= h264NalTypes(rtp.payload);
+      if (startsKeyFrame(rtp.payload)) {
         received.keyFrames++;
         received.firstKeyFrameAt ??= performance.now();
       }
