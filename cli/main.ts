@@ -9,6 +9,7 @@ import {
   ConfigError,
   connectNats,
   ControlClient,
+  LOG_MESSAGES,
   createLogger,
   createRegistry,
   FleetNode,
@@ -151,7 +152,7 @@ async function startDetector(ctx: { config: Config; logger: Logger }): Promise<D
     listen: ctx.config.detectorListen,
     onError: (err, req) => log.error({ err, camera: req.cameraId, frame: req.frameId }, "detector failed on a frame"),
   });
-  log.info({ address: server.address }, "reference detector listening (solutions: motion; gRPC health service included)");
+  log.info({ address: server.address, solutions: ["motion"], health: "grpc.health.v1" }, LOG_MESSAGES.detectorListening);
   return server;
 }
 

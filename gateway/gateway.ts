@@ -1,7 +1,7 @@
 import type { AddressInfo } from "node:net";
 import { Kvm } from "@nats-io/kv";
 import { Gauge, Histogram, type Registry } from "prom-client";
-import { connectNats, ensureJetStream, type Config, type Logger, type NatsConnection } from "../runtime/index.ts";
+import { connectNats, ensureJetStream, LOG_MESSAGES, type Config, type Logger, type NatsConnection } from "../runtime/index.ts";
 import { BUCKETS } from "../subjects/index.ts";
 import { GatewayCore, type GatewayCoreOptions } from "./core.ts";
 import { createHttp } from "./http.ts";
@@ -98,7 +98,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     const url = `http://${host}:${port}`;
     const publicUrl = config.gatewayUrl ?? url;
     c.publicUrl = publicUrl;
-    log.info({ url, publicUrl, relay: "built-in" }, "gateway ready");
+    log.info({ url, publicUrl, relay: "built-in" }, LOG_MESSAGES.gatewayReady);
     return { url, publicUrl, core: c, stop };
   } catch (err) {
     await stop();

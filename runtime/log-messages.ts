@@ -16,6 +16,9 @@ export const LOG_MESSAGES = {
   reconnectedToNats: "reconnected to NATS",
   disconnectedFromNats: "disconnected from NATS; reconnecting",
   natsNotReachableYet: "NATS not reachable yet; retrying until it is",
+  embeddedNatsReady: "embedded nats-server ready",
+  gatewayReady: "gateway ready",
+  detectorListening: "reference detector listening",
 } as const;
 
 export type LogMessage = (typeof LOG_MESSAGES)[keyof typeof LOG_MESSAGES];

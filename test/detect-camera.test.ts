@@ -18,7 +18,7 @@ import { waitFor } from "./helpers/wait.ts";
 
 function startDetectorProcess(port: number) {
   const proc = runCamfleet(["detector"], { env: { DETECTOR_LISTEN: `127.0.0.1:${port}`, NODE_ID: "det" }, onCleanup: onTestFinished });
-  return proc.waitForLog((l) => typeof l.msg === "string" && l.msg.startsWith("reference detector listening")).then(() => proc);
+  return proc.waitForLog((l) => l.msg === LOG_MESSAGES.detectorListening).then(() => proc);
 }
 
 /** A camera node using the detector at `aiEndpoint`, and a client with a status poller. */

@@ -25,7 +25,7 @@ async function startEmbeddedNode(extraEnv: Record<string, string> = {}) {
     env: { NODE_ID: "n1", HTTP_PORT: "0", CAMFLEET_NATS_PORT: "0", CAMFLEET_DATA_DIR: dataDir, ...extraEnv },
     onCleanup: onTestFinished,
   });
-  const embedded = await proc.waitForLog((l) => l.msg === "embedded nats-server ready");
+  const embedded = await proc.waitForLog((l) => l.msg === LOG_MESSAGES.embeddedNatsReady);
   const ops = await proc.waitForLog((l) => l.msg === LOG_MESSAGES.servingOps);
   await proc.waitForLog((l) => l.msg === LOG_MESSAGES.nodeReady);
   return { proc, natsUrl: embedded.url as string, natsPid: embedded.pid as number, opsUrl: ops.url as string, dataDir };
@@ -112,7 +112,7 @@ describe("camfleet node with NATS_URL", () => {
     const nats = await startNats({ onCleanup: onTestFinished });
     const proc = runCamfleet(["node"], { env: { NODE_ID: "n2", HTTP_PORT: "0", NATS_URL: nats.url }, onCleanup: onTestFinished });
     await proc.waitForLog((l) => l.msg === LOG_MESSAGES.nodeReady);
-    expect(logCount(proc, "embedded nats-server ready")).toBe(0);
+    expect(logCount(proc, LOG_MESSAGES.embeddedNatsReady)).toBe(0);
 
     await nats.server.stop();
     await proc.waitForLog((l) => l.msg === LOG_MESSAGES.disconnectedFromNats);

@@ -34,7 +34,7 @@ describe("camfleet up with the relay", () => {
       },
       onCleanup: onTestFinished,
     });
-    const ready = await up.waitForLog((l) => l.msg === "gateway ready", 30_000);
+    const ready = await up.waitForLog((l) => l.msg === LOG_MESSAGES.gatewayReady, 30_000);
     const url = ready.url as string;
     await up.waitForLog((l) => l.msg === LOG_MESSAGES.nodeReady);
 

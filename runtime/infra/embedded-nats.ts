@@ -1,5 +1,6 @@
 import { createServer } from "node:net";
 import { join } from "node:path";
+import { LOG_MESSAGES } from "../log-messages.ts";
 import type { Logger } from "../logger.ts";
 import { NatsServerProcess } from "./nats-server.ts";
 
@@ -38,7 +39,7 @@ export async function startEmbeddedNats(options: EmbeddedNatsOptions): Promise<N
     onExit: (exit) => log.error({ code: exit.code, signal: exit.signal }, "embedded nats-server exited unexpectedly"),
   });
   await server.start();
-  log.info({ url: server.url, storeDir: server.storeDir, pid: server.pid }, "embedded nats-server ready");
+  log.info({ url: server.url, storeDir: server.storeDir, pid: server.pid }, LOG_MESSAGES.embeddedNatsReady);
   return server;
 }
 

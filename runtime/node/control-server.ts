@@ -18,7 +18,7 @@ import {
   type Lease,
   type NodeInfo,
 } from "../../subjects/index.ts";
-import { isCasConflict } from "./leases.ts";
+import { isCasConflict } from "../infra/index.ts";
 import type { ViewerReport } from "./kinds.ts";
 import type { Logger } from "../logger.ts";
 import type { NodeMetrics } from "../metrics.ts";
