@@ -5,9 +5,6 @@ import { KvClaims } from "../infra/index.ts";
 import type { Logger } from "../logger.ts";
 import type { NodeMetrics } from "../metrics.ts";
 
-// Kept here too: the control server imports it from this file.
-export { isCasConflict } from "../infra/index.ts";
-
 /**
  * Lease timing, all derived from the TTL so one knob tunes failover:
  * renew every TTL/4; the holder stops its actor (self-fencing) when its last
