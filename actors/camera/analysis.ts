@@ -1,6 +1,6 @@
 import { Counter, Histogram, type Registry } from "prom-client";
 import { DetectorClient, DetectorError, MotionGate, toGray, type DetectResult } from "../../proto/index.ts";
-import { perRegistry, type DetectionReport, type DetectionOutcome, type Logger } from "../../runtime/index.ts";
+import { perRegistry, realClock, type Clock, type DetectionReport, type DetectionOutcome, type Logger, type Timer } from "../../runtime/index.ts";
 import type { CameraError, CameraSpec } from "../../subjects/index.ts";
 import type { AnalysisFrame } from "./ffmpeg-output.ts";
 
@@ -37,6 +37,8 @@ export interface AnalysisOptions {
   onErrorChange(error: CameraError | undefined): void;
   /** Between ListSolutions attempts while the detector is away, ms. Default 1000. */
   probeIntervalMs?: number;
+  /** Time for the probe timer and the refusal log's rate limit (not the latency metrics, which are real). Default: the real clock. */
+  clock?: Clock;
 }
 
 /** Per-camera analysis metrics of DESIGN.md, registered once per registry. */
@@ -79,17 +81,21 @@ export class Analysis {
   #unsupported: string[] = [];
   #waiting?: Waiting;
   #inFlight?: Promise<void>;
-  #probeTimer?: NodeJS.Timeout;
+  #probeTimer?: Timer;
   #probing = false;
   #error?: CameraError;
   #failures = 0;
   #stopped = false;
-  #lastRefusalLog = 0;
+  /** -Infinity: the first refusal is logged, however soon after the clock's origin. */
+  #lastRefusalLog = -Infinity;
   readonly counts = { sent_ai: 0, skipped_motion: 0, detections: 0, dropped_events: 0 };
   #inferenceTotalMs = 0;
 
+  readonly #clock: Clock;
+
   constructor(options: AnalysisOptions) {
     this.#o = options;
+    this.#clock = options.clock ?? realClock;
     this.#camera = options.spec.id;
     this.#wanted = options.spec.solutions.length > 0 ? [...options.spec.solutions] : DEFAULT_SOLUTIONS;
     this.#metrics = AnalysisMetrics.of(options.registry);
@@ -203,7 +209,7 @@ export class Analysis {
       this.#scheduleProbe(0);
     } else {
       // A refused frame or a garbled answer: this frame is lost, the next one is tried.
-      const now = performance.now();
+      const now = this.#clock.now();
       if (now - this.#lastRefusalLog > 10_000) {
         this.#lastRefusalLog = now;
         this.#o.logger.warn({ code: e.code, detail: e.message }, "detector call failed; camera goes on");
@@ -218,7 +224,7 @@ export class Analysis {
 
   #scheduleProbe(delayMs = this.#probeMs()): void {
     if (this.#stopped || this.#probeTimer !== undefined || this.#probing) return;
-    this.#probeTimer = setTimeout(() => {
+    this.#probeTimer = this.#clock.setTimeout(() => {
       this.#probeTimer = undefined;
       void this.#probe();
     }, delayMs);
@@ -273,7 +279,7 @@ export class Analysis {
   async stop(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
-    clearTimeout(this.#probeTimer);
+    this.#clock.clearTimeout(this.#probeTimer);
     this.#waiting = undefined;
     this.#abort.abort();
     await this.#inFlight;

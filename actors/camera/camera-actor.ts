@@ -263,6 +263,7 @@ class CameraActor implements Actor {
       endpoint: this.#ctx.config.aiEndpoint,
       logger: this.#ctx.logger,
       registry: this.#ctx.registry,
+      clock: this.#clock,
       publish: (report) => this.#ctx.publishDetection(report),
       onErrorChange: (error) => {
         if (this.#analysis !== analysis) return;
