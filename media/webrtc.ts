@@ -9,7 +9,7 @@ import { useH264, type CandidatePair, type RTCPeerConnectionConfig } from "werif
 export const LOOPBACK = "127.0.0.1";
 
 /**
- * werift settings for an H.264-only peer (FIELD-NOTES: the default codec is
+ * werift settings for an H.264-only peer (as found with werift 0.25: the default codec is
  * VP8 only, the default ICE server is a public STUN server that cannot be
  * reached, and loopback is not gathered unless asked for).
  */

@@ -59,7 +59,7 @@ export interface WhipOptions {
 export interface WhipSession {
   /**
    * One RTP packet as FFmpeg sent it (`-f rtp -payload_type 96`), sent with
-   * the negotiated SSRC and payload type (runtime/srtp-sender.ts, or werift's
+   * the negotiated SSRC and payload type (media/srtp-sender.ts, or werift's
    * sender for sessions that path does not handle). Dropped while the session
    * is not connected, and when it is not RTP (e.g. RTCP sent to the same port).
    */
@@ -101,7 +101,7 @@ export function startWhip(options: WhipOptions): WhipSession {
   let closing: Promise<void> | undefined;
   let pliCount = 0;
   let badPackets = 0;
-  /** The lean RTP path (runtime/srtp-sender.ts) once up; undefined means werift's own sender.sendRtp. */
+  /** The lean RTP path (media/srtp-sender.ts) once up; undefined means werift's own sender.sendRtp. */
   let fastPath: SrtpSender | undefined;
   const post = new AbortController();
   /** performance.now() when the POST went out, and how long its answer took (ms); for the log. */

@@ -1,4 +1,4 @@
-// The WHIP publisher (actors/camera/whip.ts) against real peers on 127.0.0.1:
+// The WHIP publisher (media/whip-client.ts) against real peers on 127.0.0.1:
 // a minimal WHIP server in this file answering with werift, the same server
 // failing in each way a server can, and Debian's Chromium as the answering
 // peer (driven by playwright-core), fed with real RTP from a real FFmpeg.
@@ -304,7 +304,7 @@ describe("WHIP publisher against a werift WHIP server", () => {
       `start→POST ${(post.at - started).toFixed(0)} ms (offer + ICE gathering), POST→201 ${answerMs.toFixed(0)} ms, POST→connected ${connectMs.toFixed(0)} ms`,
     );
     const up = logs.lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === "WHIP session up");
-    // werift negotiates AES-GCM first: the packets went through the lean path (runtime/srtp-sender.ts).
+    // werift negotiates AES-GCM first: the packets went through the lean path (media/srtp-sender.ts).
     expect(up).toMatchObject({ component: "whip", answer_ms: expect.any(Number), connect_ms: expect.any(Number), rtp_path: "AEAD_AES_128_GCM" });
 
     await session.stop();

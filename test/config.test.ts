@@ -12,7 +12,7 @@ function problemsOf(env: Record<string, string>, role: "node" | "gateway" | "up"
 }
 
 describe("configuration", () => {
-  it("has the defaults of DESIGN.md", () => {
+  it("has the defaults of the contract (docs/contract.md)", () => {
     const node = loadConfig({}, "node");
     expect(node.natsServers).toBeUndefined(); // embedded NATS
     expect(node.httpPort).toBe(9108);

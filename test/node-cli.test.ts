@@ -187,7 +187,7 @@ describe("camfleet command line", () => {
     expect(proc.stderr()).toContain("cannot reach NATS at nats://127.0.0.1:1");
   });
 
-  it("--help lists the commands of DESIGN.md", async () => {
+  it("--help lists the commands of the contract (docs/contract.md)", async () => {
     const proc = runCamfleet(["--help"], { onCleanup: onTestFinished });
     expect((await proc.exited).code).toBe(0);
     const help = proc.lines.map((l) => l.raw).join("\n");

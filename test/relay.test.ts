@@ -1,5 +1,5 @@
 // The gateway's relay in-process against real peers: a real nats-server,
-// FFmpeg's H.264 through our WHIP publisher (actors/camera/whip.ts), werift
+// FFmpeg's H.264 through our WHIP publisher (media/whip-client.ts), werift
 // WHEP viewers; two gateways sharing one cluster; every kind of bad input.
 
 import { Kvm, type KV } from "@nats-io/kv";
@@ -10,7 +10,7 @@ import { H264_NAL, startWhip } from "../media/index.ts";
 import { superviseSpawn } from "../runtime/infra/child-process.ts";
 import { runCamfleet } from "./helpers/camfleet-process.ts";
 import { startGateway, type Gateway } from "../gateway/index.ts";
-import { createRegistry, ensureJetStream, loadConfig, silentLogger } from "../runtime/index.ts";
+import { createRegistry, ensureJetStream, loadConfig, LOG_MESSAGES, silentLogger } from "../runtime/index.ts";
 import { BUCKETS, CameraSpecSchema, kvKeys, type CameraSpecInput } from "../subjects/index.ts";
 import { startNats } from "./helpers/nats-harness.ts";
 import { startFfmpegRtp, weriftOffer, whepViewer } from "./helpers/relay-peers.ts";
@@ -173,7 +173,7 @@ describe("relay: the holding gateway dies", () => {
     const { nats, putCamera, gateway } = await cluster();
     await putCamera({ id: "yard", url: "rtsp://127.0.0.1:1/x" });
     const a = runCamfleet(["gateway"], { env: { NATS_URL: nats.url, HTTP_PORT: "0", NODE_ID: "gw-dies", WEBRTC_LOOPBACK_ONLY: "true" }, onCleanup: onTestFinished });
-    const aUrl = (await a.waitForLog((l) => l.msg === "gateway ready")).url as string;
+    const aUrl = (await a.waitForLog((l) => l.msg === LOG_MESSAGES.gatewayReady)).url as string;
     const b = await gateway({ NODE_ID: "gw-b" });
     // A viewer at A makes A the holder (it waits there for a publisher).
     await whepViewer(`${aUrl}/whep/yard`, { onCleanup: onTestFinished });

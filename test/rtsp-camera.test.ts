@@ -163,7 +163,7 @@ describe("RTSP camera stand-in", () => {
     // One input, three outputs: the camera actor's path (-c:v copy), a full
     // decode (one framecrc line per decoded frame on stdout), and a second's
     // NAL headers. x264's default of one slice per core decoded cleanly
-    // here but broke elsewhere (FIELD-NOTES), so the slice count is checked itself.
+    // here but broke elsewhere (found on Debian 12 here), so the slice count is checked itself.
     const args = ["-hide_banner", "-nostats", "-rtsp_transport", "tcp", "-timeout", RTSP_IO_TIMEOUT_US, "-i", cam.url()];
     args.push("-map", "0:v", "-c:v", "copy", "-t", "3", "-f", "null", "-");
     args.push("-map", "0:v", "-t", "3", "-f", "framecrc", "pipe:1");

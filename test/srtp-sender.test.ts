@@ -1,4 +1,4 @@
-// The lean RTP send path (runtime/srtp-sender.ts): its packet protection
+// The lean RTP send path (media/srtp-sender.ts): its packet protection
 // checked by werift's own SRTP implementation for both profiles, then the
 // whole path between two real werift peers on 127.0.0.1 (ICE, DTLS-SRTP),
 // with sequence wrap, a new source, NACK and sender reports.

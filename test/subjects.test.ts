@@ -59,7 +59,7 @@ describe("identifiers", () => {
 });
 
 describe("subjects", () => {
-  it("spells every subject of DESIGN.md", () => {
+  it("spells every subject of the contract (docs/contract.md)", () => {
     expect(subjects.status("cam1")).toBe("camfleet.status.default.default.cam1");
     expect(subjects.status("cam1", "acme", "hq")).toBe("camfleet.status.acme.hq.cam1");
     expect(subjects.detections("cam1", "acme", "hq")).toBe("camfleet.det.acme.hq.cam1");
@@ -92,7 +92,7 @@ describe("subjects", () => {
 });
 
 describe("CameraSpec", () => {
-  it("fills the defaults of DESIGN.md", () => {
+  it("fills the defaults of the contract (docs/contract.md)", () => {
     const spec = CameraSpecSchema.parse({ id: "cam1", url: "rtsp://10.0.0.5/stream" });
     expect(spec).toEqual({
       id: "cam1",

@@ -1,4 +1,4 @@
-// The WHIP client's HTTP (actors/camera/whip-http.ts) against a real
+// The WHIP client's HTTP (media/whip-http.ts) against a real
 // node:http server on 127.0.0.1: redirects, limits, aborts.
 
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";

@@ -41,7 +41,7 @@ export interface AnalysisOptions {
   clock?: Clock;
 }
 
-/** Per-camera analysis metrics of DESIGN.md, registered once per registry. */
+/** Per-camera analysis metrics of the contract (docs/contract.md), registered once per registry. */
 class AnalysisMetrics {
   readonly inference: Histogram<"camera">;
   readonly e2e: Histogram<"camera">;

@@ -83,7 +83,7 @@ export function cameraKind(options: CameraKindOptions): ActorKind {
   };
 }
 
-/** Per-camera metrics of DESIGN.md, registered once per registry. */
+/** Per-camera metrics of the contract (docs/contract.md), registered once per registry. */
 class CameraMetrics {
   readonly up: Gauge<"camera">;
   readonly lastFrameAge: Gauge<"camera">;

@@ -107,7 +107,7 @@ export function buildFfmpegArgs(spec: IngestSpec, opts: FfmpegArgsOptions): stri
   } else {
     // yuv420p before the baseline profile (testsrc is RGB). One thread: one
     // slice per frame (zerolatency's sliced threads split frames, see
-    // FIELD-NOTES). Key frames on a clock, whatever the source's rate.
+    // found on Debian 12 here). Key frames on a clock, whatever the source's rate.
     args.push("-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency");
     args.push("-pix_fmt", "yuv420p", "-profile:v", "baseline", "-threads", "1");
     args.push("-force_key_frames", `expr:gte(t,n_forced*${ENCODE_KEYFRAME_S})`);

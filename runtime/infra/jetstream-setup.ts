@@ -53,7 +53,7 @@ export function defaultReplicas(nc: NatsConnection): number {
 }
 
 /**
- * Makes sure the streams and KV buckets of DESIGN.md exist with the wanted
+ * Makes sure the streams and KV buckets of the contract (docs/contract.md) exist with the wanted
  * settings. Safe to run on every node start, concurrently from many nodes:
  * "already exists" is success, and a stream whose limits differ is updated.
  */

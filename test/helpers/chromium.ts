@@ -1,6 +1,6 @@
 // Debian's Chromium driven by playwright-core, as a WebRTC peer that is not
 // werift: a WHEP viewer or a WHIP publisher (fake camera, H.264) in a page.
-// Flags from FIELD-NOTES: loopback candidates appear once the page has media
+// Flags found on Debian 12 here: loopback candidates appear once the page has media
 // permission (fake device, granted without a prompt).
 
 import { randomUUID } from "node:crypto";
