@@ -111,7 +111,7 @@ async function main(): Promise<void> {
 
     const sample = JSON.stringify({ type: "detection", id: detectionMsgId("bench", ctx.epoch, 123456), camera: "bench", tenant: "default", site: "default", node: "bench", epoch: ctx.epoch, ts: Date.now(), ...report(123456) });
     const payload = Buffer.from(sample);
-    // The node's connection options (runtime/nats.ts), so the two differ only in what camfleet adds.
+    // The node's connection options (runtime/infra/nats.ts), so the two differ only in what camfleet adds.
     const rawNc = await connect({ servers: nats.url, noAsyncTraces: true });
     cleanups.push(() => rawNc.close());
     const raw = jetstream(rawNc);
