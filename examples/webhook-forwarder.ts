@@ -13,7 +13,10 @@
 
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { connectNats, createLogger, startAlertConsumer } from "../runtime/index.ts";
+import { backoffDelay, connectNats, createLogger, realClock, sleep, startAlertConsumer, type Backoff } from "../runtime/index.ts";
+
+/** Between the attempts of one delivery: 0.5 s, then 1 s (the runtime's formula, jitter off). */
+const RETRY: Backoff = { initialMs: 500, maxMs: 5_000, jitter: "none" };
 import { redact, type DetectionEvent } from "../subjects/index.ts";
 
 export interface ForwardOptions {
@@ -30,7 +33,7 @@ export async function forward(event: DetectionEvent, options: ForwardOptions): P
   const attempts = options.attempts ?? 3;
   let last: unknown;
   for (let i = 0; i < attempts; i++) {
-    if (i > 0) await new Promise((r) => setTimeout(r, 500 * 2 ** (i - 1)));
+    if (i > 0) await sleep(realClock, backoffDelay(RETRY, i));
     try {
       const res = await fetch(options.url, {
         method: "POST",
