@@ -4,7 +4,7 @@ import { describe, expect, it, onTestFinished } from "vitest";
 import { Writable } from "node:stream";
 import { createLogger } from "../runtime/index.ts";
 import { defaultReplicas, ensureJetStream } from "../runtime/infra/jetstream-setup.ts";
-import { BUCKETS, STREAMS } from "../subjects/index.ts";
+import { BUCKETS, STREAMS, subjects } from "../subjects/index.ts";
 import { startNats, startNatsCluster } from "./helpers/nats-harness.ts";
 import { waitFor } from "./helpers/wait.ts";
 
@@ -21,6 +21,28 @@ describe("JetStream set-up", () => {
     const jsm = await jetstreamManager(nc);
     for (const name of ALL_STREAMS) expect((await jsm.streams.info(name)).config.num_replicas).toBe(1);
     expect((await jsm.streams.info(STREAMS.detections)).config.duplicate_window).toBe(120_000_000_000);
+  });
+
+  // Seen in a full-suite run: three nodes starting at once on a fresh server,
+  // one lost the race to create camfleet_relays with "subjects overlap with an
+  // existing stream" (10065) and exited. A lost race is success once what it
+  // wanted exists; a real overlap still fails.
+  it("set-ups racing on fresh servers all succeed; a foreign stream on camfleet's subjects still fails the set-up, in the server's words", async () => {
+    for (let round = 0; round < 3; round++) {
+      const nats = await startNats({ onCleanup: onTestFinished });
+      const ncs = await Promise.all([1, 2, 3, 4, 5, 6].map(() => connect({ servers: nats.url })));
+      onTestFinished(() => Promise.all(ncs.map((nc) => nc.close())).then(() => undefined));
+      const results = await Promise.allSettled(ncs.map((nc) => ensureJetStream(nc)));
+      expect(results.filter((r) => r.status === "rejected")).toEqual([]);
+    }
+
+    const nats = await startNats({ onCleanup: onTestFinished });
+    const nc = await connect({ servers: nats.url });
+    onTestFinished(() => nc.close());
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.add({ name: "SQUATTER", subjects: [subjects.statusAll] });
+    await expect(ensureJetStream(nc)).rejects.toThrow(/stream CAMFLEET_STATUS failed: subjects overlap with an existing stream/);
+    await expect(jsm.streams.info(STREAMS.status)).rejects.toThrow(/stream not found/);
   });
 
   it("a set-up that finds NATS away keeps trying and completes once the server is back; a lasting outage fails with what it was doing", async () => {

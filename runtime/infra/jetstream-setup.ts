@@ -1,4 +1,4 @@
-import { jetstreamManager, JetStreamApiCodes, JetStreamApiError, type StreamConfig } from "@nats-io/jetstream";
+import { jetstreamManager, JetStreamApiCodes, JetStreamApiError, type JetStreamManager, type StreamConfig } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { BUCKETS, STREAMS, subjects } from "../../subjects/index.ts";
@@ -6,8 +6,9 @@ import type { Logger } from "../logger.ts";
 import { retryTransient } from "./nats.ts";
 
 const NS_PER_MS = 1_000_000;
-/** JSStreamNameExistErr: the client library has no constant for it. */
+/** JSStreamNameExistErr and JSStreamSubjectOverlapErr: the client library has no constants for them. */
 const STREAM_NAME_IN_USE = 10058;
+const STREAM_SUBJECT_OVERLAP = 10065;
 
 export interface StreamLimits {
   /** How long events are kept, ms. Status default 24 h, detections 7 days. */
@@ -86,7 +87,7 @@ export async function ensureJetStream(nc: NatsConnection, options: JetStreamSetu
         }
       } catch (err) {
         if (!(err instanceof JetStreamApiError) || err.code !== JetStreamApiCodes.StreamNotFound) throw err;
-        await addIgnoringRace(() => jsm.streams.add(want));
+        await addIgnoringRace(() => jsm.streams.add(want), () => streamHasSubject(jsm, s.name, s.subject));
         options.logger?.info({ stream: s.name, replicas: want.num_replicas }, "created stream");
       }
     });
@@ -94,23 +95,45 @@ export async function ensureJetStream(nc: NatsConnection, options: JetStreamSetu
 
   const kvm = new Kvm(nc);
   // History 1: only the current value matters; compare-and-set works on the latest revision.
-  await step(`bucket ${BUCKETS.cameras}`, () => kvm.create(BUCKETS.cameras, { replicas, history: 5 }));
-  await step(`bucket ${BUCKETS.leases}`, () => kvm.create(BUCKETS.leases, { replicas, history: 1 }));
-  await step(`bucket ${BUCKETS.nodes}`, () => kvm.create(BUCKETS.nodes, { replicas, history: 1 }));
+  // kvm.create is "info, then add if not found": two nodes may both add. A
+  // lost race is answered "name in use" or, seen on nats-server 2.9 under
+  // load, "subjects overlap"; the bucket is there then, and a second create
+  // finds it. A real overlap (a foreign stream on the bucket's subjects) fails
+  // the second create too, with the server's own words.
+  const bucket = (name: string, opts: Parameters<Kvm["create"]>[1]) =>
+    step(`bucket ${name}`, () => addIgnoringRace(() => kvm.create(name, opts), async () => (await kvm.create(name, opts), true)));
+  await bucket(BUCKETS.cameras, { replicas, history: 5 });
+  await bucket(BUCKETS.leases, { replicas, history: 1 });
+  await bucket(BUCKETS.nodes, { replicas, history: 1 });
   // Relay claims are renewed every few seconds; max age clears the claims of gateways long gone.
-  await step(`bucket ${BUCKETS.relays}`, () => kvm.create(BUCKETS.relays, { replicas, history: 1, ttl: RELAY_BUCKET_MAX_AGE_MS }));
+  await bucket(BUCKETS.relays, { replicas, history: 1, ttl: RELAY_BUCKET_MAX_AGE_MS });
   return { replicas };
 }
 
 /** Entries of camfleet_relays not written for this long are removed by the server, ms. */
 const RELAY_BUCKET_MAX_AGE_MS = 5 * 60_000;
 
-/** Two nodes starting together may both try to add; the loser's add fails with "name in use". */
-async function addIgnoringRace(add: () => Promise<unknown>): Promise<void> {
+/**
+ * Two nodes starting together may both try to add. The loser's add fails with
+ * "name in use" or "subjects overlap"; `wonElsewhere` then says whether what we
+ * wanted exists after all (another node's add), and only then is it success.
+ */
+async function addIgnoringRace(add: () => Promise<unknown>, wonElsewhere: () => Promise<boolean>): Promise<void> {
   try {
     await add();
   } catch (err) {
-    if (err instanceof JetStreamApiError && err.code === STREAM_NAME_IN_USE) return;
+    const raced = err instanceof JetStreamApiError && (err.code === STREAM_NAME_IN_USE || err.code === STREAM_SUBJECT_OVERLAP);
+    if (raced && (await wonElsewhere())) return;
+    throw err;
+  }
+}
+
+/** The stream exists and captures `subject`: what ensureJetStream wanted. */
+async function streamHasSubject(jsm: JetStreamManager, name: string, subject: string): Promise<boolean> {
+  try {
+    return (await jsm.streams.info(name)).config.subjects?.includes(subject) ?? false;
+  } catch (err) {
+    if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) return false;
     throw err;
   }
 }
