@@ -1,10 +1,12 @@
 import type { AddressInfo } from "node:net";
 import { Kvm } from "@nats-io/kv";
 import { Gauge, Histogram, type Registry } from "prom-client";
-import { connectNats, ensureJetStream, LOG_MESSAGES, type Config, type Logger, type NatsConnection } from "../runtime/index.ts";
+import { connectNats, ControlClient, ensureJetStream, LOG_MESSAGES, type Config, type Logger, type NatsConnection } from "../runtime/index.ts";
 import { BUCKETS } from "../subjects/index.ts";
 import { GatewayCore, type GatewayCoreOptions } from "./core.ts";
 import { createHttp } from "./http.ts";
+import { cameraRoutes } from "./routes/cameras.ts";
+import { legacyRoutes } from "./routes/legacy.ts";
 import { mediaRoutes } from "./routes/media.ts";
 import { opsRoutes } from "./routes/ops.ts";
 
@@ -92,6 +94,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       notReadyReason: () => (conn.isClosed() ? "NATS connection closed" : options.notReadyReason?.()),
     });
     mediaRoutes(app, c);
+    const control = new ControlClient(conn);
+    legacyRoutes(app, { core: c, control });
+    cameraRoutes(app, { core: c, control });
     await app.listen({ port: config.httpPort, host: config.httpHost });
     const { port } = app.server.address() as AddressInfo;
     const host = config.httpHost.includes(":") ? `[${config.httpHost}]` : config.httpHost;

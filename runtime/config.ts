@@ -51,6 +51,10 @@ export interface Config {
   replicas?: number;
   /** Public base URL of this gateway, for WHEP/WHIP redirects and Location headers; default http://HTTP_HOST:HTTP_PORT. */
   gatewayUrl?: string;
+  /** Single-worker MEDIAMTX_HLS: base URL of an external MediaMTX's HLS server (no trailing slash); fills `hls` in GET /webrtc/{id}/urls. */
+  mediamtxHls?: string;
+  /** Single-worker MEDIAMTX_RTSP: base URL of an external MediaMTX's RTSP server (no trailing slash); fills `rtsp` in GET /webrtc/{id}/urls. */
+  mediamtxRtsp?: string;
   /** An on-demand camera keeps publishing this long after its last viewer left, ms. Default 30000. */
   onDemandLingerMs: number;
   /** WHEP viewers of one camera a gateway serves at most. Default 100. */
@@ -131,6 +135,11 @@ const httpUrl = z
   .trim()
   .refine((s) => URL.canParse(s.replaceAll("{camera}", "x")) && /^https?:/.test(s), "must be an http:// or https:// URL");
 
+const rtspUrl = z
+  .string()
+  .trim()
+  .refine((s) => URL.canParse(s) && /^rtsps?:\/\//.test(s) && new URL(s).hostname !== "", "must be an rtsp:// or rtsps:// URL, e.g. rtsp://127.0.0.1:8554");
+
 const id = z.string().trim().regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-'");
 
 /** Variable name → (schema, alias). Parsed one by one so each error names its variable. */
@@ -142,6 +151,8 @@ const VARS = {
   HTTP_HOST: { schema: z.string().trim().min(1, "must not be empty") },
   WHIP_URL: { schema: httpUrl },
   MEDIAMTX_WHIP: { schema: httpUrl },
+  MEDIAMTX_HLS: { schema: httpUrl },
+  MEDIAMTX_RTSP: { schema: rtspUrl },
   AI_ENDPOINT: { schema: hostPort },
   AI_MAX_FPS: { schema: num(0, 60) },
   AI_PROCESS_EVERY_N: { schema: int(1, 10_000) },
@@ -215,6 +226,8 @@ export function loadConfig(env: Env, role: Role): Config {
     ...(parsed.CAMFLEET_REPLICAS !== undefined ? { replicas: parsed.CAMFLEET_REPLICAS } : {}),
     actorKind: parsed.CAMFLEET_ACTOR_KIND ?? "camera",
     ...(parsed.GATEWAY_URL !== undefined ? { gatewayUrl: parsed.GATEWAY_URL.replace(/\/+$/, "") } : {}),
+    ...(parsed.MEDIAMTX_HLS !== undefined ? { mediamtxHls: parsed.MEDIAMTX_HLS.replace(/\/+$/, "") } : {}),
+    ...(parsed.MEDIAMTX_RTSP !== undefined ? { mediamtxRtsp: parsed.MEDIAMTX_RTSP.replace(/\/+$/, "") } : {}),
     onDemandLingerMs: parsed.ON_DEMAND_LINGER_MS ?? 30_000,
     relayMaxViewersPerCamera: parsed.RELAY_MAX_VIEWERS_PER_CAMERA ?? 100,
     relayMaxViewers: parsed.RELAY_MAX_VIEWERS ?? 500,

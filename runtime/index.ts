@@ -18,7 +18,7 @@ export { LOG_MESSAGES } from "./log-messages.ts";
 export type { LogMessage } from "./log-messages.ts";
 
 export { ControlClient, parseSince, startAlertConsumer, tailEvents } from "./client/index.ts";
-export type { AlertConsumer, AlertConsumerOptions, CamfleetEvent, ControlClientOptions, ControlResult, EventMeta, EventType, StartAt, TailOptions } from "./client/index.ts";
+export type { AlertConsumer, AlertConsumerOptions, CamfleetEvent, ControlClientOptions, ControlResult, EventMeta, EventType, StartAt, TailOptions, WriteOptions } from "./client/index.ts";
 
 export {
   connectNats,

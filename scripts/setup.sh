@@ -27,6 +27,7 @@ APT_PKGS=(
   gstreamer1.0-plugins-good
   gstreamer1.0-plugins-ugly
   gstreamer1.0-plugins-bad
+  python3-requests # the single worker's Python client flow (test/fixtures/legacy-client.py)
 )
 missing=()
 for pkg in "${APT_PKGS[@]}"; do

@@ -16,6 +16,7 @@ export {
   cameraIdOfControlSubject,
   CONTROL_QUEUE,
   detectionMsgId,
+  EXPECTED_REVISION_HEADER,
   kvKeys,
   MSG_ID_HEADER,
   parseEventSubject,

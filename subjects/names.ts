@@ -26,6 +26,12 @@ export const CONTROL_QUEUE = "camfleet-ctl";
 
 /** Header JetStream uses to de-duplicate publishes. */
 export const MSG_ID_HEADER = "Nats-Msg-Id";
+/**
+ * Header of a `cameras.put` or `cameras.delete` request that makes the write
+ * revision-checked: the camera's KV revision must still be this (0: the
+ * camera must not exist yet), else PRECONDITION_FAILED. The gateway's If-Match.
+ */
+export const EXPECTED_REVISION_HEADER = "Camfleet-Expected-Revision";
 
 export interface Scope {
   tenant?: string;

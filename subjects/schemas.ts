@@ -264,12 +264,14 @@ function reply<S extends z.ZodRawShape>(shape: S) {
 }
 
 const IdRequest = z.strictObject({ id: IdSchema });
+/** KV revision of the camera's spec as written or read (the HTTP ETag); optional so older nodes' replies still parse. */
+const Revision = z.number().int().positive().optional();
 const Empty = z.strictObject({});
 
 /** Request and reply schema of every control subject, by name. */
 export const control = {
-  camerasPut: { request: CameraSpecSchema, reply: reply({ camera: CameraSpecSchema }) },
-  camerasGet: { request: IdRequest, reply: reply({ camera: CameraSpecSchema, lease: LeaseSchema.optional() }) },
+  camerasPut: { request: CameraSpecSchema, reply: reply({ camera: CameraSpecSchema, revision: Revision }) },
+  camerasGet: { request: IdRequest, reply: reply({ camera: CameraSpecSchema, lease: LeaseSchema.optional(), revision: Revision }) },
   camerasList: {
     request: z.strictObject({ tenant: IdSchema.optional(), site: IdSchema.optional() }),
     reply: reply({
@@ -277,8 +279,8 @@ export const control = {
     }),
   },
   camerasDelete: { request: IdRequest, reply: reply({}) },
-  cameraStart: { request: CameraSpecPatchSchema, reply: reply({ camera: CameraSpecSchema }) },
-  cameraStop: { request: Empty, reply: reply({ camera: CameraSpecSchema }) },
+  cameraStart: { request: CameraSpecPatchSchema, reply: reply({ camera: CameraSpecSchema, revision: Revision }) },
+  cameraStop: { request: Empty, reply: reply({ camera: CameraSpecSchema, revision: Revision }) },
   cameraStatus: { request: Empty, reply: reply(CameraStatusSchema.shape) },
   /**
    * `camera.<id>.viewers`: one gateway's count of WHEP viewers of the camera

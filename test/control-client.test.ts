@@ -60,7 +60,7 @@ test("an ok reply is parsed and returned without `ok`", async () => {
   const ctl = new ControlClient(client);
 
   expect(await ctl.cameraStatus("cam-1")).toEqual(STATUS);
-  // The spec goes out with its defaults filled in; the reply is the parsed spec.
+  // The spec goes out as given (the answering node fills the defaults); the reply is the parsed spec.
   const { camera } = await ctl.putCamera({ id: "cam-1", url: "rtsp://10.0.0.5/live" });
   expect(camera).toMatchObject({ id: "cam-1", url: "rtsp://10.0.0.5/live", tenant: "default", site: "default", enabled: true });
 });

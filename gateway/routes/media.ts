@@ -62,7 +62,14 @@ export function mediaRoutes(app: FastifyInstance, core: GatewayCore): void {
   app.get<{ Params: { id: string } }>("/webrtc/:id/urls", async (req) => {
     const camera = assertId("camera", req.params.id);
     await core.cameraSpec(camera);
-    return { camera_id: camera, webrtc: `${core.publicUrl}/whep/${camera}`, hls: null, rtsp: null };
+    // The single worker's MediaMTX paths: a MediaMTX that camfleet publishes to (MEDIAMTX_WHIP) serves the camera as camera_<id>.
+    const { mediamtxHls, mediamtxRtsp } = core.config;
+    return {
+      camera_id: camera,
+      webrtc: `${core.publicUrl}/whep/${camera}`,
+      hls: mediamtxHls !== undefined ? `${mediamtxHls}/camera_${camera}/index.m3u8` : null,
+      rtsp: mediamtxRtsp !== undefined ? `${mediamtxRtsp}/camera_${camera}` : null,
+    };
   });
 
   app.get<{ Querystring: { id?: string } }>("/webrtc/stats", async (req) => {

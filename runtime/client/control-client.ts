@@ -18,16 +18,16 @@
 // `no_responders`, so the server answers a request nobody subscribes to with an
 // empty 503 status message on the reply subject, at once.
 
-import { ClosedConnectionError, createInbox, DrainingConnectionError, type Msg, type NatsConnection, type Subscription } from "@nats-io/transport-node";
+import { ClosedConnectionError, createInbox, DrainingConnectionError, headers, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import {
   assertId,
   CamfleetError,
   control,
   describeIssues,
   ensureCamfleetError,
+  EXPECTED_REVISION_HEADER,
   parseOrThrow,
   subjects,
-  type CameraSpec,
   type CameraSpecInput,
   type CameraSpecPatch,
   type CameraStatus,
@@ -81,10 +81,15 @@ export class ControlClient {
     this.#inboxPrefix = opts.inboxPrefix;
   }
 
-  /** Creates or replaces a camera. */
-  async putCamera(spec: CameraSpecInput): Promise<{ camera: CameraSpec }> {
-    const body = parseOrThrow(control.camerasPut.request, spec, "camera spec");
-    return this.#call("camerasPut", subjects.ctl.camerasPut, JSON.stringify(body), this.#noNode);
+  /**
+   * Creates or replaces a camera. With `expectedRevision` the write is
+   * revision-checked: PRECONDITION_FAILED unless the stored spec is still at
+   * that revision; 0 creates only (CONFLICT if the camera exists).
+   */
+  async putCamera(spec: CameraSpecInput, opts: WriteOptions = {}): Promise<ControlResult<"camerasPut">> {
+    parseOrThrow(control.camerasPut.request, spec, "camera spec");
+    // The spec as given, not with the schema's defaults: what it leaves out gets the answering node's (AI_MAX_FPS, …).
+    return this.#call("camerasPut", subjects.ctl.camerasPut, JSON.stringify(spec), this.#noNode, revisionHeader(opts));
   }
 
   async getCamera(id: string): Promise<ControlResult<"camerasGet">> {
@@ -97,20 +102,21 @@ export class ControlClient {
     return this.#call("camerasList", subjects.ctl.camerasList, JSON.stringify(body), this.#noNode);
   }
 
-  async deleteCamera(id: string): Promise<void> {
+  /** Deletes a camera; with `expectedRevision`, only if it is still at that revision (else PRECONDITION_FAILED). */
+  async deleteCamera(id: string, opts: WriteOptions = {}): Promise<void> {
     const body: ControlRequest<"camerasDelete"> = { id: assertId("camera", id) };
-    await this.#call("camerasDelete", subjects.ctl.camerasDelete, JSON.stringify(body), this.#noNode);
+    await this.#call("camerasDelete", subjects.ctl.camerasDelete, JSON.stringify(body), this.#noNode, revisionHeader(opts));
   }
 
   /** Sets `enabled`; `patch` is merged over the stored spec (a new camera needs at least `url`). */
-  async startCamera(id: string, patch: CameraSpecPatch = {}): Promise<{ camera: CameraSpec }> {
+  async startCamera(id: string, patch: CameraSpecPatch = {}): Promise<ControlResult<"cameraStart">> {
     const subject = subjects.ctl.cameraStart(id);
     const body = parseOrThrow(control.cameraStart.request, patch, "camera patch");
     return this.#call("cameraStart", subject, JSON.stringify(body), this.#noNode);
   }
 
   /** Clears `enabled`. */
-  async stopCamera(id: string): Promise<{ camera: CameraSpec }> {
+  async stopCamera(id: string): Promise<ControlResult<"cameraStop">> {
     return this.#call("cameraStop", subjects.ctl.cameraStop(id), EMPTY, this.#noNode);
   }
 
@@ -143,8 +149,9 @@ export class ControlClient {
     subject: string,
     body: string,
     noResponders: (subject: string) => CamfleetError,
+    hdrs?: MsgHdrs,
   ): Promise<ControlResult<N>> {
-    const msg = await this.#request(subject, body);
+    const msg = await this.#request(subject, body, hdrs);
     if (msg.data.length === 0 && msg.headers?.code === 503) throw noResponders(subject);
 
     let json: unknown;
@@ -164,7 +171,7 @@ export class ControlClient {
   }
 
   /** Publishes with a reply subject on our inbox and resolves with the reply (which may be a 503 status). */
-  #request(subject: string, body: string): Promise<Msg> {
+  #request(subject: string, body: string, hdrs?: MsgHdrs): Promise<Msg> {
     return new Promise<Msg>((resolve, reject) => {
       let token: string | undefined;
       try {
@@ -176,7 +183,7 @@ export class ControlClient {
           settle: (m) => (m instanceof CamfleetError ? reject(m) : resolve(m)),
         });
         this.#arm();
-        this.#nc.publish(subject, body, { reply: inbox + token });
+        this.#nc.publish(subject, body, { reply: inbox + token, ...(hdrs !== undefined ? { headers: hdrs } : {}) });
       } catch (err) {
         if (token !== undefined) this.#pending.delete(token);
         reject(boundaryError(err, subject));
@@ -238,6 +245,21 @@ export class ControlClient {
     }
     this.#arm();
   }
+}
+
+export interface WriteOptions {
+  /** The KV revision the camera's spec must still have (an HTTP If-Match); 0: the camera must not exist. */
+  expectedRevision?: number;
+}
+
+function revisionHeader(opts: WriteOptions): MsgHdrs | undefined {
+  if (opts.expectedRevision === undefined) return undefined;
+  if (!Number.isSafeInteger(opts.expectedRevision) || opts.expectedRevision < 0) {
+    throw new CamfleetError("INVALID_ARGUMENT", `expectedRevision must be a whole number of 0 or more, got ${opts.expectedRevision}`);
+  }
+  const h = headers();
+  h.set(EXPECTED_REVISION_HEADER, String(opts.expectedRevision));
+  return h;
 }
 
 /** A failure to send: the connection is closed or draining, or something unexpected. */

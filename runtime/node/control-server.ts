@@ -7,9 +7,11 @@ import {
   CONTROL_QUEUE,
   control,
   ensureCamfleetError,
+  EXPECTED_REVISION_HEADER,
   isLocalSource,
   kvKeys,
   parseOrThrow,
+  redact,
   redactSpec,
   subjects,
   type CameraSpec,
@@ -114,15 +116,17 @@ export function serveControl(deps: ControlDeps): { stop(): void } {
   };
 
   /** Read-modify-write of one spec with compare-and-set, retried on conflict. */
-  const modify = async (id: string, change: (current: CameraSpec | undefined) => CameraSpec): Promise<CameraSpec> => {
+  const modify = async (id: string, change: (current: CameraSpec | undefined) => CameraSpec): Promise<{ spec: CameraSpec; revision: number }> => {
     for (let attempt = 1; ; attempt++) {
       const current = await getSpec(id);
       const next = change(current?.spec);
       checkSource(next);
       try {
-        if (current === undefined) await deps.cameras.create(kvKeys.camera(id), JSON.stringify(next));
-        else await deps.cameras.update(kvKeys.camera(id), JSON.stringify(next), current.revision);
-        return next;
+        const revision =
+          current === undefined
+            ? await deps.cameras.create(kvKeys.camera(id), JSON.stringify(next))
+            : await deps.cameras.update(kvKeys.camera(id), JSON.stringify(next), current.revision);
+        return { spec: next, revision };
       } catch (err) {
         if (!isCasConflict(err) || attempt >= CAS_ATTEMPTS) {
           throw isCasConflict(err) ? new CamfleetError("CONFLICT", `camera ${id} is being changed concurrently; retry`) : err;
@@ -153,11 +157,32 @@ export function serveControl(deps: ControlDeps): { stop(): void } {
     return { ...raw, ai: { ...defaults, ...given } };
   };
 
-  serve(subjects.ctl.camerasPut, "camerasPut", async (body) => {
-    const spec = parseOrThrow(control.camerasPut.request, withAiDefaults(body), "CameraSpec");
+  serve(subjects.ctl.camerasPut, "camerasPut", async (body, msg) => {
+    const expected = expectedRevision(msg);
+    let spec = parseOrThrow(control.camerasPut.request, withAiDefaults(body), "CameraSpec");
     checkSource(spec);
-    await deps.cameras.put(kvKeys.camera(spec.id), JSON.stringify(spec));
-    return { camera: redactSpec(spec) };
+    const key = kvKeys.camera(spec.id);
+    // A spec read from a reply and written back carries the redacted URL: keep the stored one, credentials and all.
+    if (spec.url.includes("***")) {
+      const stored = await getSpec(spec.id);
+      if (stored !== undefined && redact(stored.spec.url) === spec.url) spec = { ...spec, url: stored.spec.url };
+    }
+    const value = JSON.stringify(spec);
+    let revision: number;
+    try {
+      revision =
+        expected === undefined
+          ? await deps.cameras.put(key, value)
+          : expected === 0
+            ? await deps.cameras.create(key, value)
+            : await deps.cameras.update(key, value, expected);
+    } catch (err) {
+      if (expected === undefined || !isCasConflict(err)) throw err;
+      throw expected === 0
+        ? new CamfleetError("CONFLICT", `camera ${spec.id} exists already`)
+        : new CamfleetError("PRECONDITION_FAILED", `camera ${spec.id} is no longer at revision ${expected}; re-read it and retry`);
+    }
+    return { camera: redactSpec(spec), revision };
   });
 
   serve(subjects.ctl.camerasGet, "camerasGet", async (body) => {
@@ -165,7 +190,7 @@ export function serveControl(deps: ControlDeps): { stop(): void } {
     const found = await getSpec(id);
     if (found === undefined) throw new CamfleetError("NOT_FOUND", `no camera ${id}`);
     const lease = deps.lease(id);
-    return { camera: redactSpec(found.spec), ...(lease !== undefined ? { lease } : {}) };
+    return { camera: redactSpec(found.spec), ...(lease !== undefined ? { lease } : {}), revision: found.revision };
   });
 
   serve(subjects.ctl.camerasList, "camerasList", async (body) => {
@@ -185,35 +210,45 @@ export function serveControl(deps: ControlDeps): { stop(): void } {
     return { cameras };
   });
 
-  serve(subjects.ctl.camerasDelete, "camerasDelete", async (body) => {
+  serve(subjects.ctl.camerasDelete, "camerasDelete", async (body, msg) => {
+    const expected = expectedRevision(msg);
     const { id } = parseOrThrow(control.camerasDelete.request, body, "request");
     const found = await getSpec(id);
     if (found === undefined) throw new CamfleetError("NOT_FOUND", `no camera ${id}`);
-    await deps.cameras.delete(kvKeys.camera(id));
+    if (expected === undefined) {
+      await deps.cameras.delete(kvKeys.camera(id));
+      return {};
+    }
+    try {
+      await deps.cameras.delete(kvKeys.camera(id), { previousSeq: expected });
+    } catch (err) {
+      if (!isCasConflict(err)) throw err;
+      throw new CamfleetError("PRECONDITION_FAILED", `camera ${id} is no longer at revision ${expected}; re-read it and retry`);
+    }
     return {};
   });
 
   serve(subjects.ctl.cameraStartAny, "cameraStart", async (body, msg) => {
     const id = cameraFromSubject(msg);
     const patch = parseOrThrow(control.cameraStart.request, body, "CameraSpec patch");
-    const spec = await modify(id, (current) => {
+    const { spec, revision } = await modify(id, (current) => {
       if (current === undefined && patch.url === undefined) {
         throw new CamfleetError("INVALID_ARGUMENT", `invalid CameraSpec patch: url: is required to start camera ${id}, which does not exist yet`);
       }
       const merged = { ...(current ?? {}), ...patch, ai: { ...(current?.ai ?? {}), ...(patch.ai ?? {}) }, id, enabled: true };
       return parseOrThrow(CameraSpecSchema, current === undefined ? withAiDefaults(merged) : merged, "CameraSpec");
     });
-    return { camera: redactSpec(spec) };
+    return { camera: redactSpec(spec), revision };
   });
 
   serve(subjects.ctl.cameraStopAny, "cameraStop", async (body, msg) => {
     const id = cameraFromSubject(msg);
     parseOrThrow(control.cameraStop.request, body, "request");
-    const spec = await modify(id, (current) => {
+    const { spec, revision } = await modify(id, (current) => {
       if (current === undefined) throw new CamfleetError("NOT_FOUND", `no camera ${id}`);
       return { ...current, enabled: false };
     });
-    return { camera: redactSpec(spec) };
+    return { camera: redactSpec(spec), revision };
   });
 
   serve(subjects.ctl.nodesList, "nodesList", async (body) => {
@@ -274,6 +309,14 @@ export function serveCameraViewers(nc: NatsConnection, camera: string, viewers: 
       if (msg.reply !== undefined && msg.reply !== "") msg.respond(JSON.stringify(reply));
     },
   });
+}
+
+/** The revision a write must find (EXPECTED_REVISION_HEADER), if the request names one. */
+function expectedRevision(msg: Msg): number | undefined {
+  const raw = msg.headers?.get(EXPECTED_REVISION_HEADER);
+  if (raw === undefined || raw === "") return undefined;
+  if (!/^\d{1,15}$/.test(raw)) throw new CamfleetError("INVALID_ARGUMENT", `header ${EXPECTED_REVISION_HEADER}: must be a KV revision (a whole number), got ${JSON.stringify(raw.slice(0, 32))}`);
+  return Number(raw);
 }
 
 function parseBody(msg: Msg): unknown {

@@ -1,0 +1,204 @@
+import { readFileSync } from "node:fs";
+import type { FastifyInstance } from "fastify";
+import type { ControlClient } from "../../runtime/index.ts";
+import { assertId, CamfleetError, http as httpBodies, parseOrThrow, redact, type CameraSpec, type CameraStatus, type NodeInfo } from "../../subjects/index.ts";
+import type { GatewayCore } from "../core.ts";
+
+/**
+ * The single worker's REST routes, in its shapes, so clients scripted
+ * against it run unchanged (docs/contract.md, "HTTP gateway"):
+ *   GET /                         worker info and capabilities
+ *   GET /cameras                  every camera with its state
+ *   POST /cameras/{id}/start      {stream_url, solutions} → {camera_id, status: "started", stream_url, message}
+ *   POST /cameras/{id}/stop       → {camera_id, status: "stopped", message}
+ *   GET /cameras/{id}/status      the worker's status shape plus camfleet's state, node, epoch, error, viewers
+ *   GET /system/stats             per node and cluster totals
+ * Everything goes through the control subjects; nothing here touches KV.
+ */
+export interface LegacyDeps {
+  core: GatewayCore;
+  control: ControlClient;
+  /** camfleet's version (package.json). */
+  version?: string;
+}
+
+export function legacyRoutes(app: FastifyInstance, deps: LegacyDeps): void {
+  const { core, control } = deps;
+  const version = deps.version ?? packageVersion();
+
+  app.get("/", async () => {
+    // Worker info must answer while no node is up (a fresh gateway, a probe): counts are then unknown, not an error.
+    const [nodes, cameras] = await Promise.all([
+      control.listNodes().then((r) => r.nodes.length, unavailableAs(0)),
+      control.listCameras().then((r) => r.cameras.length, unavailableAs(null)),
+    ]);
+    return {
+      name: "camfleet",
+      version,
+      gateway: core.gatewayId,
+      url: core.publicUrl,
+      nodes,
+      cameras,
+      capabilities: {
+        webrtc: true,
+        hls: core.config.mediamtxHls !== undefined,
+        rtsp: core.config.mediamtxRtsp !== undefined,
+      },
+    };
+  });
+
+  app.get("/cameras", async () => {
+    const { cameras } = await control.listCameras();
+    return {
+      cameras: cameras.map(({ camera, owner, state }) => ({
+        camera_id: camera.id,
+        name: camera.name ?? null,
+        stream_url: camera.url,
+        solutions: camera.solutions,
+        enabled: camera.enabled,
+        active: camera.enabled && owner !== undefined && state !== "STOPPED",
+        // Held but not reported yet: its actor is starting.
+        state: state ?? (owner !== undefined ? "CONNECTING" : "STOPPED"),
+        node: owner ?? null,
+        tenant: camera.tenant,
+        site: camera.site,
+      })),
+      total: cameras.length,
+    };
+  });
+
+  app.post<{ Params: { id: string } }>("/cameras/:id/start", async (req) => {
+    const id = assertId("camera", req.params.id);
+    const body = parseOrThrow(httpBodies.legacyStartRequest, req.body ?? {}, "start request");
+    const before = await control.getCamera(id).catch((err: unknown) => {
+      if (err instanceof CamfleetError && err.code === "NOT_FOUND") return undefined;
+      throw err;
+    });
+    const wasRunning = before?.camera.enabled === true && before.lease !== undefined;
+    // The single worker's start is the camera's whole configuration: the URL and solutions given, analysis on when any are.
+    const { camera } = await control.startCamera(id, { url: body.stream_url, solutions: body.solutions, ai: { enabled: body.solutions.length > 0 } });
+    return {
+      camera_id: id,
+      status: "started",
+      stream_url: redact(camera.url),
+      message: before === undefined ? `camera ${id} created and started` : wasRunning ? `camera ${id} is already running` : `camera ${id} started`,
+    };
+  });
+
+  app.post<{ Params: { id: string } }>("/cameras/:id/stop", async (req) => {
+    const id = assertId("camera", req.params.id);
+    await control.stopCamera(id);
+    return { camera_id: id, status: "stopped", message: `camera ${id} stopped` };
+  });
+
+  app.get<{ Params: { id: string } }>("/cameras/:id/status", async (req) => {
+    const id = assertId("camera", req.params.id);
+    const { camera, lease } = await control.getCamera(id);
+    // No lease: nobody runs it (stopped, or waiting for a node). A lease whose holder has just let go answers NOT_FOUND too.
+    const status =
+      lease === undefined
+        ? undefined
+        : await control.cameraStatus(id).catch((err: unknown) => {
+            if (err instanceof CamfleetError && err.code === "NOT_FOUND") return undefined;
+            throw err;
+          });
+    return legacyStatus(camera, status);
+  });
+
+  app.get("/system/stats", async () => {
+    const { nodes } = await control.listNodes();
+    const now = Date.now();
+    return {
+      nodes: nodes.map((n) => nodeStats(n, now)),
+      cluster: {
+        nodes: nodes.length,
+        cameras: sum(nodes, (n) => n.cameras),
+        capacity: sum(nodes, (n) => n.capacity),
+        draining: nodes.filter((n) => n.draining === true).length,
+      },
+      gateway: { id: core.gatewayId, url: core.publicUrl, viewers: core.relay.totalViewers() },
+    };
+  });
+}
+
+/** The single worker's `GET /cameras/{id}/status` shape, with camfleet's own fields beside it. */
+export function legacyStatus(camera: CameraSpec, status: CameraStatus | undefined) {
+  const streaming = status?.state === "STREAMING";
+  const sessionUrl = status?.whip?.session_url;
+  return {
+    camera_id: camera.id,
+    active: camera.enabled && status !== undefined && status.state !== "STOPPED",
+    stream_info: {
+      fps: status?.stream?.fps ?? 0,
+      width: status?.stream?.width ?? 0,
+      height: status?.stream?.height ?? 0,
+      connected: streaming,
+    },
+    processing_info: {
+      frames_processed: status?.frames.received ?? 0,
+      frames_sent_ai: status?.frames.sent_ai ?? 0,
+      avg_process_time: `${Math.round(status?.avg_inference_ms ?? 0)}ms`,
+    },
+    webrtc_info: {
+      session_id: sessionUrl !== undefined ? (sessionUrl.split("/").filter((p) => p !== "").pop() ?? null) : null,
+      active: status?.publishing ?? false,
+      uptime: formatDuration(status?.whip?.uptime_s ?? 0),
+    },
+    state: status?.state ?? "STOPPED",
+    node: status?.node ?? null,
+    epoch: status?.epoch ?? null,
+    error: status?.error ?? null,
+    viewers: status?.viewers ?? 0,
+  };
+}
+
+function nodeStats(n: NodeInfo, now: number) {
+  const uptimeS = Math.max(0, Math.floor((now - n.started_ts) / 1000));
+  return {
+    node: n.node,
+    version: n.version,
+    cameras: n.cameras,
+    capacity: n.capacity,
+    draining: n.draining === true,
+    started_ts: n.started_ts,
+    heartbeat_ts: n.heartbeat_ts,
+    uptime_s: uptimeS,
+    uptime: formatDuration(uptimeS),
+  };
+}
+
+/** Seconds as the single worker wrote them: `45s`, `5m30s`, `2h3m4s`. */
+export function formatDuration(seconds: number): string {
+  const s = Math.max(0, Math.floor(seconds));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const rest = s % 60;
+  if (h > 0) return `${h}h${m}m${rest}s`;
+  if (m > 0) return `${m}m${rest}s`;
+  return `${rest}s`;
+}
+
+function sum<T>(items: T[], f: (t: T) => number): number {
+  return items.reduce((acc, t) => acc + f(t), 0);
+}
+
+/** UNAVAILABLE (no node up) becomes `value`; anything else still fails the request. */
+function unavailableAs<T>(value: T): (err: unknown) => T {
+  return (err) => {
+    if (err instanceof CamfleetError && err.code === "UNAVAILABLE") return value;
+    throw err;
+  };
+}
+
+/** package.json: two folders up from the sources' gateway/routes/, three from their build in dist/gateway/routes/. */
+function packageVersion(): string {
+  for (const rel of ["../../package.json", "../../../package.json"]) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), "utf8")) as { name?: string; version?: string };
+      if (pkg.name === "camfleet" && typeof pkg.version === "string") return pkg.version;
+    } catch {
+      // try the next one
+    }
+  }
+  return "unknown";
+}
