@@ -5,6 +5,7 @@ import { connectNats, ControlClient, ensureJetStream, LOG_MESSAGES, type Config,
 import { BUCKETS } from "../subjects/index.ts";
 import { GatewayCore, type GatewayCoreOptions } from "./core.ts";
 import { createHttp } from "./http.ts";
+import { eventRoutes } from "./routes/events.ts";
 import { cameraRoutes } from "./routes/cameras.ts";
 import { legacyRoutes } from "./routes/legacy.ts";
 import { mediaRoutes } from "./routes/media.ts";
@@ -94,6 +95,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       notReadyReason: () => (conn.isClosed() ? "NATS connection closed" : options.notReadyReason?.()),
     });
     mediaRoutes(app, c);
+    eventRoutes(app, { nc: conn, logger: log });
     const control = new ControlClient(conn);
     legacyRoutes(app, { core: c, control });
     cameraRoutes(app, { core: c, control });

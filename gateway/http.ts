@@ -13,6 +13,12 @@ import { MAX_SDP_BYTES } from "../media/index.ts";
 
 /** Routes that answer without a token: liveness and readiness probes. */
 const OPEN_PATHS = new Set(["/health", "/healthz", "/readyz"]);
+/**
+ * Routes browsers open without a way to set headers (EventSource, WebSocket):
+ * there the token may come as `?token=` instead. Nothing logs a request's
+ * query (fastify's own logger is off; our logs name the path only).
+ */
+const QUERY_TOKEN_PATHS = new Set(["/events", "/ws"]);
 /** Largest JSON body any route takes, bytes. */
 export const MAX_JSON_BYTES = 128 * 1024;
 
@@ -25,8 +31,10 @@ export function createHttp(options: { logger: Logger; apiToken?: string }): Fast
   if (options.apiToken !== undefined) {
     const want = Buffer.from(`Bearer ${options.apiToken}`);
     app.addHook("onRequest", async (req, reply) => {
-      if (OPEN_PATHS.has(req.url.split("?")[0] ?? "")) return;
-      const got = Buffer.from(req.headers.authorization ?? "");
+      const path = req.url.split("?")[0] ?? "";
+      if (OPEN_PATHS.has(path)) return;
+      const queryToken = QUERY_TOKEN_PATHS.has(path) && req.headers.authorization === undefined ? (req.query as Record<string, unknown> | undefined)?.["token"] : undefined;
+      const got = Buffer.from(typeof queryToken === "string" ? `Bearer ${queryToken}` : (req.headers.authorization ?? ""));
       if (got.length !== want.length || !timingSafeEqual(got, want)) {
         reply.header("www-authenticate", 'Bearer realm="camfleet"');
         return sendError(reply, new CamfleetError("UNAUTHENTICATED", "missing or wrong bearer token (Authorization: Bearer <CAMFLEET_API_TOKEN>)"));
