@@ -125,7 +125,8 @@ describe("legacy routes: the single worker's shapes", () => {
       expect.objectContaining({ camera_id: "yard", active: true, state: "STREAMING", node: "n1", solutions: [] }),
     ]);
 
-    const stopped = await call(gw, "POST", "/cameras/door/stop");
+    // As curl -H 'Content-Type: application/json' -X POST sends it: a JSON content type, no body.
+    const stopped = await call(gw, "POST", "/cameras/door/stop", "");
     expect(stopped.status).toBe(200);
     expect(stopped.body).toEqual({ camera_id: "door", status: "stopped", message: "camera door stopped" });
     const after = await waitFor(async () => {
@@ -218,6 +219,9 @@ describe("legacy routes: the single worker's shapes", () => {
       expect(r.status, JSON.stringify(body)).toBe(400);
       expect(r.body.error).toEqual({ code: "INVALID_ARGUMENT", message: expect.stringMatching(message) });
     }
+    // An empty JSON body is no body: start still needs stream_url; the config routes keep fastify's strict parser.
+    expect((await call(gw, "POST", "/cameras/c1/start", "")).body.error).toEqual({ code: "INVALID_ARGUMENT", message: expect.stringMatching(/stream_url/) });
+    expect((await call(gw, "POST", "/cameras", "")).body.error).toEqual({ code: "INVALID_ARGUMENT", message: expect.stringMatching(/Body cannot be empty/) });
     const big = await call(gw, "POST", "/cameras/c1/start", JSON.stringify({ stream_url: "rtsp://10.0.0.1/x", pad: "x".repeat(2 * 1024 * 1024) }));
     expect(big.status).toBe(413);
     expect(big.body.error.code).toBe("PAYLOAD_TOO_LARGE");

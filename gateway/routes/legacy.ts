@@ -22,9 +22,22 @@ export interface LegacyDeps {
   version?: string;
 }
 
-export function legacyRoutes(app: FastifyInstance, deps: LegacyDeps): void {
+export function legacyRoutes(root: FastifyInstance, deps: LegacyDeps): void {
+  void root.register(async (app) => legacyScope(app, deps));
+}
+
+/** In a scope of its own: only these routes take an empty body with `Content-Type: application/json`. */
+async function legacyScope(app: FastifyInstance, deps: LegacyDeps): Promise<void> {
   const { core, control } = deps;
   const version = deps.version ?? packageVersion();
+
+  // Worker clients POST start/stop with a JSON content type and no body (curl -H, some HTTP libraries); fastify would say 400.
+  const json = app.getDefaultJsonParser("error", "error");
+  app.removeContentTypeParser("application/json");
+  app.addContentTypeParser("application/json", { parseAs: "string" }, (req, body, done) => {
+    if (body === "") return done(null, undefined);
+    return json(req, body as string, done);
+  });
 
   app.get("/", async () => {
     // Worker info must answer while no node is up (a fresh gateway, a probe): counts are then unknown, not an error.
