@@ -193,7 +193,7 @@ describe("GET /events (SSE)", () => {
 
   for (const keepHub of [false, true]) {
     it(`resumes with Last-Event-ID after the connection is killed mid-stream: no gap, no repeat (${keepHub ? "another client keeps the feed" : "alone"})`, async () => {
-      const { gateway, publish, published } = await cluster();
+      const { gateway, publish, published, consumers } = await cluster();
       const gw = await gateway();
       const observer = keepHub ? await openSse(`${gw.url}/events`) : undefined;
       const first = await openSse(`${gw.url}/events`);
@@ -221,6 +221,8 @@ describe("GET /events (SSE)", () => {
       await publish(status(C3));
       await waitFor(() => second.items().length === want.length - seen.length + 1, { message: "the next live event" });
       expect(second.items().at(-1)!.event).toMatchObject({ camera: "c3" });
+      // The gap was read with a consumer of its own, gone now: one consumer per stream is left, shared.
+      await waitFor(async () => (await consumers(STREAMS.status)) === 1 && (await consumers(STREAMS.detections)) === 1, { message: "one consumer per stream" });
       await second.close();
       await observer?.close();
     });
@@ -257,6 +259,34 @@ describe("GET /events (SSE)", () => {
       }
       await c.close();
     }
+    // EventSource reconnects to the same URL with Last-Event-ID: the id wins over since.
+    const all = await openSse(`${gw.url}/events?since=all`);
+    await waitFor(() => all.items().length >= 7, { message: "all 7" });
+    const again = await openSse(`${gw.url}/events?since=all`, { "last-event-id": all.items()[2]!.id });
+    await waitFor(() => again.items().length >= 4, { message: "the 4 after the 3rd" });
+    const key = (g: { type: string; id: string }) => `${g.type}:${seqOf(g)}`;
+    expect(again.items().map(key).sort()).toEqual(all.items().slice(3).map(key).sort());
+    await all.close();
+    await again.close();
+  });
+
+  it("goes on without a gap or a repeat across a restart of the nats-server", async () => {
+    const { nats, gateway, publish, published } = await cluster();
+    const gw = await gateway();
+    const sse = await openSse(`${gw.url}/events`);
+    await waitFor(() => sse.lastId !== undefined, { message: "connected" });
+    for (let i = 0; i < 6; i++) await publish(i % 2 === 0 ? status(C1) : detection(C1));
+    await waitFor(() => sse.items().length === 6, { message: "6 before the restart" });
+    await nats.server.restart();
+    // Publishes fail until the test's own connection is back; retried with the same Nats-Msg-Id, each is stored once.
+    for (let i = 0; i < 6; i++) {
+      const e = detection(C2);
+      await waitFor(() => publish(e), { timeoutMs: 15_000, message: "a publish after the restart" });
+    }
+    await waitFor(() => sse.items().length >= 12, { timeoutMs: 20_000, message: "6 more after the restart" });
+    const key = (g: { type: string; id: string }) => `${g.type}:${seqOf(g)}`;
+    expect(sse.items().map(key).sort()).toEqual(published.map((p) => `${p.type}:${p.seq}`).sort());
+    await sse.close();
   });
 
   it("rejects bad filters and ids with 400 INVALID_ARGUMENT before the stream opens", async () => {
@@ -314,6 +344,28 @@ describe("GET /events (SSE)", () => {
     sock.resume();
     await waitFor(() => closed, { timeoutMs: 10_000, message: "the dropped socket closed" });
     await waitFor(() => gw.feeds.hubCount === 0, { message: "no feed left" });
+  });
+});
+
+describe("gateway stop", () => {
+  it("ends SSE streams and WebSockets telling why", async () => {
+    const { gateway } = await cluster();
+    const gw = await gateway();
+    const sse = await openSse(`${gw.url}/events`);
+    const ws = new WebSocket(`${gw.url.replace(/^http/, "ws")}/ws`);
+    onTestFinished(() => ws.terminate());
+    let closed: { code: number; reason: string } | undefined;
+    ws.on("close", (code, reason) => (closed = { code, reason: String(reason) }));
+    await new Promise<void>((resolve, reject) => {
+      ws.once("open", () => resolve());
+      ws.once("error", reject);
+    });
+    await waitFor(() => sse.lastId !== undefined, { message: "connected" });
+    await gw.stop();
+    await waitFor(() => sse.ended && closed !== undefined, { message: "both ended" });
+    const end = sse.events.find((e) => e.event === "end");
+    expect(JSON.parse(end!.data)).toMatchObject({ reason: "shutdown" });
+    expect(closed).toMatchObject({ code: 1001, reason: expect.stringMatching(/^shutdown: /) });
   });
 });
 
