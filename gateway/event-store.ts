@@ -23,6 +23,13 @@ export interface StoredEvent {
   /** When JetStream stored it, ms since the epoch. */
   storedMs: number;
   event: CamfleetEvent;
+  /** The event's JSON, made once however many clients get it (see eventJson). */
+  json?: string;
+}
+
+/** The event as JSON, serialized once per event for all the clients of a feed. */
+export function eventJson(e: StoredEvent): string {
+  return (e.json ??= JSON.stringify(e.event));
 }
 
 export function filterOf(type: EventType, scope: Scope): string {

@@ -5,7 +5,7 @@ import { z } from "zod";
 import { parseSince, toCamfleetError, type EventType, type Logger, type NatsConnection } from "../../runtime/index.ts";
 import { assertId, CamfleetError, IdSchema, parseOrThrow, subjects } from "../../subjects/index.ts";
 import { EventFeeds, parseEventId, type EndReason, type EventCursor, type EventSink, type FeedFilter, type FeedStart, type FeedTuning } from "../event-hub.ts";
-import { EventStore, type StoredEvent } from "../event-store.ts";
+import { eventJson, EventStore, type StoredEvent } from "../event-store.ts";
 
 /**
  * Event routes:
@@ -80,7 +80,7 @@ async function feedRequest(feeds: EventFeeds, req: FastifyRequest): Promise<Feed
 }
 
 function sseRecord(id: string, e: StoredEvent): string {
-  return `id: ${id}\nevent: ${e.type}\ndata: ${JSON.stringify(e.event)}\n\n`;
+  return `id: ${id}\nevent: ${e.type}\ndata: ${eventJson(e)}\n\n`;
 }
 
 /** The SSE response as a sink. The request was hijacked: fastify no longer touches the response. */
@@ -159,7 +159,7 @@ function wsSink(socket: WebSocket): EventSink {
     socket.send(data, written);
   };
   return {
-    send: (id, e) => frame(JSON.stringify({ id, type: e.type, event: e.event })),
+    send: (id, e) => frame(`{"id":${JSON.stringify(id)},"type":${JSON.stringify(e.type)},"event":${eventJson(e)}}`),
     bufferedBytes: () => socket.bufferedAmount,
     drained: () => new Promise<void>((resolve) => (unsent === 0 || closed ? resolve() : void waiters.push(resolve))),
     heartbeat: () => socket.ping(),
