@@ -265,7 +265,7 @@ program
 
 program
   .command("gateway")
-  .description("HTTP gateway with the built-in WHIP/WHEP relay on HTTP_PORT (8080); NATS_URL, default the embedded server of a node on this host (the legacy REST routes, SSE and dashboard are not built yet)")
+  .description("HTTP gateway with the built-in WHIP/WHEP relay on HTTP_PORT (8080); NATS_URL, default the embedded server of a node on this host: the single worker's REST routes, camera config routes, live events (SSE, WebSocket) and detection history")
   .action(() => runService("gateway", runGateway));
 program
   .command("detector")
