@@ -1,5 +1,5 @@
 import { DeliverPolicy, type ConsumerMessages } from "@nats-io/jetstream";
-import type { CamfleetEvent, EventType, Logger } from "../runtime/index.ts";
+import type { EventType, Logger } from "../runtime/index.ts";
 import { CamfleetError, type Scope } from "../subjects/index.ts";
 import { EVENT_SOURCES, filterOf, parseStored, type EventStore, type StoredEvent } from "./event-store.ts";
 

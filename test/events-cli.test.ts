@@ -6,9 +6,10 @@ import { jetstream } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { ensureJetStream } from "../runtime/index.ts";
-import { detectionMsgId, subjects, type DetectionEvent, type StatusEvent } from "../subjects/index.ts";
+import { subjects, type DetectionEvent, type StatusEvent } from "../subjects/index.ts";
 import { runCamfleet } from "./helpers/camfleet-process.ts";
 import { startNats, type NatsHandle } from "./helpers/nats-harness.ts";
+import { detectionEvent, statusEvent, type EventSource } from "./helpers/detections.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 // vitest ignores hooks registered inside beforeAll: teardowns are collected here.
@@ -17,29 +18,10 @@ afterAll(async () => {
   for (const fn of teardown.reverse()) await fn();
 });
 
-type Where = { camera: string; tenant: string; site: string };
-let frame = 0;
+type Where = EventSource;
+const detection = detectionEvent;
+const status = (w: Where) => statusEvent(w, "edge");
 
-function detection(w: Where): DetectionEvent {
-  const frameId = frame++;
-  return {
-    type: "detection",
-    id: detectionMsgId(w.camera, 1, frameId),
-    ...w,
-    node: "n1",
-    epoch: 1,
-    frame_id: frameId,
-    frame_ts: Date.now(),
-    ts: Date.now(),
-    solutions: ["motion"],
-    detections: [{ label: "motion", score: 0.5, box: { x: 0.1, y: 0.1, w: 0.2, h: 0.2 } }],
-    latency: { inference_ms: 3, e2e_ms: 5 },
-  };
-}
-
-function status(w: Where): StatusEvent {
-  return { type: "status", ...w, node: "n1", epoch: 1, state: "STREAMING", trigger: "edge", ts: Date.now() };
-}
 
 const C1 = { camera: "c1", tenant: "acme", site: "hq" };
 const C2 = { camera: "c2", tenant: "acme", site: "lab" };

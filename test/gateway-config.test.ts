@@ -6,10 +6,11 @@
 import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { describe, expect, it, onTestFinished } from "vitest";
-import { startGateway, type Gateway } from "../gateway/index.ts";
+import { startGateway } from "../gateway/index.ts";
 import { ControlClient, createRegistry, loadConfig, LOG_MESSAGES, silentLogger } from "../runtime/index.ts";
 import { BUCKETS, CamfleetError, kvKeys } from "../subjects/index.ts";
 import { runCamfleet } from "./helpers/camfleet-process.ts";
+import { callJson } from "./helpers/http.ts";
 import { startNats } from "./helpers/nats-harness.ts";
 
 async function cluster(nodeEnv: Record<string, string> = {}) {
@@ -33,18 +34,7 @@ async function cluster(nodeEnv: Record<string, string> = {}) {
   return { nats, nc, gw, stored, control: new ControlClient(nc) };
 }
 
-type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-
-async function call(gw: Gateway, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: Json; headers: Headers }> {
-  const init: RequestInit = { method, headers: { ...headers } };
-  if (body !== undefined) {
-    init.body = typeof body === "string" ? body : JSON.stringify(body);
-    (init.headers as Record<string, string>)["content-type"] ??= "application/json";
-  }
-  const res = await fetch(`${gw.url}${path}`, init);
-  const text = await res.text();
-  return { status: res.status, body: text === "" ? {} : (JSON.parse(text) as Json), headers: res.headers };
-}
+const call = callJson;
 
 const revisionOf = (etag: string | null) => Number(/^"(\d+)"$/.exec(etag ?? "")?.[1] ?? NaN);
 

@@ -15,36 +15,19 @@ import { createHttp } from "../gateway/http.ts";
 import { eventRoutes } from "../gateway/routes/events.ts";
 import type { FeedTuning } from "../gateway/event-hub.ts";
 import { createLogger, createRegistry, ensureJetStream, loadConfig, silentLogger } from "../runtime/index.ts";
-import { detectionMsgId, STREAMS, subjects, type DetectionEvent, type StatusEvent } from "../subjects/index.ts";
+import { STREAMS, subjects, type DetectionEvent, type StatusEvent } from "../subjects/index.ts";
 import { startNats } from "./helpers/nats-harness.ts";
+import { detectionEvent, statusEvent, type EventSource } from "./helpers/detections.ts";
 import { waitFor } from "./helpers/wait.ts";
 
-type Where = { camera: string; tenant: string; site: string };
+type Where = EventSource;
+const detection = detectionEvent;
+const status = (w: Where) => statusEvent(w, "periodic");
 const C1: Where = { camera: "c1", tenant: "acme", site: "hq" };
 const C2: Where = { camera: "c2", tenant: "acme", site: "lab" };
 const C3: Where = { camera: "c3", tenant: "other", site: "hq" };
 
-let frame = 0;
-function detection(w: Where, boxes = 1): DetectionEvent {
-  const frameId = frame++;
-  return {
-    type: "detection",
-    id: detectionMsgId(w.camera, 1, frameId),
-    ...w,
-    node: "n1",
-    epoch: 1,
-    frame_id: frameId,
-    frame_ts: Date.now(),
-    ts: Date.now(),
-    solutions: ["motion"],
-    detections: Array.from({ length: boxes }, () => ({ label: "motion", score: 0.5, box: { x: 0.1, y: 0.1, w: 0.2, h: 0.2 } })),
-    latency: { inference_ms: 3, e2e_ms: 5 },
-  };
-}
 
-function status(w: Where): StatusEvent {
-  return { type: "status", ...w, node: "n1", epoch: 1, state: "STREAMING", trigger: "periodic", ts: Date.now() };
-}
 
 interface Published {
   type: "status" | "detection";

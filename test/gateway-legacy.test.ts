@@ -11,6 +11,7 @@ import { startGateway, type Gateway } from "../gateway/index.ts";
 import { ConfigError, createRegistry, loadConfig, LOG_MESSAGES, silentLogger } from "../runtime/index.ts";
 import { runCamfleet } from "./helpers/camfleet-process.ts";
 import { startNats } from "./helpers/nats-harness.ts";
+import { callJson, type Json } from "./helpers/http.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 const VERSION = (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version;
@@ -32,18 +33,7 @@ async function cluster(nodeEnv: Record<string, string> = {}) {
   return { nats, node, gateway };
 }
 
-type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-
-async function call(gw: Gateway, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: Json; headers: Headers }> {
-  const init: RequestInit = { method, headers: { ...headers } };
-  if (body !== undefined) {
-    init.body = typeof body === "string" ? body : JSON.stringify(body);
-    (init.headers as Record<string, string>)["content-type"] ??= "application/json";
-  }
-  const res = await fetch(`${gw.url}${path}`, init);
-  const text = await res.text();
-  return { status: res.status, body: text === "" ? {} : (JSON.parse(text) as Json), headers: res.headers };
-}
+const call = callJson;
 
 const status = (gw: Gateway, id: string) => call(gw, "GET", `/cameras/${id}/status`);
 

@@ -3,7 +3,7 @@
 
 import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { DetectionEventSchema, MSG_ID_HEADER, STREAMS, subjects, type DetectionEvent, type Scope } from "../../subjects/index.ts";
+import { DetectionEventSchema, detectionMsgId, MSG_ID_HEADER, STREAMS, subjects, type DetectionEvent, type Scope, type StatusEvent } from "../../subjects/index.ts";
 
 export interface StoredDetection {
   event: DetectionEvent;
@@ -32,4 +32,36 @@ export async function readDetections(nc: NatsConnection, scope?: Scope, timeoutM
     await messages.close();
   }
   return out;
+}
+
+/** Where an event comes from. */
+export type EventSource = { camera: string; tenant: string; site: string };
+
+/**
+ * Event factories for tests that publish events themselves: valid by the
+ * schemas, frame ids counted per process so message ids never repeat.
+ */
+let nextFrame = 0;
+
+/** A DetectionEvent with `boxes` identical motion boxes. */
+export function detectionEvent(w: EventSource, boxes = 1): DetectionEvent {
+  const frameId = nextFrame++;
+  return {
+    type: "detection",
+    id: detectionMsgId(w.camera, 1, frameId),
+    ...w,
+    node: "n1",
+    epoch: 1,
+    frame_id: frameId,
+    frame_ts: Date.now(),
+    ts: Date.now(),
+    solutions: ["motion"],
+    detections: Array.from({ length: boxes }, () => ({ label: "motion", score: 0.5, box: { x: 0.1, y: 0.1, w: 0.2, h: 0.2 } })),
+    latency: { inference_ms: 3, e2e_ms: 5 },
+  };
+}
+
+/** A STREAMING StatusEvent. */
+export function statusEvent(w: EventSource, trigger: StatusEvent["trigger"] = "edge"): StatusEvent {
+  return { type: "status", ...w, node: "n1", epoch: 1, state: "STREAMING", trigger, ts: Date.now() };
 }

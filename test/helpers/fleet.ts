@@ -6,9 +6,6 @@
 // Teardown follows the harness: every function that starts something takes
 // `onCleanup` and registers its teardown before it starts anything.
 
-import { access, chmod, constants, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
@@ -28,7 +25,7 @@ import {
 } from "../../subjects/index.ts";
 import { LOG_MESSAGES, NatsServerProcess } from "../../runtime/index.ts";
 import { isAlive, runCamfleet, type CamfleetProcess } from "./camfleet-process.ts";
-import type { NatsClusterHandle, RegisterCleanup } from "./nats-harness.ts";
+import type { RegisterCleanup } from "./nats-harness.ts";
 import { waitFor } from "./wait.ts";
 
 // ---------------------------------------------------------------- node processes
