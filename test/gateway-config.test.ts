@@ -6,23 +6,17 @@
 import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { describe, expect, it, onTestFinished } from "vitest";
-import { startGateway } from "../gateway/index.ts";
-import { ControlClient, createRegistry, loadConfig, LOG_MESSAGES, silentLogger } from "../runtime/index.ts";
+import { ControlClient } from "../runtime/index.ts";
 import { BUCKETS, CamfleetError, kvKeys } from "../subjects/index.ts";
-import { runCamfleet } from "./helpers/camfleet-process.ts";
+import { startFleetNode } from "./helpers/fleet.ts";
+import { startTestGateway } from "./helpers/gateway.ts";
 import { callJson } from "./helpers/http.ts";
 import { startNats } from "./helpers/nats-harness.ts";
 
 async function cluster(nodeEnv: Record<string, string> = {}) {
   const nats = await startNats({ onCleanup: onTestFinished });
-  const node = runCamfleet(["node"], {
-    env: { NATS_URL: nats.url, NODE_ID: "n1", HTTP_PORT: "0", CAMFLEET_ACTOR_KIND: "sim", ...nodeEnv },
-    onCleanup: onTestFinished,
-  });
-  await node.waitForLog((l) => l.msg === LOG_MESSAGES.nodeReady, 20_000);
-  const config = loadConfig({ NATS_URL: nats.url, HTTP_PORT: "0", NODE_ID: "gw-config" }, "gateway");
-  const gw = await startGateway({ config, logger: silentLogger(), registry: createRegistry({ node: config.nodeId }, { processMetrics: false }), loopbackOnly: true });
-  onTestFinished(() => gw.stop());
+  await startFleetNode({ id: "n1", natsUrls: [nats.url], env: nodeEnv, onCleanup: onTestFinished });
+  const gw = await startTestGateway({ natsUrl: nats.url, nodeId: "gw-config", onCleanup: onTestFinished });
   const nc = await connect({ servers: nats.url });
   onTestFinished(() => nc.close());
   const kv = await new Kvm(nc).open(BUCKETS.cameras);

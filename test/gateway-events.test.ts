@@ -10,12 +10,13 @@ import { jetstream, jetstreamManager, type JetStreamClient } from "@nats-io/jets
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { WebSocket } from "ws";
-import { startGateway, type Gateway } from "../gateway/index.ts";
+import type { Gateway } from "../gateway/index.ts";
 import { createHttp } from "../gateway/http.ts";
 import { eventRoutes } from "../gateway/routes/events.ts";
 import type { FeedTuning } from "../gateway/event-hub.ts";
-import { createLogger, createRegistry, ensureJetStream, loadConfig, silentLogger } from "../runtime/index.ts";
+import { createLogger, ensureJetStream, silentLogger } from "../runtime/index.ts";
 import { STREAMS, subjects, type DetectionEvent, type StatusEvent } from "../subjects/index.ts";
+import { startTestGateway } from "./helpers/gateway.ts";
 import { startNats } from "./helpers/nats-harness.ts";
 import { detectionEvent, statusEvent, type EventSource } from "./helpers/detections.ts";
 import { waitFor } from "./helpers/wait.ts";
@@ -49,12 +50,7 @@ async function cluster() {
     published.push(p);
     return p;
   };
-  const gateway = async (env: Record<string, string> = {}, logger = silentLogger()): Promise<Gateway> => {
-    const config = loadConfig({ NATS_URL: nats.url, HTTP_PORT: "0", NODE_ID: `gw-${Math.random().toString(36).slice(2, 8)}`, ...env }, "gateway");
-    const gw = await startGateway({ config, logger, registry: createRegistry({ node: config.nodeId }, { processMetrics: false }), loopbackOnly: true });
-    onTestFinished(() => gw.stop());
-    return gw;
-  };
+  const gateway = (env: Record<string, string> = {}, logger = silentLogger()): Promise<Gateway> => startTestGateway({ natsUrl: nats.url, env, logger, onCleanup: onTestFinished });
   /** Only the event routes, with small bounds. */
   const eventsOnly = async (tuning: FeedTuning, logger = silentLogger()) => {
     const app = createHttp({ logger });

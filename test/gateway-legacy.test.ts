@@ -7,9 +7,11 @@ import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { describe, expect, it, onTestFinished } from "vitest";
-import { startGateway, type Gateway } from "../gateway/index.ts";
-import { ConfigError, createRegistry, loadConfig, LOG_MESSAGES, silentLogger } from "../runtime/index.ts";
+import type { Gateway } from "../gateway/index.ts";
+import { ConfigError, LOG_MESSAGES, loadConfig } from "../runtime/index.ts";
 import { runCamfleet } from "./helpers/camfleet-process.ts";
+import { startFleetNode } from "./helpers/fleet.ts";
+import { startTestGateway } from "./helpers/gateway.ts";
 import { startNats } from "./helpers/nats-harness.ts";
 import { callJson, type Json } from "./helpers/http.ts";
 import { waitFor } from "./helpers/wait.ts";
@@ -19,17 +21,8 @@ const CLIENT = fileURLToPath(new URL("./fixtures/legacy-client.py", import.meta.
 
 async function cluster(nodeEnv: Record<string, string> = {}) {
   const nats = await startNats({ onCleanup: onTestFinished });
-  const node = runCamfleet(["node"], {
-    env: { NATS_URL: nats.url, NODE_ID: "n1", HTTP_PORT: "0", CAMFLEET_ACTOR_KIND: "sim", ...nodeEnv },
-    onCleanup: onTestFinished,
-  });
-  await node.waitForLog((l) => l.msg === LOG_MESSAGES.nodeReady, 20_000);
-  const gateway = async (env: Record<string, string> = {}): Promise<Gateway> => {
-    const config = loadConfig({ NATS_URL: nats.url, HTTP_PORT: "0", NODE_ID: `gw-${Math.random().toString(36).slice(2, 8)}`, ...env }, "gateway");
-    const gw = await startGateway({ config, logger: silentLogger(), registry: createRegistry({ node: config.nodeId }, { processMetrics: false }), loopbackOnly: true });
-    onTestFinished(() => gw.stop());
-    return gw;
-  };
+  const node = (await startFleetNode({ id: "n1", natsUrls: [nats.url], env: nodeEnv, onCleanup: onTestFinished })).proc;
+  const gateway = (env: Record<string, string> = {}): Promise<Gateway> => startTestGateway({ natsUrl: nats.url, env, onCleanup: onTestFinished });
   return { nats, node, gateway };
 }
 
@@ -231,9 +224,7 @@ describe("legacy routes: the single worker's shapes", () => {
 
   it("without a node: GET / still answers (0 nodes, cameras unknown), camera routes say UNAVAILABLE", async () => {
     const nats = await startNats({ onCleanup: onTestFinished });
-    const config = loadConfig({ NATS_URL: nats.url, HTTP_PORT: "0", NODE_ID: "gw-alone" }, "gateway");
-    const gw = await startGateway({ config, logger: silentLogger(), registry: createRegistry({ node: config.nodeId }, { processMetrics: false }), loopbackOnly: true });
-    onTestFinished(() => gw.stop());
+    const gw = await startTestGateway({ natsUrl: nats.url, nodeId: "gw-alone", onCleanup: onTestFinished });
     const info = await call(gw, "GET", "/");
     expect(info.status).toBe(200);
     expect(info.body).toMatchObject({ nodes: 0, cameras: null });

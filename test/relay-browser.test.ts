@@ -5,21 +5,17 @@
 import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { describe, expect, it, onTestFinished } from "vitest";
-import { startGateway, type Gateway } from "../gateway/index.ts";
-import { ControlClient, createRegistry, ensureJetStream, loadConfig, LOG_MESSAGES, silentLogger } from "../runtime/index.ts";
+import type { Gateway } from "../gateway/index.ts";
+import { ControlClient, ensureJetStream, LOG_MESSAGES } from "../runtime/index.ts";
 import { BUCKETS, CameraSpecSchema, kvKeys, subjects, type CameraStatus } from "../subjects/index.ts";
 import { runCamfleet } from "./helpers/camfleet-process.ts";
 import { hasChromium, launchChromium } from "./helpers/chromium.ts";
+import { startTestGateway } from "./helpers/gateway.ts";
 import { startNats } from "./helpers/nats-harness.ts";
 import { startRtspCamera } from "./helpers/rtsp-camera.ts";
 import { waitFor } from "./helpers/wait.ts";
 
-async function gatewayOn(natsUrl: string): Promise<Gateway> {
-  const config = loadConfig({ NATS_URL: natsUrl, HTTP_PORT: "0", NODE_ID: "gw-1" }, "gateway");
-  const gw = await startGateway({ config, logger: silentLogger(), registry: createRegistry({ node: "gw-1" }, { processMetrics: false }), loopbackOnly: true });
-  onTestFinished(() => gw.stop());
-  return gw;
-}
+const gatewayOn = (natsUrl: string): Promise<Gateway> => startTestGateway({ natsUrl, nodeId: "gw-1", onCleanup: onTestFinished });
 
 describe.skipIf(!hasChromium)("relay with Chromium", () => {
   it("Chromium watches an on-demand RTSP camera through a real node: publishing starts with the viewer and stops after the linger time", async ({ annotate }) => {

@@ -9,9 +9,10 @@ import { fileURLToPath } from "node:url";
 import { H264_NAL, startWhip } from "../media/index.ts";
 import { superviseSpawn } from "../runtime/infra/child-process.ts";
 import { runCamfleet } from "./helpers/camfleet-process.ts";
-import { startGateway, type Gateway } from "../gateway/index.ts";
-import { createRegistry, ensureJetStream, loadConfig, LOG_MESSAGES, silentLogger } from "../runtime/index.ts";
+import type { Gateway } from "../gateway/index.ts";
+import { ensureJetStream, LOG_MESSAGES } from "../runtime/index.ts";
 import { BUCKETS, CameraSpecSchema, kvKeys, type CameraSpecInput } from "../subjects/index.ts";
+import { startTestGateway, type TestGatewayOptions } from "./helpers/gateway.ts";
 import { startNats } from "./helpers/nats-harness.ts";
 import { startFfmpegRtp, weriftOffer, whepViewer } from "./helpers/relay-peers.ts";
 import { waitFor } from "./helpers/wait.ts";
@@ -27,12 +28,8 @@ async function cluster() {
   const putCamera = async (spec: CameraSpecInput) => {
     await cameras.put(kvKeys.camera(spec.id), JSON.stringify(CameraSpecSchema.parse(spec)));
   };
-  const gateway = async (env: Record<string, string> = {}, tuning: Parameters<typeof startGateway>[0]["tuning"] = {}): Promise<Gateway> => {
-    const config = loadConfig({ NATS_URL: nats.url, HTTP_PORT: "0", NODE_ID: `gw-${Math.random().toString(36).slice(2, 8)}`, ...env }, "gateway");
-    const gw = await startGateway({ config, logger: silentLogger(), registry: createRegistry({ node: config.nodeId }, { processMetrics: false }), loopbackOnly: true, tuning });
-    onTestFinished(() => gw.stop());
-    return gw;
-  };
+  const gateway = (env: Record<string, string> = {}, tuning: TestGatewayOptions["tuning"] = {}): Promise<Gateway> =>
+    startTestGateway({ natsUrl: nats.url, env, tuning, onCleanup: onTestFinished });
   return { nats, nc, putCamera, gateway };
 }
 
