@@ -322,7 +322,7 @@ camera
   .option("--json", "print JSON")
   .action((o: { tenant?: string; site?: string; json?: boolean }) =>
     withClient(async (client) => {
-      const { cameras } = await client.listCameras({ ...(o.tenant !== undefined ? { tenant: o.tenant } : {}), ...(o.site !== undefined ? { site: o.site } : {}) });
+      const cameras = await client.listAllCameras({ ...(o.tenant !== undefined ? { tenant: o.tenant } : {}), ...(o.site !== undefined ? { site: o.site } : {}) });
       print(o.json, cameras, () =>
         table(
           ["ID", "ENABLED", "OWNER", "STATE", "URL"],

@@ -78,6 +78,7 @@ export {
   rankCandidates,
   reconcile,
   rendezvousScore,
+  respondSafely,
   runtimeError,
   startOpsServer,
 } from "./node/index.ts";

@@ -11,7 +11,7 @@ export const CONTROL_ERROR_CODES = {
   NOT_FOUND: { http: 404, doc: "No such camera, node or session." },
   CONFLICT: { http: 409, doc: "The request lost a compare-and-set race or contradicts the current state; retry after re-reading." },
   PRECONDITION_FAILED: { http: 412, doc: "The resource changed since the revision the request names (HTTP If-Match); re-read it and retry." },
-  PAYLOAD_TOO_LARGE: { http: 413, doc: "The request body is larger than the route accepts." },
+  PAYLOAD_TOO_LARGE: { http: 413, doc: "The request body is larger than the route accepts, or a reply would be larger than the NATS server's max_payload." },
   UNSUPPORTED_MEDIA: { http: 406, doc: "The SDP offer has no codec this side can accept (H.264 for video); like SIP's 488 Not Acceptable Here." },
   CAPACITY: { http: 503, doc: "No node (or relay) has room for this: a MAX_CAMERAS or viewer limit is reached." },
   UNAVAILABLE: { http: 503, doc: "The cluster, or the part that serves this, cannot be reached right now; retry later." },

@@ -62,6 +62,12 @@ export const AiSettingsSchema = z.strictObject({
   motion_gate: aiFields.motion_gate.default(true),
 });
 
+/**
+ * Bounds of a spec, so that any spec, and a page of a list, fits a NATS message
+ * (max_payload, 1 MiB by default) with room to spare: at most ~25 KB each.
+ */
+export const MAX_LABELS = 64;
+
 const cameraSpecFields = {
   url: SourceUrl,
   name: z.string().max(200).optional(),
@@ -74,7 +80,10 @@ const cameraSpecFields = {
   /** Re-encode a source that is not H.264 (H.265, MJPEG, …) to H.264; off, such a source is UNSUPPORTED_CODEC. H.264 is always copied. */
   transcode: z.boolean(),
   ai: z.strictObject(aiFields),
-  labels: z.record(z.string().max(64), z.string().max(256)).optional(),
+  labels: z
+    .record(z.string().max(64), z.string().max(256))
+    .refine((labels) => Object.keys(labels).length <= MAX_LABELS, `must have at most ${MAX_LABELS} entries`)
+    .optional(),
 };
 
 /** Desired state of one camera; the value in KV bucket camfleet_cameras. */
@@ -268,14 +277,31 @@ const IdRequest = z.strictObject({ id: IdSchema });
 const Revision = z.number().int().positive().optional();
 const Empty = z.strictObject({});
 
+/** Cameras in one `cameras.list` page unless the request asks for fewer, and the most it may ask for. */
+export const CAMERAS_LIST_DEFAULT_LIMIT = 100;
+export const CAMERAS_LIST_MAX_LIMIT = 1000;
+
 /** Request and reply schema of every control subject, by name. */
 export const control = {
   camerasPut: { request: CameraSpecSchema, reply: reply({ camera: CameraSpecSchema, revision: Revision }) },
   camerasGet: { request: IdRequest, reply: reply({ camera: CameraSpecSchema, lease: LeaseSchema.optional(), revision: Revision }) },
+  /**
+   * One page of cameras in id order. `after` is the `next` of the previous
+   * page; no `next` means this was the last page. A page holds at most
+   * `limit` cameras, and fewer when more would not fit one NATS message.
+   * `total` counts every camera matching the filter (as built).
+   */
   camerasList: {
-    request: z.strictObject({ tenant: IdSchema.optional(), site: IdSchema.optional() }),
+    request: z.strictObject({
+      tenant: IdSchema.optional(),
+      site: IdSchema.optional(),
+      limit: z.number().int().min(1).max(CAMERAS_LIST_MAX_LIMIT).optional(),
+      after: IdSchema.optional(),
+    }),
     reply: reply({
       cameras: z.array(z.object({ camera: CameraSpecSchema, owner: IdSchema.optional(), state: CameraStateSchema.optional() })),
+      next: IdSchema.optional(),
+      total: z.number().int().nonnegative().optional(),
     }),
   },
   camerasDelete: { request: IdRequest, reply: reply({}) },
@@ -307,6 +333,13 @@ export type ControlReply<N extends ControlName> = z.output<(typeof control)[N]["
 // ---------------------------------------------------------------- HTTP bodies
 
 export const http = {
+  /** GET /cameras: without `limit` or `after` every camera (the worker's shape); with them one page and its `next`. */
+  camerasListQuery: z.strictObject({
+    tenant: IdSchema.optional(),
+    site: IdSchema.optional(),
+    limit: z.coerce.number().int().min(1).max(CAMERAS_LIST_MAX_LIMIT).optional(),
+    after: IdSchema.optional(),
+  }),
   /** POST /cameras/{id}/start, the single-worker shape. */
   legacyStartRequest: z.object({ stream_url: SourceUrl, solutions: z.array(SolutionName).max(32).default([]) }),
   legacyStartResponse: z.object({

@@ -123,7 +123,7 @@ describe("control over NATS: the happy paths", () => {
 
     const list = control.camerasList.reply.parse(await call(subjects.ctl.camerasList, { site: "hq" }));
     expect(list).toMatchObject({ ok: true, cameras: [{ camera: { id: "door", url: "rtsp://***@10.0.0.5/live" }, owner: "ctl1", state: "STREAMING" }] });
-    expect(control.camerasList.reply.parse(await call(subjects.ctl.camerasList, { site: "elsewhere" }))).toEqual({ ok: true, cameras: [] });
+    expect(control.camerasList.reply.parse(await call(subjects.ctl.camerasList, { site: "elsewhere" }))).toEqual({ ok: true, cameras: [], total: 0 });
     expect(JSON.stringify([put, status, got, list])).not.toContain("hunter2");
 
     const nodes = control.nodesList.reply.parse(await call(subjects.ctl.nodesList, {}));

@@ -43,7 +43,7 @@ async function legacyScope(app: FastifyInstance, deps: LegacyDeps): Promise<void
     // Worker info must answer while no node is up (a fresh gateway, a probe): counts are then unknown, not an error.
     const [nodes, cameras] = await Promise.all([
       control.listNodes().then((r) => r.nodes.length, unavailableAs(0)),
-      control.listCameras().then((r) => r.cameras.length, unavailableAs(null)),
+      control.listCameras({ limit: 1 }).then((r) => r.total ?? null, unavailableAs(null)),
     ]);
     return {
       name: "camfleet",
@@ -60,8 +60,12 @@ async function legacyScope(app: FastifyInstance, deps: LegacyDeps): Promise<void
     };
   });
 
-  app.get("/cameras", async () => {
-    const { cameras } = await control.listCameras();
+  app.get<{ Querystring: Record<string, string | undefined> }>("/cameras", async (req) => {
+    // The worker listed everything at once; `limit`/`after` ask for one page instead, and the reply then has `next`.
+    const query = parseOrThrow(httpBodies.camerasListQuery, req.query, "query");
+    const paged = query.limit !== undefined || query.after !== undefined;
+    const page = paged ? await control.listCameras(query) : undefined;
+    const cameras = page?.cameras ?? (await control.listAllCameras({ ...(query.tenant !== undefined ? { tenant: query.tenant } : {}), ...(query.site !== undefined ? { site: query.site } : {}) }));
     return {
       cameras: cameras.map(({ camera, owner, state }) => ({
         camera_id: camera.id,
@@ -76,7 +80,8 @@ async function legacyScope(app: FastifyInstance, deps: LegacyDeps): Promise<void
         tenant: camera.tenant,
         site: camera.site,
       })),
-      total: cameras.length,
+      total: page?.total ?? cameras.length,
+      ...(page?.next !== undefined ? { next: page.next } : {}),
     };
   });
 

@@ -21,6 +21,7 @@
 import { ClosedConnectionError, createInbox, DrainingConnectionError, headers, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import {
   assertId,
+  CAMERAS_LIST_MAX_LIMIT,
   CamfleetError,
   control,
   describeIssues,
@@ -97,9 +98,25 @@ export class ControlClient {
     return this.#call("camerasGet", subjects.ctl.camerasGet, JSON.stringify(body), this.#noNode);
   }
 
-  async listCameras(filter: { tenant?: string; site?: string } = {}): Promise<ControlResult<"camerasList">> {
-    const body = parseOrThrow(control.camerasList.request, filter, "camera filter");
+  /** One page of cameras in id order; pass its `next` as `after` for the following page (none: the last page). */
+  async listCameras(request: ControlRequest<"camerasList"> = {}): Promise<ControlResult<"camerasList">> {
+    const body = parseOrThrow(control.camerasList.request, request, "camera filter");
     return this.#call("camerasList", subjects.ctl.camerasList, JSON.stringify(body), this.#noNode);
+  }
+
+  /**
+   * Every camera matching the filter, page by page. A camera added or removed
+   * while the pages are read may or may not be in the result; none appears twice.
+   */
+  async listAllCameras(filter: { tenant?: string; site?: string } = {}): Promise<ControlResult<"camerasList">["cameras"]> {
+    const all: ControlResult<"camerasList">["cameras"] = [];
+    let after: string | undefined;
+    do {
+      const page = await this.listCameras({ ...filter, limit: CAMERAS_LIST_MAX_LIMIT, ...(after !== undefined ? { after } : {}) });
+      all.push(...page.cameras);
+      after = page.next;
+    } while (after !== undefined);
+    return all;
   }
 
   /** Deletes a camera; with `expectedRevision`, only if it is still at that revision (else PRECONDITION_FAILED). */

@@ -1,6 +1,7 @@
 import type { KV } from "@nats-io/kv";
 import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
 import {
+  CAMERAS_LIST_DEFAULT_LIMIT,
   CamfleetError,
   cameraIdOfControlSubject,
   CameraSpecSchema,
@@ -51,6 +52,10 @@ export interface ControlDeps {
 
 /** A handler must answer within this, ms, so a caller is never left waiting on a slow KV. */
 const HANDLER_DEADLINE_MS = 4000;
+/** What nats-server allows unless configured otherwise (max_payload, 1 MiB). */
+const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
+/** Room for `{"ok":true,"cameras":[…],"next":"…","total":N}` around a page's entries. */
+const REPLY_ENVELOPE_BYTES = 1024;
 /** Compare-and-set retries for read-modify-write of a spec. */
 const CAS_ATTEMPTS = 5;
 
@@ -99,9 +104,11 @@ export function serveControl(deps: ControlDeps): { stop(): void } {
       if (e.code === "INTERNAL") log.error({ err, op }, "control request failed");
       reply = { ok: false, error: e.toJSON() };
     }
-    if (msg.reply !== undefined && msg.reply !== "") msg.respond(JSON.stringify(reply));
+    if (!respondSafely(deps.nc, msg, reply, log)) outcome = "PAYLOAD_TOO_LARGE";
     deps.metrics.controlLatency.observe({ op, outcome }, (performance.now() - started) / 1000);
   };
+
+  const maxPayload = () => deps.nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD;
 
   const getSpec = async (id: string): Promise<{ spec: CameraSpec; revision: number } | undefined> => {
     const entry = await deps.cameras.get(kvKeys.camera(id));
@@ -194,20 +201,35 @@ export function serveControl(deps: ControlDeps): { stop(): void } {
   });
 
   serve(subjects.ctl.camerasList, "camerasList", async (body) => {
-    const filter = parseOrThrow(control.camerasList.request, body, "request");
+    const req = parseOrThrow(control.camerasList.request, body, "request");
     // The node already watches every spec: list from that, not one KV read per camera.
-    const specs = deps
+    const matching = deps
       .specs()
-      .filter((spec) => (filter.tenant === undefined || spec.tenant === filter.tenant) && (filter.site === undefined || spec.site === filter.site));
-    specs.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-    const cameras = await Promise.all(
-      specs.map(async (spec) => {
+      .filter((spec) => (req.tenant === undefined || spec.tenant === req.tenant) && (req.site === undefined || spec.site === req.site));
+    matching.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    // Ids are unique and sorted: the page starts after the cursor, whether or not that camera still exists.
+    const start = req.after === undefined ? 0 : matching.findIndex((spec) => spec.id > req.after!);
+    const candidates = start < 0 ? [] : matching.slice(start, start + (req.limit ?? CAMERAS_LIST_DEFAULT_LIMIT));
+    const entries = await Promise.all(
+      candidates.map(async (spec) => {
         const owner = deps.lease(spec.id)?.node;
         const state = owner !== undefined ? await deps.state(spec).catch(() => undefined) : undefined;
         return { camera: redactSpec(spec), ...(owner !== undefined ? { owner } : {}), ...(state !== undefined ? { state } : {}) };
       }),
     );
-    return { cameras };
+    // Specs are bounded (~25 KB at most), but a page of them may not be: cut it where the next entry would not fit one message.
+    const budget = maxPayload() - REPLY_ENVELOPE_BYTES;
+    const cameras: typeof entries = [];
+    let bytes = 0;
+    for (const entry of entries) {
+      const size = Buffer.byteLength(JSON.stringify(entry)) + 1;
+      if (cameras.length > 0 && bytes + size > budget) break;
+      cameras.push(entry);
+      bytes += size;
+    }
+    const last = cameras.at(-1)?.camera.id;
+    const more = start >= 0 && start + cameras.length < matching.length;
+    return { cameras, ...(more && last !== undefined ? { next: last } : {}), total: matching.length };
   });
 
   serve(subjects.ctl.camerasDelete, "camerasDelete", async (body, msg) => {
@@ -287,7 +309,7 @@ export function serveCameraStatus(nc: NatsConnection, camera: string, status: ()
         if (ce.code === "INTERNAL") logger.error({ err: e, camera }, "camera status failed");
         reply = { ok: false, error: ce.toJSON() };
       }
-      msg.respond(JSON.stringify(reply));
+      respondSafely(nc, msg, reply, logger);
     },
   });
 }
@@ -306,9 +328,38 @@ export function serveCameraViewers(nc: NatsConnection, camera: string, viewers: 
         if (ce.code === "INTERNAL") logger.error({ err: e, camera }, "viewer report failed");
         reply = { ok: false, error: ce.toJSON() };
       }
-      if (msg.reply !== undefined && msg.reply !== "") msg.respond(JSON.stringify(reply));
+      respondSafely(nc, msg, reply, logger);
     },
   });
+}
+
+/**
+ * Sends a reply, never throwing: a responder that threw would take its node
+ * down, and the next node to answer the same request would follow. A reply
+ * larger than the server's max_payload is replaced by a small
+ * PAYLOAD_TOO_LARGE error; a failed send is logged. Returns false when the
+ * caller got an error in place of its reply.
+ */
+export function respondSafely(nc: NatsConnection, msg: Msg, reply: Record<string, unknown>, logger: Logger): boolean {
+  if (msg.reply === undefined || msg.reply === "") return true;
+  let data = JSON.stringify(reply);
+  const max = nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD;
+  let sent = true;
+  if (Buffer.byteLength(data) > max) {
+    logger.warn({ subject: msg.subject, bytes: Buffer.byteLength(data), maxPayload: max }, "control reply larger than max_payload: answering PAYLOAD_TOO_LARGE");
+    data = JSON.stringify({
+      ok: false,
+      error: new CamfleetError("PAYLOAD_TOO_LARGE", `the reply (${Buffer.byteLength(data)} bytes) is larger than the NATS server's max_payload (${max} bytes)`).toJSON(),
+    });
+    sent = false;
+  }
+  try {
+    msg.respond(data);
+  } catch (err) {
+    logger.error({ err, subject: msg.subject }, "sending a control reply failed");
+    return false;
+  }
+  return sent;
 }
 
 /** The revision a write must find (EXPECTED_REVISION_HEADER), if the request names one. */

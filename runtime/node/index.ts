@@ -1,5 +1,6 @@
 /** The node: placement (the pure reconcile round and its hashing), leases, supervision, the control server, the cluster view, the event publisher, the ops port. */
 export { ClusterView } from "./cluster-view.ts";
+export { respondSafely } from "./control-server.ts";
 export { BufferedPublisher } from "./event-publisher.ts";
 export type { BufferedPublisherOptions, PublishOutcome } from "./event-publisher.ts";
 export { KindRegistry, runtimeError } from "./kinds.ts";
