@@ -90,13 +90,14 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     });
     const c = core;
     registerRelayMetrics(options.registry, c);
+    const control = new ControlClient(conn);
     opsRoutes(app, {
       registry: options.registry,
       notReadyReason: () => (conn.isClosed() ? "NATS connection closed" : options.notReadyReason?.()),
+      control,
     });
     mediaRoutes(app, c);
     eventRoutes(app, { nc: conn, logger: log });
-    const control = new ControlClient(conn);
     legacyRoutes(app, { core: c, control });
     cameraRoutes(app, { core: c, control });
     await app.listen({ port: config.httpPort, host: config.httpHost });

@@ -138,6 +138,10 @@ export const NodeInfoSchema = z.object({
   http_url: z.string().optional(),
   /** A draining node hands its cameras over and claims no more. */
   draining: z.boolean().optional(),
+  /** CPU the node process used since its previous heartbeat, in % of one core (as built). */
+  cpu_percent: z.number().nonnegative().optional(),
+  /** Resident memory of the node process, bytes (as built). FFmpeg children are not counted. */
+  rss_bytes: z.number().int().nonnegative().optional(),
 });
 export type NodeInfo = z.output<typeof NodeInfoSchema>;
 

@@ -150,7 +150,7 @@ describe("legacy routes: the single worker's shapes", () => {
     expect(loadConfig({ MEDIAMTX_HLS: "https://mtx:8888//", MEDIAMTX_RTSP: "rtsps://mtx:8322" }, "gateway")).toMatchObject({ mediamtxHls: "https://mtx:8888", mediamtxRtsp: "rtsps://mtx:8322" });
   });
 
-  it("GET /system/stats: each live node's cameras, capacity, draining and uptime, and cluster totals", async () => {
+  it("GET /system/stats: each live node's cameras, capacity, draining, uptime, CPU and memory, and cluster totals", async () => {
     const { gateway, nats } = await cluster({ MAX_CAMERAS: "7" });
     const second = runCamfleet(["node"], { env: { NATS_URL: nats.url, NODE_ID: "n2", HTTP_PORT: "0", CAMFLEET_ACTOR_KIND: "sim", MAX_CAMERAS: "5" }, onCleanup: onTestFinished });
     await second.waitForLog((l) => l.msg === LOG_MESSAGES.nodeReady, 20_000);
@@ -162,7 +162,9 @@ describe("legacy routes: the single worker's shapes", () => {
       return s.body.cluster?.nodes === 2 && s.body.cluster.cameras === 3 ? s : undefined;
     }, { timeoutMs: 15_000, message: "both nodes listed, 3 cameras running" });
     expect(stats.status).toBe(200);
-    expect(stats.body.cluster).toEqual({ nodes: 2, cameras: 3, capacity: 12, draining: 0 });
+    expect(stats.body.cluster).toMatchObject({ nodes: 2, cameras: 3, capacity: 12, draining: 0 });
+    // A node process of Node.js has tens of MB resident; the total is the nodes' sum.
+    expect(stats.body.cluster.memory_bytes).toBe(stats.body.nodes[0].memory_bytes + stats.body.nodes[1].memory_bytes);
     expect(stats.body.nodes.map((n: Json) => [n.node, n.capacity, n.draining, n.version])).toEqual([
       ["n1", 7, false, VERSION],
       ["n2", 5, false, VERSION],
@@ -170,8 +172,14 @@ describe("legacy routes: the single worker's shapes", () => {
     for (const n of stats.body.nodes) {
       expect(n.uptime_s).toBeGreaterThanOrEqual(0);
       expect(n.uptime).toMatch(/^(\d+h)?(\d+m)?\d+s$/);
-      expect(n).not.toHaveProperty("cpu");
+      expect(n.memory_bytes).toBeGreaterThan(20 * 1024 * 1024);
+      expect(n.memory_bytes).toBeLessThan(2 * 1024 ** 3);
     }
+    // CPU is measured between two heartbeats, so it appears from the second one on.
+    await waitFor(async () => {
+      const s = await call(gw, "GET", "/system/stats");
+      return s.body.nodes.every((n: Json) => typeof n.cpu_percent === "number" && n.cpu_percent >= 0 && n.cpu_percent < 400);
+    }, { timeoutMs: 10_000, message: "cpu_percent of both nodes" });
     expect(stats.body.gateway).toEqual({ id: expect.stringMatching(/^gw-/), url: gw.publicUrl, viewers: 0 });
   });
 

@@ -133,6 +133,7 @@ async function legacyScope(app: FastifyInstance, deps: LegacyDeps): Promise<void
         cameras: sum(nodes, (n) => n.cameras),
         capacity: sum(nodes, (n) => n.capacity),
         draining: nodes.filter((n) => n.draining === true).length,
+        memory_bytes: sum(nodes, (n) => n.rss_bytes ?? 0),
       },
       gateway: { id: core.gatewayId, url: core.publicUrl, viewers: core.relay.totalViewers() },
     };
@@ -182,6 +183,8 @@ function nodeStats(n: NodeInfo, now: number) {
     heartbeat_ts: n.heartbeat_ts,
     uptime_s: uptimeS,
     uptime: formatDuration(uptimeS),
+    cpu_percent: n.cpu_percent ?? null,
+    memory_bytes: n.rss_bytes ?? null,
   };
 }
 

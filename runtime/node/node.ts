@@ -155,6 +155,8 @@ export class FleetNode {
         registry: this.#options.registry,
         notReadyReason: () => this.#notReadyReason(),
         logger: log,
+        drain: () => this.drain(),
+        ...(config.apiToken !== undefined ? { apiToken: config.apiToken } : {}),
       });
       log.info({ url: this.#ops.url }, LOG_MESSAGES.servingOps);
     }
@@ -274,12 +276,27 @@ export class FleetNode {
       cameras: this.#owned.size,
       ...(this.#ops !== undefined ? { http_url: this.#ops.url } : {}),
       ...(this.#draining ? { draining: true } : {}),
+      ...this.#usage(),
     };
     try {
       await this.#nodesKv.put(kvKeys.node(this.id), JSON.stringify(info));
     } catch (err) {
       this.#options.logger.debug({ err }, "heartbeat failed");
     }
+  }
+
+  #lastCpu: { at: number; usage: NodeJS.CpuUsage } | undefined;
+
+  /** CPU since the previous heartbeat (% of one core) and resident memory, for /system/stats. */
+  #usage(): { cpu_percent?: number; rss_bytes: number } {
+    const now = performance.now();
+    const usage = process.cpuUsage();
+    const last = this.#lastCpu;
+    this.#lastCpu = { at: now, usage };
+    const rss = process.memoryUsage.rss();
+    if (last === undefined || now - last.at <= 0) return { rss_bytes: rss };
+    const usedUs = usage.user - last.usage.user + (usage.system - last.usage.system);
+    return { cpu_percent: Math.round((usedUs / 1000 / (now - last.at)) * 1000) / 10, rss_bytes: rss };
   }
 
   #queueReconcile(): void {
