@@ -49,7 +49,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   if (options.natsServers === undefined && config.natsServers === undefined) {
     log.info({ servers }, "NATS_URL unset: using the embedded nats-server of a node on this host");
   }
-  const app = createHttp({ logger: log, ...(config.apiToken !== undefined ? { apiToken: config.apiToken } : {}) });
+  const app = createHttp({ logger: log, corsOrigins: config.corsOrigins, ...(config.apiToken !== undefined ? { apiToken: config.apiToken } : {}) });
   let nc: NatsConnection | undefined;
   let core: GatewayCore | undefined;
   const stop = async () => {

@@ -1,4 +1,5 @@
 import { timingSafeEqual } from "node:crypto";
+import cors from "@fastify/cors";
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from "fastify";
 import type { Logger } from "../runtime/index.ts";
 import { CamfleetError, CONTROL_ERROR_CODES, ensureCamfleetError, httpStatusOf, type ControlErrorCode } from "../subjects/index.ts";
@@ -22,9 +23,25 @@ const QUERY_TOKEN_PATHS = new Set(["/events", "/ws"]);
 /** Largest JSON body any route takes, bytes. */
 export const MAX_JSON_BYTES = 128 * 1024;
 
-export function createHttp(options: { logger: Logger; apiToken?: string }): FastifyInstance {
+export function createHttp(options: { logger: Logger; apiToken?: string; corsOrigins?: "*" | "off" | string[] }): FastifyInstance {
   const log = options.logger.child({ component: "http" });
   const app = Fastify({ logger: false, bodyLimit: MAX_JSON_BYTES, return503OnClosing: true, forceCloseConnections: true });
+
+  // Browsers on other origins (a WHEP player, a dashboard elsewhere) may call every route. Auth is a bearer
+  // header, never a cookie, so no credentials mode: a page can only use a token it was given.
+  // The plugin answers every OPTIONS (204) before the auth hook runs: a preflight never carries credentials.
+  const origins = options.corsOrigins ?? "*";
+  if (origins !== "off") {
+    void app.register(cors, {
+      origin: origins === "*" ? "*" : origins,
+      methods: ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+      allowedHeaders: ["Authorization", "Content-Type", "If-Match", "Last-Event-ID"],
+      // WHIP/WHEP clients read Location (the session) and Link (ICE servers); config clients read ETag.
+      exposedHeaders: ["Location", "ETag", "Link", "WWW-Authenticate"],
+      maxAge: 600,
+      strictPreflight: false,
+    });
+  }
 
   app.addContentTypeParser("application/sdp", { parseAs: "string", bodyLimit: MAX_SDP_BYTES }, (_req, body, done) => done(null, body));
 

@@ -51,6 +51,12 @@ export interface Config {
   replicas?: number;
   /** Public base URL of this gateway, for WHEP/WHIP redirects and Location headers; default http://HTTP_HOST:HTTP_PORT. */
   gatewayUrl?: string;
+  /**
+   * CAMFLEET_CORS_ORIGINS: origins whose pages may call the gateway from a browser
+   * (a WHEP player elsewhere). "*" (default) any origin, without cookies;
+   * a list of origins; or "off" (no CORS headers at all).
+   */
+  corsOrigins: "*" | "off" | string[];
   /** Single-worker MEDIAMTX_HLS: base URL of an external MediaMTX's HLS server (no trailing slash); fills `hls` in GET /webrtc/{id}/urls. */
   mediamtxHls?: string;
   /** Single-worker MEDIAMTX_RTSP: base URL of an external MediaMTX's RTSP server (no trailing slash); fills `rtsp` in GET /webrtc/{id}/urls. */
@@ -140,6 +146,15 @@ const rtspUrl = z
   .trim()
   .refine((s) => URL.canParse(s) && /^rtsps?:\/\//.test(s) && new URL(s).hostname !== "", "must be an rtsp:// or rtsps:// URL, e.g. rtsp://127.0.0.1:8554");
 
+const corsOrigins = z
+  .string()
+  .trim()
+  .transform((s): "*" | "off" | string[] => (s === "*" || s.toLowerCase() === "off" ? (s === "*" ? "*" : "off") : s.split(",").map((o) => o.trim()).filter((o) => o !== "")))
+  .refine(
+    (v) => typeof v === "string" || (v.length > 0 && v.every((o) => URL.canParse(o) && /^https?:$/.test(new URL(o).protocol) && new URL(o).origin === o.replace(/\/+$/, ""))),
+    'must be "*", "off" or a comma-separated list of origins such as https://ops.example.com',
+  );
+
 const id = z.string().trim().regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-'");
 
 /** Variable name → (schema, alias). Parsed one by one so each error names its variable. */
@@ -167,6 +182,7 @@ const VARS = {
   CAMFLEET_REPLICAS: { schema: int(1, 5) },
   CAMFLEET_ACTOR_KIND: { schema: id },
   GATEWAY_URL: { schema: httpUrl },
+  CAMFLEET_CORS_ORIGINS: { schema: corsOrigins },
   ON_DEMAND_LINGER_MS: { schema: int(0, 3_600_000) },
   RELAY_MAX_VIEWERS_PER_CAMERA: { schema: int(1, 100_000) },
   RELAY_MAX_VIEWERS: { schema: int(1, 1_000_000) },
@@ -226,6 +242,7 @@ export function loadConfig(env: Env, role: Role): Config {
     ...(parsed.CAMFLEET_REPLICAS !== undefined ? { replicas: parsed.CAMFLEET_REPLICAS } : {}),
     actorKind: parsed.CAMFLEET_ACTOR_KIND ?? "camera",
     ...(parsed.GATEWAY_URL !== undefined ? { gatewayUrl: parsed.GATEWAY_URL.replace(/\/+$/, "") } : {}),
+    corsOrigins: typeof parsed.CAMFLEET_CORS_ORIGINS === "object" ? parsed.CAMFLEET_CORS_ORIGINS.map((o) => o.replace(/\/+$/, "")) : (parsed.CAMFLEET_CORS_ORIGINS ?? "*"),
     ...(parsed.MEDIAMTX_HLS !== undefined ? { mediamtxHls: parsed.MEDIAMTX_HLS.replace(/\/+$/, "") } : {}),
     ...(parsed.MEDIAMTX_RTSP !== undefined ? { mediamtxRtsp: parsed.MEDIAMTX_RTSP.replace(/\/+$/, "") } : {}),
     onDemandLingerMs: parsed.ON_DEMAND_LINGER_MS ?? 30_000,
