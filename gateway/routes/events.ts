@@ -3,7 +3,8 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { WebSocket } from "ws";
 import { z } from "zod";
 import { parseSince, toCamfleetError, type EventType, type Logger, type NatsConnection } from "../../runtime/index.ts";
-import { assertId, CamfleetError, IdSchema, parseOrThrow, subjects } from "../../subjects/index.ts";
+import { assertId, CamfleetError, IdSchema, parseOrThrow, type Scope } from "../../subjects/index.ts";
+import { detectionHistory } from "../detection-history.ts";
 import { EventFeeds, parseEventId, type EndReason, type EventCursor, type EventSink, type FeedFilter, type FeedStart, type FeedTuning } from "../event-hub.ts";
 import { eventJson, EventStore, type StoredEvent } from "../event-store.ts";
 
@@ -12,6 +13,7 @@ import { eventJson, EventStore, type StoredEvent } from "../event-store.ts";
  *   GET /events                      Server-Sent Events of status and detection events
  *   GET /ws                          the same events over a WebSocket (JSON text frames)
  *   GET /cameras/{id}/detections     a camera's detection history, by time, paged
+ *   GET /detections                  the same across cameras, by camera/tenant/site and label
  * Filters `camera`, `tenant`, `site`, `type`; resume with `Last-Event-ID`
  * (or `last_event_id`), or start at `since`. Ids and fan-out: event-hub.ts.
  */
@@ -20,6 +22,8 @@ export interface EventRoutesDeps {
   nc: NatsConnection;
   logger: Logger;
   tuning?: FeedTuning;
+  /** Messages a label-filtered history page reads at most (tests); default SCAN_BUDGET of detection-history.ts. */
+  historyScanBudget?: number;
 }
 
 const FeedQuerySchema = z.strictObject({
@@ -44,6 +48,13 @@ const HistoryQuerySchema = z.strictObject({
     .optional(),
   order: z.enum(["newest", "oldest"]).optional(),
   cursor: z.string().regex(/^\d{1,16}$/, "must be the `next` of a previous page").optional(),
+});
+
+const FleetHistoryQuerySchema = HistoryQuerySchema.extend({
+  camera: IdSchema.optional(),
+  tenant: IdSchema.optional(),
+  site: IdSchema.optional(),
+  label: z.string().min(1).max(64).optional(),
 });
 
 export const DEFAULT_HISTORY_LIMIT = 100;
@@ -213,84 +224,40 @@ export function eventRoutes(app: FastifyInstance, deps: EventRoutesDeps): EventF
     });
   });
 
-  app.get<{ Params: { id: string } }>("/cameras/:id/detections", async (req, reply) => {
-    const camera = assertId("camera", req.params.id);
-    const q = parseOrThrow(HistoryQuerySchema, req.query ?? {}, "query");
+  const history = async (scope: Scope, q: z.output<typeof HistoryQuerySchema>, label?: string) => {
     const since = q.since !== undefined ? parseSince(q.since) : undefined;
     const until = q.until !== undefined ? parseSince(q.until) : undefined;
     if (since !== undefined && until !== undefined && since.getTime() > until.getTime()) {
       throw new CamfleetError("INVALID_ARGUMENT", "since is after until");
     }
-    const limit = q.limit ?? DEFAULT_HISTORY_LIMIT;
     const order = q.order ?? "newest";
     const page = await detectionHistory(store, {
-      camera,
-      limit,
+      scope,
+      limit: q.limit ?? DEFAULT_HISTORY_LIMIT,
       order,
+      ...(label !== undefined ? { label } : {}),
+      ...(deps.historyScanBudget !== undefined ? { scanBudget: deps.historyScanBudget } : {}),
       ...(since !== undefined ? { since } : {}),
       ...(until !== undefined ? { until } : {}),
       ...(q.cursor !== undefined ? { cursor: Number(q.cursor) } : {}),
     }).catch((err: unknown) => {
       throw toCamfleetError(err, "JetStream");
     });
-    return reply.header("cache-control", "no-store").send({ camera, order, detections: page.events.map((e) => e.event), next: page.next });
+    return { order, detections: page.events.map((e) => e.event), next: page.next };
+  };
+
+  app.get<{ Params: { id: string } }>("/cameras/:id/detections", async (req, reply) => {
+    const camera = assertId("camera", req.params.id);
+    const q = parseOrThrow(HistoryQuerySchema, req.query ?? {}, "query");
+    return reply.header("cache-control", "no-store").send({ camera, ...(await history({ camera }, q)) });
+  });
+
+  // Across cameras: every camera unless `camera`, `tenant` or `site` narrow it; `label` keeps events that found one.
+  app.get("/detections", async (req, reply) => {
+    const { camera, tenant, site, label, ...q } = parseOrThrow(FleetHistoryQuerySchema, req.query ?? {}, "query");
+    const scope: Scope = { ...(camera !== undefined ? { camera } : {}), ...(tenant !== undefined ? { tenant } : {}), ...(site !== undefined ? { site } : {}) };
+    return reply.header("cache-control", "no-store").send(await history(scope, q, label));
   });
 
   return feeds;
-}
-
-export interface HistoryQuery {
-  camera: string;
-  since?: Date;
-  until?: Date;
-  limit: number;
-  order: "newest" | "oldest";
-  /** The `next` of the previous page: the stream sequence of its last event. */
-  cursor?: number;
-}
-
-/**
- * One page of a camera's detections stored in [since, until] (by the time
- * JetStream stored them), oldest or newest first. `next` is the sequence of
- * the page's last event when more follow, else null.
- */
-export async function detectionHistory(store: EventStore, q: HistoryQuery): Promise<{ events: StoredEvent[]; next: string | null }> {
-  const filter = subjects.detectionsFilter({ camera: q.camera });
-  const lo = q.since !== undefined ? await store.firstSeqAtOrAfter("detection", q.since) : 1;
-  const hi = q.until !== undefined ? (await store.firstSeqAtOrAfter("detection", new Date(q.until.getTime() + 1))) - 1 : await store.lastSeq("detection");
-  const need = q.limit + 1;
-  let found: StoredEvent[] = [];
-  if (q.order === "oldest") {
-    const from = Math.max(lo, (q.cursor ?? 0) + 1);
-    await store.readRange("detection", filter, from, hi, (e) => void found.push(e), { max: need });
-  } else {
-    // JetStream reads forward only: find the latest start s whose range [s, top] holds what is needed, then read it.
-    let top = q.cursor !== undefined ? Math.min(hi, q.cursor - 1) : hi;
-    while (found.length < need && top >= lo) {
-      const want = need - found.length;
-      const after = await store.countFrom("detection", filter, top + 1);
-      const inRange = async (s: number) => (await store.countFrom("detection", filter, s)) - after;
-      let s = lo;
-      if ((await inRange(lo)) > want) {
-        // Largest s with at least `want` in [s, top]: inRange(l) >= want > inRange(r).
-        let l = lo;
-        let r = top + 1;
-        while (r - l > 1) {
-          const mid = Math.floor((l + r) / 2);
-          if ((await inRange(mid)) >= want) l = mid;
-          else r = mid;
-        }
-        s = l;
-      }
-      const batch: StoredEvent[] = [];
-      await store.readRange("detection", filter, s, top, (e) => void batch.push(e));
-      found = found.concat(batch.reverse().slice(0, want));
-      // Events stored meanwhile beyond `top` can make the counts too high: then go on below s.
-      if (s <= lo) break;
-      top = s - 1;
-    }
-  }
-  const events = found.slice(0, q.limit);
-  const last = events[events.length - 1];
-  return { events, next: found.length > q.limit && last !== undefined ? String(last.seq) : null };
 }
