@@ -135,13 +135,28 @@ function startNode(ctx: { config: Config; logger: Logger; signal: AbortSignal },
 
 async function runGateway(ctx: { config: Config; logger: Logger; signal: AbortSignal }) {
   const { startGateway } = await import("../gateway/index.ts");
-  return startGateway({
-    config: ctx.config,
-    logger: ctx.logger,
-    registry: createRegistry({ node: ctx.config.nodeId }),
-    loopbackOnly: ctx.config.webrtcLoopbackOnly,
-    signal: ctx.signal,
-  });
+  const detector = await detectorSolutions(ctx.config.aiEndpoint);
+  try {
+    const gateway = await startGateway({
+      config: ctx.config,
+      logger: ctx.logger,
+      registry: createRegistry({ node: ctx.config.nodeId }),
+      loopbackOnly: ctx.config.webrtcLoopbackOnly,
+      signal: ctx.signal,
+      detectorSolutions: detector.ask,
+    });
+    return { ...gateway, stop: () => gateway.stop().finally(detector.close) };
+  } catch (err) {
+    detector.close();
+    throw err;
+  }
+}
+
+/** Asks the detector at AI_ENDPOINT for its solutions (GET /'s capabilities), with a short deadline. */
+async function detectorSolutions(endpoint: string): Promise<{ ask: () => Promise<string[]>; close: () => void }> {
+  const { DetectorClient } = await import("../proto/index.ts");
+  const client = new DetectorClient({ endpoint });
+  return { ask: async () => (await client.listSolutions({ deadlineMs: 1000 })).solutions, close: () => client.close() };
 }
 
 /** The reference detector on DETECTOR_LISTEN. */
@@ -176,10 +191,12 @@ async function startUp(ctx: { config: Config; logger: Logger; signal: AbortSigna
   const config: Config = ownWhip && ctx.config.httpPort !== 0 ? { ...ctx.config, whipUrl: `http://${host}:${ctx.config.httpPort}/whip/{camera}` } : { ...ctx.config };
   ctx = { ...ctx, config };
   let node: FleetNode | undefined;
+  let asker: Awaited<ReturnType<typeof detectorSolutions>> | undefined;
   try {
     node = await startNode(ctx, false, registry);
     const started = node;
     const { startGateway } = await import("../gateway/index.ts");
+    asker = await detectorSolutions(ctx.config.aiEndpoint);
     const gateway = await startGateway({
       config: ctx.config,
       logger: ctx.logger.child({ role: "gateway" }),
@@ -189,6 +206,7 @@ async function startUp(ctx: { config: Config; logger: Logger; signal: AbortSigna
       ensureJetStream: false,
       signal: ctx.signal,
       notReadyReason: () => started.notReadyReason(),
+      detectorSolutions: asker.ask,
     });
     // HTTP_PORT=0: the port is known only now; actors read the template when they start publishing.
     if (ownWhip && ctx.config.httpPort === 0) config.whipUrl = `${gateway.url}/whip/{camera}`;
@@ -196,11 +214,13 @@ async function startUp(ctx: { config: Config; logger: Logger; signal: AbortSigna
       stop: async () => {
         // The gateway first: its viewers and publishers end while NATS is still there to hear about it.
         await gateway.stop();
+        asker?.close();
         await started.stop();
         await detector?.stop();
       },
     };
   } catch (err) {
+    asker?.close();
     await node?.stop();
     await detector?.stop();
     throw err;

@@ -32,6 +32,8 @@ export interface GatewayOptions {
   signal?: AbortSignal;
   /** Extra readiness, e.g. the node of `camfleet up`. */
   notReadyReason?: () => string | undefined;
+  /** The solutions the detector (AI_ENDPOINT) offers, for GET /'s capabilities; rejects when it cannot be asked. */
+  detectorSolutions?: () => Promise<string[]>;
 }
 
 export interface Gateway {
@@ -98,7 +100,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     });
     mediaRoutes(app, c);
     eventRoutes(app, { nc: conn, logger: log });
-    legacyRoutes(app, { core: c, control });
+    legacyRoutes(app, { core: c, control, ...(options.detectorSolutions !== undefined ? { detectorSolutions: options.detectorSolutions } : {}) });
     cameraRoutes(app, { core: c, control });
     await app.listen({ port: config.httpPort, host: config.httpHost });
     const { port } = app.server.address() as AddressInfo;

@@ -49,7 +49,8 @@ describe("legacy routes: the single worker's shapes", () => {
       url: plain.publicUrl,
       nodes: 1,
       cameras: 0,
-      capabilities: { webrtc: true, hls: false, rtsp: false },
+      // No detector was given to this gateway: what it offers is unknown.
+      capabilities: { solutions: null, webrtc: true, hls: false, rtsp: false },
     });
     expect((await call(plain, "POST", "/cameras/a1/start", { stream_url: "rtsp://10.0.0.1/a", solutions: [] })).status).toBe(200);
     expect((await call(plain, "GET", "/")).body.cameras).toBe(1);
@@ -57,7 +58,7 @@ describe("legacy routes: the single worker's shapes", () => {
     const mtx = await call(withMtx, "GET", "/", undefined, { accept: "text/html,application/xhtml+xml" });
     expect(mtx.status).toBe(200);
     expect(mtx.headers.get("content-type")).toMatch(/^application\/json/);
-    expect(mtx.body.capabilities).toEqual({ webrtc: true, hls: true, rtsp: true });
+    expect(mtx.body.capabilities).toEqual({ solutions: null, webrtc: true, hls: true, rtsp: true });
     expect(mtx.body.url).toBe("http://cams.example:8080");
   });
 

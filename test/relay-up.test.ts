@@ -42,6 +42,9 @@ describe("camfleet up with the relay", () => {
     const text = await metrics.text();
     expect(text).toContain("camfleet_node_capacity");
     expect(text).toContain("camfleet_relay_forward_seconds");
+    // GET / names what up's own detector offers.
+    const info = (await (await fetch(`${url}/`, { headers: { authorization: `Bearer ${token}` } })).json()) as { capabilities: { solutions: string[] | null } };
+    expect(info.capabilities.solutions).toContain("motion");
 
     const nc = await connect({ servers: `nats://127.0.0.1:${natsPort}` });
     onTestFinished(() => nc.close());

@@ -20,7 +20,12 @@ export interface LegacyDeps {
   control: ControlClient;
   /** camfleet's version (package.json). */
   version?: string;
+  /** The detector's solutions (gRPC ListSolutions); rejects when it cannot be asked. */
+  detectorSolutions?: () => Promise<string[]>;
 }
+
+/** How long GET / reuses the detector's answer, ms: a probe or a dashboard polling / must not mean a gRPC call each. */
+const SOLUTIONS_TTL_MS = 10_000;
 
 export function legacyRoutes(root: FastifyInstance, deps: LegacyDeps): void {
   void root.register(async (app) => legacyScope(app, deps));
@@ -39,11 +44,23 @@ async function legacyScope(app: FastifyInstance, deps: LegacyDeps): Promise<void
     return json(req, body as string, done);
   });
 
+  let solutions: { at: number; value: Promise<string[] | null> } | undefined;
+  const detectorSolutions = (): Promise<string[] | null> => {
+    const ask = deps.detectorSolutions;
+    if (ask === undefined) return Promise.resolve(null);
+    if (solutions === undefined || Date.now() - solutions.at > SOLUTIONS_TTL_MS) {
+      // A detector that is down is "unknown" (null), not an error of GET /.
+      solutions = { at: Date.now(), value: ask().catch(() => null) };
+    }
+    return solutions.value;
+  };
+
   app.get("/", async () => {
     // Worker info must answer while no node is up (a fresh gateway, a probe): counts are then unknown, not an error.
-    const [nodes, cameras] = await Promise.all([
+    const [nodes, cameras, offered] = await Promise.all([
       control.listNodes().then((r) => r.nodes.length, unavailableAs(0)),
       control.listCameras({ limit: 1 }).then((r) => r.total ?? null, unavailableAs(null)),
+      detectorSolutions(),
     ]);
     return {
       name: "camfleet",
@@ -53,6 +70,7 @@ async function legacyScope(app: FastifyInstance, deps: LegacyDeps): Promise<void
       nodes,
       cameras,
       capabilities: {
+        solutions: offered,
         webrtc: true,
         hls: core.config.mediamtxHls !== undefined,
         rtsp: core.config.mediamtxRtsp !== undefined,
