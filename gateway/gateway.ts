@@ -7,7 +7,8 @@ import { GatewayCore, type GatewayCoreOptions } from "./core.ts";
 import { createHttp } from "./http.ts";
 import { eventRoutes } from "./routes/events.ts";
 import { cameraRoutes } from "./routes/cameras.ts";
-import { legacyRoutes } from "./routes/legacy.ts";
+import { legacyRoutes, packageVersion } from "./routes/legacy.ts";
+import { documentedRoutes, openApiDocument } from "./openapi.ts";
 import { mediaRoutes } from "./routes/media.ts";
 import { opsRoutes } from "./routes/ops.ts";
 
@@ -42,6 +43,8 @@ export interface Gateway {
   /** Public base URL, in Location headers and redirects. */
   readonly publicUrl: string;
   readonly core: GatewayCore;
+  /** Every route registered, `METHOD /path/{param}` (HEAD and OPTIONS left out). */
+  readonly routes: readonly string[];
   stop(): Promise<void>;
 }
 
@@ -54,6 +57,11 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const app = createHttp({ logger: log, corsOrigins: config.corsOrigins, ...(config.apiToken !== undefined ? { apiToken: config.apiToken } : {}) });
   let nc: NatsConnection | undefined;
   let core: GatewayCore | undefined;
+  const routes: string[] = [];
+  // Every route as registered, for /openapi.json's check and the test that holds the document to them.
+  app.addHook("onRoute", (route) => {
+    for (const m of [route.method].flat()) if (m !== "HEAD" && m !== "OPTIONS") routes.push(`${m} ${route.url.replace(/:(\w+)/g, "{$1}")}`);
+  });
   const stop = async () => {
     await app.close().catch(() => undefined);
     await core?.stop().catch((err: unknown) => log.warn({ err }, "stopping the relay failed"));
@@ -98,18 +106,23 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       notReadyReason: () => (conn.isClosed() ? "NATS connection closed" : options.notReadyReason?.()),
       control,
     });
+    app.get("/openapi.json", async (_req, reply) =>
+      reply.header("cache-control", "no-store").send(openApiDocument({ version: packageVersion(), serverUrl: c.publicUrl, authRequired: config.apiToken !== undefined })),
+    );
     mediaRoutes(app, c);
     eventRoutes(app, { nc: conn, logger: log });
     legacyRoutes(app, { core: c, control, ...(options.detectorSolutions !== undefined ? { detectorSolutions: options.detectorSolutions } : {}) });
     cameraRoutes(app, { core: c, control });
     await app.listen({ port: config.httpPort, host: config.httpHost });
+    const undocumented = routes.filter((r) => !documentedRoutes().includes(r));
+    if (undocumented.length > 0) log.warn({ routes: undocumented }, "routes missing from /openapi.json");
     const { port } = app.server.address() as AddressInfo;
     const host = config.httpHost.includes(":") ? `[${config.httpHost}]` : config.httpHost;
     const url = `http://${host}:${port}`;
     const publicUrl = config.gatewayUrl ?? url;
     c.publicUrl = publicUrl;
     log.info({ url, publicUrl, relay: "built-in" }, LOG_MESSAGES.gatewayReady);
-    return { url, publicUrl, core: c, stop };
+    return { url, publicUrl, core: c, routes, stop };
   } catch (err) {
     await stop();
     throw err;

@@ -26,7 +26,7 @@ export interface EventRoutesDeps {
   historyScanBudget?: number;
 }
 
-const FeedQuerySchema = z.strictObject({
+export const FeedQuerySchema = z.strictObject({
   camera: IdSchema.optional(),
   tenant: IdSchema.optional(),
   site: IdSchema.optional(),
@@ -37,7 +37,7 @@ const FeedQuerySchema = z.strictObject({
   token: z.string().optional(),
 });
 
-const HistoryQuerySchema = z.strictObject({
+export const HistoryQuerySchema = z.strictObject({
   since: z.string().max(64).optional(),
   until: z.string().max(64).optional(),
   limit: z
@@ -50,7 +50,7 @@ const HistoryQuerySchema = z.strictObject({
   cursor: z.string().regex(/^\d{1,16}$/, "must be the `next` of a previous page").optional(),
 });
 
-const FleetHistoryQuerySchema = HistoryQuerySchema.extend({
+export const FleetHistoryQuerySchema = HistoryQuerySchema.extend({
   camera: IdSchema.optional(),
   tenant: IdSchema.optional(),
   site: IdSchema.optional(),

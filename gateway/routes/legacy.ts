@@ -230,7 +230,7 @@ function unavailableAs<T>(value: T): (err: unknown) => T {
 }
 
 /** package.json: two folders up from the sources' gateway/routes/, three from their build in dist/gateway/routes/. */
-function packageVersion(): string {
+export function packageVersion(): string {
   for (const rel of ["../../package.json", "../../../package.json"]) {
     try {
       const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), "utf8")) as { name?: string; version?: string };
