@@ -170,6 +170,9 @@ export class EventFeeds {
     return this.clients.size;
   }
 
+  /** Feeds the gateway ended, by reason, since it started (metrics). Clients that leave by themselves are not counted. */
+  readonly ended: Record<EndReason["reason"], number> = { slow_client: 0, shutdown: 0, feed_failed: 0 };
+
   /** The cursor a client starts from; resolved before its stream opens, so a bad start is an HTTP error. */
   async resolve(filter: FeedFilter, start: FeedStart): Promise<EventCursor> {
     const cursor: EventCursor = typeof start === "object" && "after" in start ? { ...start.after } : { status: 0, detection: 0 };
@@ -347,6 +350,7 @@ export class FeedClient {
 
   drop(reason: EndReason["reason"], message: string): void {
     if (this.done) return;
+    this.feeds.ended[reason]++;
     this.finish();
     this.sink.end({ reason, message });
   }

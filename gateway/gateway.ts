@@ -1,11 +1,12 @@
 import type { AddressInfo } from "node:net";
 import { Kvm } from "@nats-io/kv";
-import { Gauge, Histogram, type Registry } from "prom-client";
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import { connectNats, ControlClient, ensureJetStream, LOG_MESSAGES, type Config, type Logger, type NatsConnection } from "../runtime/index.ts";
 import { BUCKETS } from "../subjects/index.ts";
 import { GatewayCore, type GatewayCoreOptions } from "./core.ts";
 import { createHttp } from "./http.ts";
 import { eventRoutes } from "./routes/events.ts";
+import type { EventFeeds } from "./event-hub.ts";
 import { cameraRoutes } from "./routes/cameras.ts";
 import { legacyRoutes, packageVersion } from "./routes/legacy.ts";
 import { documentedRoutes, openApiDocument } from "./openapi.ts";
@@ -110,7 +111,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       reply.header("cache-control", "no-store").send(openApiDocument({ version: packageVersion(), serverUrl: c.publicUrl, authRequired: config.apiToken !== undefined })),
     );
     mediaRoutes(app, c);
-    eventRoutes(app, { nc: conn, logger: log });
+    registerEventMetrics(options.registry, eventRoutes(app, { nc: conn, logger: log }));
     legacyRoutes(app, { core: c, control, ...(options.detectorSolutions !== undefined ? { detectorSolutions: options.detectorSolutions } : {}) });
     cameraRoutes(app, { core: c, control });
     await app.listen({ port: config.httpPort, host: config.httpHost });
@@ -127,6 +128,35 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     await stop();
     throw err;
   }
+}
+
+function registerEventMetrics(registry: Registry, feeds: EventFeeds): void {
+  new Gauge({
+    name: "camfleet_gateway_event_clients",
+    help: "SSE and WebSocket event clients connected to this gateway",
+    registers: [registry],
+    collect() {
+      this.set(feeds.clientCount);
+    },
+  });
+  new Gauge({
+    name: "camfleet_gateway_event_consumers",
+    help: "JetStream ordered consumers this gateway reads for its event clients (one per stream and filter in use)",
+    registers: [registry],
+    collect() {
+      this.set(feeds.hubCount);
+    },
+  });
+  new Counter({
+    name: "camfleet_gateway_event_clients_ended_total",
+    help: "Event clients the gateway ended, by reason (slow_client, shutdown, feed_failed)",
+    labelNames: ["reason"],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [reason, n] of Object.entries(feeds.ended)) this.inc({ reason }, n);
+    },
+  });
 }
 
 function registerRelayMetrics(registry: Registry, core: GatewayCore): void {

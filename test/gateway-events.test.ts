@@ -316,6 +316,8 @@ describe("GET /events (SSE)", () => {
     const big = Array.from({ length: 2000 }, () => detection(C1, 100));
     for (let i = 0; i < big.length && gw.feeds.clientCount > 0; i += 50) await Promise.all(big.slice(i, i + 50).map((e) => publish(e)));
     await waitFor(() => gw.feeds.clientCount === 0, { timeoutMs: 10_000, message: "the slow client was dropped" });
+    // Counted for camfleet_gateway_event_clients_ended_total; the idle client that left by itself is not.
+    expect(gw.feeds.ended).toEqual({ slow_client: 1, shutdown: 0, feed_failed: 0 });
     const drop = lines.map((l) => JSON.parse(l) as { msg: string; detail?: string; buffered?: number }).find((l) => l.msg === "dropped a slow event client");
     expect(drop?.detail, lines.join("")).toMatch(/bytes not taken/);
     // Dropped at the first event past the bound: what the gateway held stayed within it and one event.
@@ -443,6 +445,31 @@ describe("bearer token", () => {
     await sse.close();
     await hdr.close();
     expect(lines.join("")).not.toContain(token);
+  });
+});
+
+describe("event metrics", () => {
+  it("/metrics counts connected event clients and the consumers behind them, and the clients the gateway ended", async () => {
+    const { gateway } = await cluster();
+    const gw = await gateway();
+    /** The value of the series `name` whose labels include `label` (the registry adds its own, e.g. node). */
+    const metric = async (name: string, label = "") => {
+      const text = await (await fetch(`${gw.url}/metrics`)).text();
+      const line = text.split("\n").find((l) => (l.startsWith(`${name} `) || l.startsWith(`${name}{`)) && l.includes(label));
+      return line === undefined ? undefined : Number(line.slice(line.lastIndexOf(" ") + 1));
+    };
+    expect(await metric("camfleet_gateway_event_clients")).toBe(0);
+    expect(await metric("camfleet_gateway_event_clients_ended_total", 'reason="slow_client"')).toBe(0);
+    const a = await openSse(`${gw.url}/events?camera=c1`);
+    const b = await openSse(`${gw.url}/events?camera=c1`);
+    const c = await openSse(`${gw.url}/events?type=status`);
+    await waitFor(async () => (await metric("camfleet_gateway_event_clients")) === 3, { message: "three clients counted" });
+    // Two filters over two streams: c1 reads both streams, the status-only client one.
+    expect(await metric("camfleet_gateway_event_consumers")).toBe(3);
+    await a.close();
+    await b.close();
+    await c.close();
+    await waitFor(async () => (await metric("camfleet_gateway_event_clients")) === 0 && (await metric("camfleet_gateway_event_consumers")) === 0, { message: "clients and consumers gone" });
   });
 });
 
