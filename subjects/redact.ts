@@ -7,9 +7,14 @@
  */
 
 // scheme://userinfo@ — userinfo is everything up to the last '@' before the
-// host part ends, so passwords containing '@' or ':' are covered too.
-const USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/)[^\s/?#]*@/gi;
-const SECRET_PARAM = /([?&;](?:password|passwd|pwd|pass|token|access_token|secret|api_key|apikey|auth|key)=)[^&#\s"']*/gi;
+// first '/', so passwords containing '@', ':', '?' or '#' are covered too (a
+// query holding an '@' before any '/' is scrubbed with them: too much, never
+// too little). A '/' in a password must be written %2F, as URLs require.
+const USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/)[^\s/"'<>]*@/gi;
+// Query and option parameters that carry secrets: passwords and tokens, SRT's
+// passphrase and streamid (which often carries a key), signed-URL signatures.
+const SECRET_PARAM =
+  /([?&;](?:password|passwd|pwd|pass|passphrase|token|access_token|refresh_token|id_token|secret|client_secret|api_key|apikey|auth|key|streamid|sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token|jwt|session|sessionid)=)[^&\s"']*/gi;
 const BEARER = /\b(Bearer\s+)[A-Za-z0-9._~+/=-]+/g;
 
 /** Scrubs credentials from a URL or from free text containing URLs. */

@@ -8,7 +8,7 @@ import { waitFor } from "./helpers/wait.ts";
 import { LOG_MESSAGES } from "../runtime/index.ts";
 
 let nats: NatsHandle;
-let node: CamfleetProcess; // eslint-disable-line @typescript-eslint/no-unused-vars
+let node: CamfleetProcess;
 let nc: NatsConnection;
 
 // Hooks cannot be registered from inside beforeAll: collect teardowns here, run them last-in first-out.
@@ -106,6 +106,29 @@ describe("control over NATS: the happy paths", () => {
     const restarted = await call("camfleet.ctl.camera.ai-own.start", {});
     expect(restarted).toMatchObject({ ok: true, camera: { ai: { max_fps: 0.5, timeout_ms: 700 } } });
     for (const id of ["ai-defaults", "ai-own", "ai-new"]) expect(await call("camfleet.ctl.cameras.delete", { id })).toEqual({ ok: true });
+  });
+
+  it("secrets outside user:pass@ (SRT passphrase and streamid, signed-URL parameters) never come back in replies or logs", async () => {
+    const secrets = ["s3cretPassphrase", "keyInStreamId", "sigValue123", "pa?ssword"];
+    const specs = [
+      { id: "srt1", url: `srt://10.0.0.9:9000?mode=caller&passphrase=${secrets[0]}&streamid=#!::r=live,s=${secrets[1]}` },
+      { id: "hls1", url: `https://cdn.example/live.m3u8?Expires=1&sig=${secrets[2]}` },
+    ];
+    const replies = [];
+    for (const spec of specs) replies.push(await call(subjects.ctl.camerasPut, spec));
+    for (const spec of specs) replies.push(await call(subjects.ctl.camerasGet, { id: spec.id }));
+    replies.push(await call(subjects.ctl.camerasList, {}));
+    expect(replies.every((r) => r.ok === true)).toBe(true);
+    // A raw '?' in a password is not a valid URL: refused, and the refusal does not echo it.
+    const refused = await call(subjects.ctl.camerasPut, { id: "q1", url: `rtsp://admin:${secrets[3]}@10.0.0.5/live` });
+    expect(refused).toMatchObject({ ok: false, error: { code: "INVALID_ARGUMENT" } });
+    replies.push(refused);
+    await waitFor(() => node.lines.some((l) => l.camera === "srt1"), { message: "the node logged about the cameras" });
+    for (const secret of secrets) {
+      expect(JSON.stringify(replies)).not.toContain(secret);
+      expect(JSON.stringify(node.lines)).not.toContain(secret);
+    }
+    for (const spec of specs) await call(subjects.ctl.camerasDelete, { id: spec.id });
   });
 
   it("put, get, list, status, stop, start, delete — never returning credentials", async () => {

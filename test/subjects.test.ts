@@ -179,6 +179,14 @@ describe("redact", () => {
     ["Authorization: Bearer abc.def-ghi", "Authorization: Bearer ***"],
     ["rtsp://10.0.0.5/s", "rtsp://10.0.0.5/s"],
     ["mail me at a@b.c", "mail me at a@b.c"],
+    // Found in review: secrets outside user:pass@.
+    ["srt://10.0.0.9:9000?mode=caller&passphrase=s3cretKey12&pbkeylen=16", "srt://10.0.0.9:9000?mode=caller&passphrase=***&pbkeylen=16"],
+    ["srt://h:9000?streamid=#!::r=live/cam,m=request,s=abc123", "srt://h:9000?streamid=***"],
+    ["https://cdn.example/live.m3u8?Expires=1&Signature=AbC&Key-Pair-Id=K", "https://cdn.example/live.m3u8?Expires=1&Signature=***&Key-Pair-Id=K"],
+    ["https://h/x?sig=abc&password=p&Token=T", "https://h/x?sig=***&password=***&Token=***"],
+    ["rtsp://admin:pa?ss#w@10.0.0.5/s", "rtsp://***@10.0.0.5/s"],
+    ['{"url":"rtsp://u:p?w@h/s","note":"a@b"}', '{"url":"rtsp://***@h/s","note":"a@b"}'],
+    ["rtsp://10.0.0.5/path?x=a@b", "rtsp://10.0.0.5/path?x=a@b"],
   ])("%s", (input, want) => {
     expect(redact(input)).toBe(want);
   });
