@@ -16,5 +16,5 @@ export type { SrtpSender, SrtpSenderStats } from "./srtp-sender.ts";
 export { h264PeerConfig, isLoopbackPair, LOOPBACK } from "./webrtc.ts";
 export { startWhip } from "./whip-client.ts";
 export type { WhipOptions, WhipSession } from "./whip-client.ts";
-export { whipHttp } from "./whip-http.ts";
+export { checkRedirect, whipHttp, WhipRedirectError } from "./whip-http.ts";
 export type { WhipHttpRequest, WhipHttpResponse } from "./whip-http.ts";

@@ -31,8 +31,14 @@ import { whipHttp, type WhipHttpResponse } from "./whip-http.ts";
 export interface WhipOptions {
   /** The camera's WHIP endpoint (`whipUrlFor(config.whipUrl, camera)`). Never logged unredacted. */
   url: string;
-  /** Sent as `Authorization: Bearer <token>` on POST and DELETE. Never logged. */
+  /**
+   * Sent as `Authorization: Bearer <token>` on POST and DELETE, to the
+   * endpoint's origin only, or to one `trustOrigin` vouches for (a redirect or
+   * a session URL elsewhere). Never logged.
+   */
   token?: string;
+  /** Whether another origin may get the token (after a redirect, or for the DELETE of a session that lives there). */
+  trustOrigin?: (origin: string) => boolean | Promise<boolean>;
   /** Default: silent. */
   logger?: MediaLogger;
   /** Called once, when ICE and DTLS are connected and media can flow. */
@@ -197,6 +203,7 @@ export function startWhip(options: WhipOptions): WhipSession {
         headers: { "Content-Type": "application/sdp", Accept: "application/sdp", ...auth },
         body: offerSdp,
         signal: post.signal,
+        ...(options.trustOrigin !== undefined ? { trustOrigin: options.trustOrigin } : {}),
       });
     } catch (err) {
       if (settled()) return;
@@ -277,7 +284,10 @@ export function startWhip(options: WhipOptions): WhipSession {
 
   const deleteSession = async (url: string): Promise<void> => {
     try {
-      const res = await whipHttp(url, { method: "DELETE", headers: auth, signal: AbortSignal.timeout(deleteTimeoutMs) });
+      // The session may live on another origin (after a redirect): the token goes there only if that origin is trusted.
+      const target = new URL(url).origin;
+      const trusted = target === new URL(endpoint).origin || (await options.trustOrigin?.(target)) === true;
+      const res = await whipHttp(url, { method: "DELETE", headers: trusted ? auth : {}, signal: AbortSignal.timeout(deleteTimeoutMs) });
       if (res.status < 200 || res.status > 299) log.debug({ session: redact(url), status: res.status }, "WHIP DELETE refused");
     } catch (err) {
       log.debug({ session: redact(url), err: redact(networkReason(err)) }, "WHIP DELETE failed");

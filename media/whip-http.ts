@@ -27,6 +27,17 @@ export interface WhipHttpRequest {
   headers?: Record<string, string>;
   body?: string;
   signal?: AbortSignal;
+  /**
+   * Whether a redirect to another origin may carry the request's
+   * Authorization header (e.g. a camfleet gateway the cluster itself names).
+   * Default: never; the redirected request goes without it.
+   */
+  trustOrigin?: (origin: string) => boolean | Promise<boolean>;
+}
+
+/** A redirect that would weaken the request: from https to http. */
+export class WhipRedirectError extends Error {
+  override name = "WhipRedirectError";
 }
 
 /** Redirects followed at most; the last answer is returned as it is. */
@@ -34,17 +45,46 @@ const MAX_REDIRECTS = 5;
 /** A response body larger than this fails the request (an SDP answer is a few KB). */
 const MAX_BODY_BYTES = 1 << 20;
 
+/**
+ * Follows redirects as browsers do with credentials: Authorization goes only
+ * to the origin it was meant for (or one `trustOrigin` vouches for), and a
+ * redirect from https to http is refused outright (the body is an SDP offer
+ * with ICE credentials; the header a token).
+ */
 export async function whipHttp(url: string, init: WhipHttpRequest): Promise<WhipHttpResponse> {
+  const origin = new URL(url).origin;
   let current = url;
+  let request = init;
   for (let hop = 0; ; hop++) {
-    const res = await once(current, init);
+    const res = await once(current, request);
     const location = res.headers.location;
     if ((res.status === 307 || res.status === 308) && location !== undefined && hop < MAX_REDIRECTS) {
-      current = new URL(location, current).href;
+      const next = new URL(location, current);
+      checkRedirect(current, next.href);
+      if (next.origin !== origin && request.headers !== undefined && hasAuthorization(request.headers) && !(await init.trustOrigin?.(next.origin))) {
+        request = { ...request, headers: withoutAuthorization(request.headers) };
+      }
+      current = next.href;
       continue;
     }
     return res;
   }
+}
+
+/** Throws WhipRedirectError for a redirect that leaves https. */
+export function checkRedirect(from: string, to: string): void {
+  const next = new URL(to);
+  if (new URL(from).protocol === "https:" && next.protocol !== "https:") {
+    throw new WhipRedirectError(`refused a redirect from https to ${next.protocol.slice(0, -1)} (${next.origin})`);
+  }
+}
+
+function hasAuthorization(headers: Record<string, string>): boolean {
+  return Object.keys(headers).some((k) => k.toLowerCase() === "authorization");
+}
+
+function withoutAuthorization(headers: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(headers).filter(([k]) => k.toLowerCase() !== "authorization"));
 }
 
 function once(url: string, init: WhipHttpRequest): Promise<WhipHttpResponse> {

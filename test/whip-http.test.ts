@@ -4,7 +4,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { describe, expect, it, onTestFinished } from "vitest";
-import { whipHttp } from "../media/index.ts";
+import { checkRedirect, whipHttp, WhipRedirectError } from "../media/index.ts";
 
 interface Seen {
   method: string;
@@ -28,6 +28,50 @@ async function server(handle: (req: IncomingMessage, res: ServerResponse, body: 
   onTestFinished(() => srv.closeAllConnections());
   return { origin: `http://127.0.0.1:${(srv.address() as AddressInfo).port}`, seen };
 }
+
+describe("WHIP HTTP: credentials on redirects", () => {
+  /** A WHIP server that records the Authorization header it was sent. */
+  const recording = async (handle: (req: IncomingMessage, res: ServerResponse) => void) => {
+    const auth: Array<string | undefined> = [];
+    const s = await server((req, res) => {
+      auth.push(req.headers.authorization);
+      handle(req, res);
+    });
+    return { ...s, auth };
+  };
+  const answer = (_req: IncomingMessage, res: ServerResponse) => void res.writeHead(201, { Location: "/s/1" }).end("v=0\r\n");
+
+  it("keeps Authorization on a redirect within the origin, drops it on one to another origin, unless that origin is trusted", async () => {
+    const other = await recording(answer);
+    const first = await recording((req, res) => {
+      if (req.url === "/same") res.writeHead(307, { Location: "/final" }).end();
+      else if (req.url === "/away") res.writeHead(307, { Location: `${other.origin}/whip/cam` }).end();
+      else answer(req, res);
+    });
+    const headers = { "Content-Type": "application/sdp", Authorization: "Bearer the-token" };
+
+    expect((await whipHttp(`${first.origin}/same`, { method: "POST", headers, body: "v=0" })).status).toBe(201);
+    expect(first.auth).toEqual(["Bearer the-token", "Bearer the-token"]);
+
+    expect((await whipHttp(`${first.origin}/away`, { method: "POST", headers, body: "v=0" })).status).toBe(201);
+    expect(other.auth).toEqual([undefined]);
+
+    const asked: string[] = [];
+    const trusted = await whipHttp(`${first.origin}/away`, { method: "POST", headers, body: "v=0", trustOrigin: (o) => (asked.push(o), o === other.origin) });
+    expect(trusted.status).toBe(201);
+    expect(asked).toEqual([other.origin]);
+    expect(other.auth).toEqual([undefined, "Bearer the-token"]);
+    // The header the caller gave is not changed by a hop.
+    expect(headers.Authorization).toBe("Bearer the-token");
+  });
+
+  it("refuses a redirect from https to http, and allows http to https", () => {
+    expect(() => checkRedirect("https://relay.example/whip/a", "http://relay.example/whip/a")).toThrow(WhipRedirectError);
+    expect(() => checkRedirect("https://relay.example/whip/a", "http://relay.example/whip/a")).toThrow(/refused a redirect from https to http/);
+    expect(() => checkRedirect("http://relay.example/whip/a", "https://relay.example/whip/a")).not.toThrow();
+    expect(() => checkRedirect("https://a.example/x", "https://b.example/x")).not.toThrow();
+  });
+});
 
 describe("WHIP HTTP", () => {
   it("follows a 307 with method, headers and body kept, and says which URL answered", async () => {
