@@ -37,6 +37,7 @@ export {
   NatsServerProcess,
   NatsServerStartError,
   retryTransient,
+  pdeathsigCommand,
   SETPRIV,
   startEmbeddedNats,
   superviseSpawn,

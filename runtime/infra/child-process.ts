@@ -55,10 +55,26 @@ export interface SupervisedChild {
 /** setpriv (util-linux) gives the child a parent-death signal; without it, children outlive a kill -9 of ours. */
 export const SETPRIV = ["/usr/bin/setpriv", "/bin/setpriv"].find((p) => existsSync(p));
 
-/** Starts `command` supervised as described above. */
-export function superviseSpawn(command: string, args: readonly string[], options: SuperviseOptions = {}): SupervisedChild {
+/**
+ * The command line that runs `command` under a parent-death signal. Without
+ * setpriv there is none, and a helper (an FFmpeg per camera) would outlive a
+ * killed node and keep its camera busy: that is refused, loudly, rather than
+ * run without (util-linux is part of every Debian system; scripts/setup.sh
+ * installs it otherwise).
+ */
+export function pdeathsigCommand(command: string, args: readonly string[], setpriv: string | null = SETPRIV ?? null): [string, string[]] {
+  if (setpriv === null) {
+    throw new Error(
+      `cannot start ${command}: setpriv (Debian package util-linux) is missing, and without its parent-death signal ${command} would outlive this process if it were killed; install util-linux`,
+    );
+  }
   // The parent-death signal is tied to the forking thread: for child_process that is Node's main thread.
-  const [cmd, argv] = SETPRIV !== undefined ? [SETPRIV, ["--pdeathsig", "KILL", "--", command, ...args]] : [command, [...args]];
+  return [setpriv, ["--pdeathsig", "KILL", "--", command, ...args]];
+}
+
+/** Starts `command` supervised as described above. Throws when it cannot be run under a parent-death signal (pdeathsigCommand). */
+export function superviseSpawn(command: string, args: readonly string[], options: SuperviseOptions = {}): SupervisedChild {
+  const [cmd, argv] = pdeathsigCommand(command, args);
   const [stdin = "ignore", stdout = "ignore", ...extra] = options.stdio ?? [];
   // detached: its own process group, so signals reach everything it started and a terminal's Ctrl-C reaches only us.
   const child: ChildProcess = spawn(cmd, argv, { env: options.env ?? process.env, stdio: [stdin, stdout, "pipe", ...extra], detached: true });

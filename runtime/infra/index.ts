@@ -1,5 +1,5 @@
 /** NATS and processes: connecting, the nats-server child (embedded or for tests), JetStream set-up, supervised child processes. */
-export { describeExit, findExecutable, isExecutable, SETPRIV, superviseSpawn } from "./child-process.ts";
+export { describeExit, findExecutable, isExecutable, pdeathsigCommand, SETPRIV, superviseSpawn } from "./child-process.ts";
 export type { ChildExit, StdioSlot, SupervisedChild, SuperviseOptions } from "./child-process.ts";
 export { EmbeddedNatsPortInUseError, startEmbeddedNats } from "./embedded-nats.ts";
 export type { EmbeddedNatsOptions } from "./embedded-nats.ts";
