@@ -114,17 +114,30 @@ export class RelayDirectory {
     }
   }
 
-  /** Renews every claim now (also on a timer); a claim lost to another gateway is forgotten. */
+  /**
+   * Renews every claim now (also on a timer). A compare-and-set that fails is
+   * read again before the claim is given up: a renewal of ours that timed out
+   * may have landed after all, leaving our claim at a revision we did not
+   * see. Only a claim another gateway now holds is forgotten.
+   */
   async renewAll(): Promise<void> {
     await Promise.all(
       [...this.#held].map(async ([camera, held]) => {
         try {
           const revision = await this.#claims.renew(kvKeys.relay(camera), this.#value(camera, held.claimedTs), held.revision);
-          if (revision !== undefined) held.revision = revision;
-          else {
-            this.#held.delete(camera);
-            this.#log.warn({ camera }, "another gateway took the camera's relay over (our claim had gone stale)");
+          if (revision !== undefined) {
+            held.revision = revision;
+            return;
           }
+          const { revision: seen, relay } = await this.#read(camera);
+          if (seen !== undefined && relay?.gateway === this.options.gateway && relay.claimed_ts === held.claimedTs) {
+            held.revision = seen; // ours: renewed at the next round from the revision it really has
+            this.#log.debug({ camera, revision: seen }, "our relay claim was at a revision we had not seen (a renewal that timed out landed)");
+            return;
+          }
+          if (this.#held.get(camera) !== held) return; // released meanwhile
+          this.#held.delete(camera);
+          this.#log.warn({ camera, holder: relay?.gateway }, "another gateway took the camera's relay over (our claim had gone stale)");
         } catch (err) {
           this.#log.debug({ err, camera }, "renewing the relay claim failed");
         }
