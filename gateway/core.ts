@@ -1,7 +1,7 @@
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { cameraSpecOf, toCamfleetError, type Config, type Logger } from "../runtime/index.ts";
-import { CamfleetError, kvKeys, type CameraSpec } from "../subjects/index.ts";
+import { CamfleetError, kvKeys, LeaseSchema, type CameraSpec, type Lease } from "../subjects/index.ts";
 import { Relay, type SessionKind } from "./relay.ts";
 import { RelayDirectory } from "./relay-directory.ts";
 import { ViewerReporter } from "./viewer-reporter.ts";
@@ -15,6 +15,8 @@ export interface GatewayCoreOptions {
   logger: Logger;
   nc: NatsConnection;
   cameras: KV;
+  /** camfleet_leases: who owns a camera, so only its owner may publish it. */
+  leases: KV;
   relays: KV;
   /** This gateway's public base URL (no trailing slash); may be set later, before the first request. */
   publicUrl?: string;
@@ -31,6 +33,12 @@ export interface GatewayCoreOptions {
 
 export type OpenOutcome = { redirect: string } | { answer: string; location: string };
 
+/** Who a WHIP publish says it comes from (PUBLISHER_NODE_HEADER, PUBLISHER_EPOCH_HEADER); empty for an external source. */
+export interface PublisherIdentity {
+  node?: string;
+  epoch?: number;
+}
+
 export class GatewayCore {
   readonly config: Config;
   readonly gatewayId: string;
@@ -40,6 +48,7 @@ export class GatewayCore {
   readonly directory: RelayDirectory;
   readonly reporter: ViewerReporter;
   readonly #cameras: KV;
+  readonly #leases: KV;
   readonly #log: Logger;
 
   constructor(options: GatewayCoreOptions) {
@@ -47,6 +56,7 @@ export class GatewayCore {
     this.gatewayId = options.config.nodeId;
     this.publicUrl = options.publicUrl ?? "";
     this.#cameras = options.cameras;
+    this.#leases = options.leases;
     this.#log = options.logger;
     this.relay = new Relay({
       logger: options.logger,
@@ -81,18 +91,21 @@ export class GatewayCore {
   }
 
   /** A WHIP publisher or WHEP viewer for a camera: here, or a redirect to the gateway that holds its relay. */
-  async open(kind: SessionKind, camera: string, offer: string, route: "sdp" | "offer" = "sdp"): Promise<OpenOutcome> {
+  async open(kind: SessionKind, camera: string, offer: string, route: "sdp" | "offer" = "sdp", publisher: PublisherIdentity = {}): Promise<OpenOutcome> {
     try {
-      return await this.#open(kind, camera, offer, route);
+      return await this.#open(kind, camera, offer, route, publisher);
     } catch (err) {
       throw toCamfleetError(err);
     }
   }
 
-  async #open(kind: SessionKind, camera: string, offer: string, route: "sdp" | "offer"): Promise<OpenOutcome> {
+  async #open(kind: SessionKind, camera: string, offer: string, route: "sdp" | "offer", publisher: PublisherIdentity): Promise<OpenOutcome> {
     const spec = await this.cameraSpec(camera);
-    if (kind === "whep" && spec.publish === "off") throw new CamfleetError("CONFLICT", `camera ${camera} has publish "off": nothing to watch`);
-    if (kind === "whep" && !spec.enabled) throw new CamfleetError("CONFLICT", `camera ${camera} is stopped; start it to watch it`);
+    if (kind === "whip") await this.#checkPublisher(camera, publisher);
+    // A live publisher (an external WHIP source: a browser, OBS, a phone) has viewers whatever the spec says.
+    if (kind === "whep" && (spec.publish === "off" || !spec.enabled) && !(await this.#onAir(camera))) {
+      throw new CamfleetError("CONFLICT", spec.publish === "off" ? `camera ${camera} has publish "off": nothing to watch` : `camera ${camera} is stopped; start it to watch it`);
+    }
     const placement = await this.directory.acquire(camera);
     if (!placement.local) {
       const path = route === "offer" ? `/cameras/${camera}/webrtc/offer` : `/${kind}/${camera}`;
@@ -108,9 +121,45 @@ export class GatewayCore {
     }
   }
 
+  /**
+   * Only a camera's owner publishes it: a node's WHIP POST names itself and
+   * its lease epoch, which must be the lease's now (an older epoch is a node
+   * that lost the camera and does not know yet: it is never on the air beside
+   * the new owner). A publisher that names no node is an external source,
+   * let through only while no node holds the camera.
+   */
+  async #checkPublisher(camera: string, publisher: PublisherIdentity): Promise<void> {
+    const lease = await this.#lease(camera);
+    if (lease === undefined) return;
+    if (publisher.node === undefined) {
+      throw new CamfleetError("CONFLICT", `camera ${camera} is run by node ${lease.node}: only its owner may publish it (an external WHIP source may publish a camera no node runs)`);
+    }
+    if (publisher.node !== lease.node || publisher.epoch !== lease.epoch) {
+      const stale = publisher.epoch !== undefined && publisher.epoch < lease.epoch;
+      throw new CamfleetError(
+        "CONFLICT",
+        `camera ${camera} is run by node ${lease.node} at epoch ${lease.epoch}; ${publisher.node} (epoch ${publisher.epoch ?? "none"}) ${stale ? "holds an older lease" : "is not its owner"} and may not publish it`,
+      );
+    }
+  }
+
+  async #lease(camera: string): Promise<Lease | undefined> {
+    const entry = await this.#leases.get(kvKeys.lease(camera));
+    if (entry === null || entry.operation !== "PUT") return undefined;
+    const parsed = LeaseSchema.safeParse(entry.json());
+    return parsed.success ? parsed.data : undefined;
+  }
+
+  /** A connected publisher of the camera, here or at the gateway that holds its relay. */
+  async #onAir(camera: string): Promise<boolean> {
+    if (this.relay.isLive(camera)) return true;
+    return (await this.directory.holder(camera))?.publishing === true;
+  }
+
   /** After any change: report the viewer count, and give the relay claim up when nothing is left here. */
   #settle(camera: string): void {
-    this.reporter.set(camera, this.relay.viewerCount(camera));
+    // Connected viewers only: an offer that never connects must not keep an on-demand camera publishing.
+    this.reporter.set(camera, this.relay.connectedViewerCount(camera));
     if (!this.relay.hasPublisher(camera) && this.relay.viewerCount(camera) === 0) void this.directory.release(camera);
   }
 

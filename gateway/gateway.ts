@@ -80,7 +80,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       await ensureJetStream(nc, { ...(config.replicas !== undefined ? { replicas: config.replicas } : {}), logger: log });
     }
     const kvm = new Kvm(nc);
-    const [cameras, relays] = await Promise.all([kvm.open(BUCKETS.cameras), kvm.open(BUCKETS.relays, { timeout: 2000 })]);
+    const [cameras, leases, relays] = await Promise.all([kvm.open(BUCKETS.cameras), kvm.open(BUCKETS.leases), kvm.open(BUCKETS.relays, { timeout: 2000 })]);
 
     const conn = nc;
     const forward = new Histogram({
@@ -95,6 +95,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       logger: log,
       nc: conn,
       cameras,
+      leases,
       relays,
       ...(options.loopbackOnly !== undefined ? { loopbackOnly: options.loopbackOnly } : {}),
       ...options.tuning,

@@ -139,7 +139,9 @@ class Publisher extends Session {
   keyFrames = 0;
   lastRtpAt = performance.now();
   lastPliAt = -Infinity;
-  onConnected(): void {}
+  onConnected(): void {
+    this.camera.publisherConnected(this);
+  }
 }
 
 class Viewer extends Session {
@@ -178,7 +180,15 @@ class Viewer extends Session {
 /** One camera's publisher, viewers and cached GOP. */
 class CameraRelay {
   publisher?: Publisher;
+  /**
+   * A publisher accepted while another one is on the air: it replaces that
+   * one only once it is connected, so a publisher that never connects (or an
+   * offer from a peer that goes away) cannot take a live camera off the air.
+   */
+  pendingPublisher?: Publisher;
   readonly viewers = new Set<Viewer>();
+  /** WHEP offers being negotiated: they hold a viewer slot, so concurrent offers cannot pass the limits. */
+  negotiating = 0;
   /** RTP of the current GOP (serialized), from the last key frame's parameter sets on. */
   readonly gop: GopCache;
   plisForwarded = 0;
@@ -266,6 +276,16 @@ class CameraRelay {
     p.transceiver.receiver.sendRtcpPLI(p.remoteSsrc).catch(() => {});
   }
 
+  /** A publisher's ICE and DTLS are up: a pending one takes over now. */
+  publisherConnected(publisher: Publisher): void {
+    if (publisher !== this.pendingPublisher) return;
+    this.pendingPublisher = undefined;
+    const old = this.publisher;
+    this.setPublisher(publisher);
+    if (old !== undefined) this.relay.replaced(old);
+    this.relay.changed(this.id);
+  }
+
   /** A new publisher replaces the old one: viewers stay, their streams continue without a jump. */
   setPublisher(publisher: Publisher | undefined): void {
     this.publisher = publisher;
@@ -282,7 +302,14 @@ class CameraRelay {
   }
 
   empty(): boolean {
-    return this.publisher === undefined && this.viewers.size === 0;
+    return this.publisher === undefined && this.pendingPublisher === undefined && this.viewers.size === 0 && this.negotiating === 0;
+  }
+
+  /** Viewers whose ICE and DTLS are up: the ones that count for an on-demand camera's publishing. */
+  connectedViewers(): number {
+    let n = 0;
+    for (const v of this.viewers) if (v.connectedAt !== undefined) n++;
+    return n;
   }
 
   stats(): CameraRelayStats {
@@ -351,7 +378,16 @@ export class Relay {
     }
   }
 
-  /** WHIP: a camera (or any publisher) sends H.264. A publisher already there is replaced. */
+  /** The old publisher of a camera whose new one is connected: ended. */
+  replaced(old: Publisher): void {
+    void this.#end(old, "replaced");
+  }
+
+  /**
+   * WHIP: a camera (or any publisher the gateway let through) sends H.264.
+   * With no connected publisher it is on the air at once; otherwise it
+   * replaces the one there once it is connected itself.
+   */
   async publish(camera: string, offer: string): Promise<SessionAnswer> {
     this.#assertOpen();
     checkOffer(offer, "send");
@@ -373,11 +409,19 @@ export class Relay {
       throw err;
     }
     const old = cam.publisher;
-    cam.setPublisher(pub);
     this.#sessions.set(pub.id, pub);
+    const onAir = old !== undefined && old.connectedAt !== undefined && old.ended === undefined;
+    if (onAir) {
+      // Waits for its own connection; an earlier pending one is superseded.
+      const earlier = cam.pendingPublisher;
+      cam.pendingPublisher = pub;
+      if (earlier !== undefined) void this.#end(earlier, "replaced");
+    } else {
+      cam.setPublisher(pub);
+      if (old !== undefined) void this.#end(old, "replaced");
+    }
     pub.watch((why) => void this.#end(pub, why));
-    if (old !== undefined) void this.#end(old, "replaced");
-    this.#log.info({ camera, session: pub.id, replaced: old !== undefined }, "WHIP publisher accepted");
+    this.#log.info({ camera, session: pub.id, replaces: onAir ? "once connected" : old !== undefined ? "at once" : "none" }, "WHIP publisher accepted");
     this.changed(camera);
     return { sessionId: pub.id, answer };
   }
@@ -387,13 +431,15 @@ export class Relay {
     this.#assertOpen();
     checkOffer(offer, "receive");
     const cam = this.#cameras.get(camera);
-    if ((cam?.viewers.size ?? 0) >= this.options.maxViewersPerCamera) {
+    // Offers still negotiating count: checked and reserved in one step, so concurrent offers cannot pass the limits.
+    if ((cam?.viewers.size ?? 0) + (cam?.negotiating ?? 0) >= this.options.maxViewersPerCamera) {
       throw new CamfleetError("CAPACITY", `camera ${camera} has ${this.options.maxViewersPerCamera} viewers on this gateway, the most it serves (RELAY_MAX_VIEWERS_PER_CAMERA)`);
     }
     if (this.totalViewers() >= this.options.maxViewers) {
       throw new CamfleetError("CAPACITY", `this gateway serves ${this.options.maxViewers} viewers, the most it may (RELAY_MAX_VIEWERS)`);
     }
     const c = this.#camera(camera);
+    c.negotiating++;
     const viewer = new Viewer(c, "whep", this.options.loopbackOnly ?? false);
     viewer.transceiver = viewer.pc.addTransceiver(viewer.track, { direction: "sendonly" });
     viewer.transceiver.sender.onPictureLossIndication.subscribe(() => c.requestKeyFrame());
@@ -401,9 +447,11 @@ export class Relay {
     try {
       answer = await this.#negotiate(viewer, offer, viewer.transceiver, "sendonly");
     } catch (err) {
+      c.negotiating--;
       if (c.empty() && this.#cameras.get(camera) === c) this.#cameras.delete(camera);
       throw err;
     }
+    c.negotiating--;
     c.viewers.add(viewer);
     this.#sessions.set(viewer.id, viewer);
     viewer.watch((why) => void this.#end(viewer, why));
@@ -453,6 +501,8 @@ export class Relay {
       s.lean?.close();
     } else if (s instanceof Publisher && cam.publisher === s) {
       cam.setPublisher(undefined);
+    } else if (s instanceof Publisher && cam.pendingPublisher === s) {
+      cam.pendingPublisher = undefined;
     }
     if (cam.empty() && this.#cameras.get(cam.id) === cam) this.#cameras.delete(cam.id);
     const level = why === "deleted" || why === "replaced" || why === "shutdown" ? "info" : "warn";
@@ -487,14 +537,28 @@ export class Relay {
     return this.#cameras.get(camera)?.viewers.size ?? 0;
   }
 
+  /** Viewers of one camera whose ICE and DTLS are up: what the owner is told, so a viewer that never connects keeps nothing publishing. */
+  connectedViewerCount(camera: string): number {
+    return this.#cameras.get(camera)?.connectedViewers() ?? 0;
+  }
+
+  /** Viewers on this relay, offers being negotiated included (what the limits count). */
   totalViewers(): number {
     let n = 0;
-    for (const c of this.#cameras.values()) n += c.viewers.size;
+    for (const c of this.#cameras.values()) n += c.viewers.size + c.negotiating;
     return n;
   }
 
+  /** A publisher session exists for the camera (connected or not, pending ones included). */
   hasPublisher(camera: string): boolean {
-    return this.#cameras.get(camera)?.publisher !== undefined;
+    const c = this.#cameras.get(camera);
+    return c?.publisher !== undefined || c?.pendingPublisher !== undefined;
+  }
+
+  /** A publisher of the camera is connected and on the air here. */
+  isLive(camera: string): boolean {
+    const p = this.#cameras.get(camera)?.publisher;
+    return p !== undefined && p.connectedAt !== undefined && p.ended === undefined;
   }
 
   /** Cameras with a publisher or viewers here. */

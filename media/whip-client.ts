@@ -37,6 +37,8 @@ export interface WhipOptions {
    * a session URL elsewhere). Never logged.
    */
   token?: string;
+  /** More headers on the POST, e.g. the publishing node and its lease epoch (PUBLISHER_NODE_HEADER). Not secrets: they follow redirects. */
+  headers?: Record<string, string>;
   /** Whether another origin may get the token (after a redirect, or for the DELETE of a session that lives there). */
   trustOrigin?: (origin: string) => boolean | Promise<boolean>;
   /** Default: silent. */
@@ -200,7 +202,7 @@ export function startWhip(options: WhipOptions): WhipSession {
     try {
       res = await whipHttp(endpoint, {
         method: "POST",
-        headers: { "Content-Type": "application/sdp", Accept: "application/sdp", ...auth },
+        headers: { ...options.headers, "Content-Type": "application/sdp", Accept: "application/sdp", ...auth },
         body: offerSdp,
         signal: post.signal,
         ...(options.trustOrigin !== undefined ? { trustOrigin: options.trustOrigin } : {}),

@@ -17,6 +17,8 @@ export {
   CONTROL_QUEUE,
   detectionMsgId,
   EXPECTED_REVISION_HEADER,
+  PUBLISHER_EPOCH_HEADER,
+  PUBLISHER_NODE_HEADER,
   kvKeys,
   MSG_ID_HEADER,
   parseEventSubject,

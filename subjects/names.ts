@@ -33,6 +33,15 @@ export const MSG_ID_HEADER = "Nats-Msg-Id";
  */
 export const EXPECTED_REVISION_HEADER = "Camfleet-Expected-Revision";
 
+/**
+ * HTTP headers of a node's WHIP publish: who publishes, under which lease
+ * epoch. The relay lets a camera's owner publish (and refuses an older
+ * epoch); a publisher without them is an external source, let through only
+ * while no node holds the camera's lease.
+ */
+export const PUBLISHER_NODE_HEADER = "Camfleet-Node";
+export const PUBLISHER_EPOCH_HEADER = "Camfleet-Epoch";
+
 export interface Scope {
   tenant?: string;
   site?: string;

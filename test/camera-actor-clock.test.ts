@@ -56,6 +56,7 @@ async function camera(spec: Partial<CameraSpecInput> = {}): Promise<Harness> {
     fail: (err) => {
       throw err;
     },
+    trustsOrigin: async () => false,
   };
   // No frames arrive from this ingest: a stall timeout longer than any test keeps STREAMING.
   const actor = await cameraKind({ startIngest, startWhip, clock, timing: { stallTimeoutMs: 24 * 3_600_000 } }).start(ctx);

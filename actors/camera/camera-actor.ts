@@ -2,7 +2,7 @@ import { Counter, Gauge, type Registry } from "prom-client";
 import { createActor, type Actor as XActor } from "xstate";
 import { perRegistry, realClock, whipUrlFor } from "../../runtime/index.ts";
 import type { Actor, ActorContext, ActorKind, Clock, StopReason, Timer, ViewerReport } from "../../runtime/index.ts";
-import type { CameraError, CameraErrorCode, CameraSpec, CameraStatus, StreamInfo } from "../../subjects/index.ts";
+import { PUBLISHER_EPOCH_HEADER, PUBLISHER_NODE_HEADER, type CameraError, type CameraErrorCode, type CameraSpec, type CameraStatus, type StreamInfo } from "../../subjects/index.ts";
 import type { Analysis } from "./analysis.ts";
 import { GopCache } from "../../media/index.ts";
 import type { AnalysisFrame } from "./ffmpeg-output.ts";
@@ -57,6 +57,8 @@ export interface Whip {
 export type StartWhip = (options: {
   url: string;
   token?: string;
+  headers?: Record<string, string>;
+  trustOrigin?: (origin: string) => Promise<boolean>;
   logger: ActorContext["logger"];
   onUp(): void;
   onFailed(detail: string): void;
@@ -295,6 +297,10 @@ class CameraActor implements Actor {
       url: whipUrlFor(this.#ctx.config.whipUrl, this.#spec.id),
       // The built-in relay's gateway asks for the API token on /whip like on every route.
       ...(this.#ctx.config.apiToken !== undefined ? { token: this.#ctx.config.apiToken } : {}),
+      // The relay lets only the camera's owner publish, under the lease epoch it holds now.
+      headers: { [PUBLISHER_NODE_HEADER]: this.#ctx.node, [PUBLISHER_EPOCH_HEADER]: String(this.#ctx.epoch) },
+      // A redirect to another origin carries the token only to the gateway that holds the camera's relay.
+      trustOrigin: (origin) => this.#ctx.trustsOrigin(origin),
       logger: this.#ctx.logger,
       onUp: () => {
         if (this.#whip !== whip) return;

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply } from "fastify";
-import { assertId, CamfleetError, http as httpBodies, parseOrThrow } from "../../subjects/index.ts";
-import type { GatewayCore } from "../core.ts";
+import { assertId, CamfleetError, http as httpBodies, parseOrThrow, PUBLISHER_EPOCH_HEADER, PUBLISHER_NODE_HEADER } from "../../subjects/index.ts";
+import type { GatewayCore, PublisherIdentity } from "../core.ts";
 import type { SessionKind } from "../relay.ts";
 
 /**
@@ -12,6 +12,17 @@ import type { SessionKind } from "../relay.ts";
  * A gateway that does not hold the camera's relay answers WHIP and WHEP with
  * a 307 to the gateway that does (see relay-directory.ts).
  */
+/** The publisher a WHIP POST names (a node, under a lease epoch), or none. */
+function publisherOf(headers: Record<string, string | string[] | undefined>): PublisherIdentity {
+  const node = headers[PUBLISHER_NODE_HEADER.toLowerCase()];
+  const epoch = headers[PUBLISHER_EPOCH_HEADER.toLowerCase()];
+  if (node === undefined && epoch === undefined) return {};
+  if (typeof node !== "string" || typeof epoch !== "string" || !/^\d{1,15}$/.test(epoch)) {
+    throw new CamfleetError("INVALID_ARGUMENT", `headers ${PUBLISHER_NODE_HEADER} and ${PUBLISHER_EPOCH_HEADER}: give both, a node id and a lease epoch (a whole number)`);
+  }
+  return { node: assertId("node", node), epoch: Number(epoch) };
+}
+
 export function mediaRoutes(app: FastifyInstance, core: GatewayCore): void {
   const sdpBody = (body: unknown): string => {
     if (typeof body !== "string" || body === "") throw new CamfleetError("INVALID_ARGUMENT", "the body must be an SDP offer with Content-Type: application/sdp");
@@ -27,7 +38,7 @@ export function mediaRoutes(app: FastifyInstance, core: GatewayCore): void {
         throw new CamfleetError("INVALID_ARGUMENT", "Content-Type must be application/sdp");
       }
       const offer = sdpBody(req.body);
-      const outcome = await core.open(kind, camera, offer);
+      const outcome = await core.open(kind, camera, offer, "sdp", kind === "whip" ? publisherOf(req.headers) : {});
       if ("redirect" in outcome) return redirect(reply, outcome.redirect);
       return reply
         .code(201)

@@ -48,6 +48,11 @@ export interface ActorContext {
   publishDetection(report: DetectionReport): DetectionOutcome;
   /** The actor reached a failure state it cannot leave by itself: the runtime restarts it with backoff. */
   fail(error: unknown): void;
+  /**
+   * Whether `origin` is the gateway that holds this camera's relay (as
+   * camfleet_relays says): a WHIP redirect there may carry the API token.
+   */
+  trustsOrigin(origin: string): Promise<boolean>;
 }
 
 /** One gateway's count of a camera's viewers, as `camera.<id>.viewers` delivers it. */

@@ -7,6 +7,7 @@ import {
   BUCKETS,
   detectionMsgId,
   kvKeys,
+  RelaySchema,
   STREAMS,
   StatusEventSchema,
   subjects,
@@ -92,6 +93,8 @@ export class FleetNode {
   #view?: ClusterView;
   #leases?: LeaseKeeper;
   #nodesKv?: KV;
+  /** camfleet_relays: which gateway holds a camera's relay (trustsOrigin). */
+  #relaysKv?: KV;
   #control?: { stop(): void };
   #timers: Repeating[] = [];
   #ready = false;
@@ -191,8 +194,9 @@ export class FleetNode {
     // Lease and heartbeat writes must fail fast: one stuck for the default 5 s
     // outlives the fence, even when NATS came back within moments.
     const fast = { timeout: this.#timing.renewEveryMs };
-    const [cameras, leases, nodes] = await Promise.all([kvm.open(BUCKETS.cameras), kvm.open(BUCKETS.leases, fast), kvm.open(BUCKETS.nodes, fast)]);
+    const [cameras, leases, nodes, relays] = await Promise.all([kvm.open(BUCKETS.cameras), kvm.open(BUCKETS.leases, fast), kvm.open(BUCKETS.nodes, fast), kvm.open(BUCKETS.relays)]);
     this.#nodesKv = nodes;
+    this.#relaysKv = relays;
     this.#leases = new LeaseKeeper({
       kv: leases,
       node: this.id,
@@ -416,7 +420,16 @@ export class FleetNode {
       publishStatus: (report) => this.#publishStatus(spec, epoch, report),
       publishDetection: (report) => this.#publishDetection(spec, epoch, report),
       fail,
+      trustsOrigin: (origin) => this.#holdsRelay(spec.id, origin),
     };
+  }
+
+  /** True when the gateway at `origin` holds the camera's relay: a camfleet gateway, which the API token is meant for. */
+  async #holdsRelay(camera: string, origin: string): Promise<boolean> {
+    const entry = await this.#relaysKv?.get(kvKeys.relay(camera)).catch(() => null);
+    if (entry === undefined || entry === null || entry.operation !== "PUT") return false;
+    const relay = RelaySchema.safeParse(entry.json());
+    return relay.success && URL.canParse(relay.data.url) && new URL(relay.data.url).origin === origin;
   }
 
   /** True while this node's lease on the camera, at this epoch, is valid: only then may it speak for the camera. */
