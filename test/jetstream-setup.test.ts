@@ -2,8 +2,8 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { Writable } from "node:stream";
-import { createLogger } from "../runtime/index.ts";
-import { defaultReplicas, ensureJetStream } from "../runtime/infra/jetstream-setup.ts";
+import { createLogger, LOG_MESSAGES } from "../runtime/index.ts";
+import { applyStreams, defaultReplicas, ensureJetStream } from "../runtime/infra/jetstream-setup.ts";
 import { BUCKETS, STREAMS, subjects } from "../subjects/index.ts";
 import { startNats, startNatsCluster } from "./helpers/nats-harness.ts";
 import { waitFor } from "./helpers/wait.ts";
@@ -70,7 +70,7 @@ describe("JetStream set-up", () => {
     await expect(ensureJetStream(nc, { retryForMs: 1_000 })).rejects.toThrow(/^JetStream set-up failed|^stream CAMFLEET_STATUS failed/);
   });
 
-  it("the detections stream takes the configured max age and max bytes, and a changed limit updates it", async () => {
+  it("a new detections stream takes the configured max age and max bytes; a later set-up with other limits leaves it as it is and says so once; applyStreams changes it", async () => {
     const nats = await startNats({ onCleanup: onTestFinished });
     const nc = await connect({ servers: nats.url });
     onTestFinished(() => nc.close());
@@ -78,7 +78,36 @@ describe("JetStream set-up", () => {
     await ensureJetStream(nc, { detections: { maxAgeMs: 3_600_000, maxBytes: 64 << 20, replicas: 1 } });
     let config = (await jsm.streams.info(STREAMS.detections)).config;
     expect([config.max_age, config.max_bytes, config.num_replicas]).toEqual([3_600_000 * 1_000_000, 64 << 20, 1]);
-    await ensureJetStream(nc, { detections: { maxAgeMs: 7_200_000, maxBytes: -1 } });
+
+    const warnings: Array<Record<string, unknown>> = [];
+    const destination = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const line of chunk.toString("utf8").split("\n").filter((l) => l !== "")) {
+          const parsed = JSON.parse(line) as Record<string, unknown>;
+          if (parsed.msg === LOG_MESSAGES.streamSettingsDiffer) warnings.push(parsed);
+        }
+        done();
+      },
+    });
+    const logger = createLogger({ node: "test", level: "warn", destination });
+    await ensureJetStream(nc, { detections: { maxAgeMs: 7_200_000, maxBytes: -1 }, logger });
+    config = (await jsm.streams.info(STREAMS.detections)).config;
+    expect([config.max_age, config.max_bytes]).toEqual([3_600_000 * 1_000_000, 64 << 20]);
+    await waitFor(() => warnings.length > 0, { timeoutMs: 5_000, message: "the difference logged" });
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatchObject({
+      level: "warn",
+      stream: STREAMS.detections,
+      differences: "max_bytes 64 MiB → no limit (CAMFLEET_DETECTIONS_MAX_BYTES), max_age 1h → 2h (CAMFLEET_DETECTIONS_MAX_AGE_S)",
+    });
+    // A set-up without settings of its own has no opinion: nothing to say.
+    await ensureJetStream(nc, { logger });
+    expect(warnings).toHaveLength(1);
+
+    const dry = await applyStreams(nc, { detections: { maxAgeMs: 7_200_000, maxBytes: -1 }, dryRun: true });
+    expect(dry.map((r) => [r.stream, r.action])).toEqual([[STREAMS.status, "unchanged"], [STREAMS.detections, "updated"]]);
+    expect((await jsm.streams.info(STREAMS.detections)).config.max_bytes).toBe(64 << 20);
+    await applyStreams(nc, { detections: { maxAgeMs: 7_200_000, maxBytes: -1 } });
     config = (await jsm.streams.info(STREAMS.detections)).config;
     expect([config.max_age, config.max_bytes]).toEqual([7_200_000 * 1_000_000, -1]);
     // The status stream keeps its own defaults.

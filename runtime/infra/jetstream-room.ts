@@ -1,0 +1,140 @@
+// How much room the JetStream store has left for a new stream.
+//
+// Why probing. nats-server 2.9 reserves a stream's `max_bytes` (times its
+// replicas) against the server's store limit (`max_file_store` or
+// `max_memory_store`) and refuses a stream that asks for more than is left:
+// "insufficient storage resources available" (10047; 10028 for memory;
+// 10005 "no suitable peers for placement, insufficient storage" in a cluster,
+// where the meta leader places replicas on servers with room). A client
+// cannot read that limit, nor the reservations:
+// - account info (`$JS.API.INFO`) gives the ACCOUNT's limits. An account
+//   without limits of its own (the default, and what `jetstream {}` gives)
+//   reports -1 for max_storage and max_memory (seen on 2.9.10), and its
+//   `storage` is bytes used, not bytes reserved;
+// - the server's own limit and its reservations are on the monitoring port
+//   (`/jsz`: config.max_storage, reserved_storage), which clients often cannot
+//   reach, or in `$SYS` requests, which need the system account.
+// So the server is asked the one question that answers it exactly, with the
+// server's own check, for every kind of set-up (single server, cluster,
+// account limits, tiers): a throwaway stream with the size in question is
+// created (it fits) or refused (it does not), and deleted at once. A binary
+// search finds the room to ~1.5 %. It runs only when a stream is about to be
+// created or changed, never while camfleet is running.
+//
+// Nothing is ever published to a probe; its subject (`camfleet.probe.<id>`)
+// and name (`CAMFLEET_PROBE_<id>`) are its own, so it cannot capture events.
+
+import { randomBytes } from "node:crypto";
+import { JetStreamApiError, type JetStreamManager } from "@nats-io/jetstream";
+import { STREAMS, subjects } from "../../subjects/index.ts";
+
+export type StorageKind = "file" | "memory";
+
+/** JetStream API error codes meaning "this does not fit the store" (the client library names none of them). */
+export const NO_ROOM_CODES = new Set([
+  10047, // JSStorageResourcesExceededErr: insufficient storage resources available
+  10028, // JSMemoryResourcesExceededErr: insufficient memory resources available
+  10023, // JSInsufficientResourcesErr: insufficient resources
+  10005, // JSClusterNoPeersErrF: no suitable peers for placement (in a cluster: not enough room on enough servers)
+]);
+
+export function isNoRoomError(err: unknown): err is JetStreamApiError {
+  return err instanceof JetStreamApiError && NO_ROOM_CODES.has(err.code);
+}
+
+/**
+ * A stream or bucket does not fit the JetStream store. The message is one line,
+ * meant for the operator as it is: what was asked (naming the variable when
+ * a variable asked it), and how much room there is.
+ */
+export class JetStreamStorageError extends Error {
+  override readonly name = "JetStreamStorageError";
+  constructor(
+    message: string,
+    /** Bytes asked for (one replica). */
+    readonly askedBytes: number,
+    /** Bytes the store had free for it when measured (one replica). */
+    readonly freeBytes: number,
+    /** The configuration variable that asked, if one did. */
+    readonly variable?: string,
+  ) {
+    super(message);
+  }
+}
+
+/** "the JetStream store has 1.6 GiB free", for the storage kind in use. */
+export function describeRoom(kind: StorageKind, freeBytes: number): string {
+  return `the JetStream ${kind === "memory" ? "memory store" : "store"} has ${formatBytes(freeBytes)} free`;
+}
+
+/** Bytes in binary units with one decimal below 10: 0 B, 512 B, 1.6 GiB, 819 MiB. */
+export function formatBytes(bytes: number): string {
+  if (bytes < 0) return "no limit";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  if (unit === 0) return `${bytes} B`;
+  // Rounded down: "free" must never be overstated.
+  const shown = value < 10 ? Math.floor(value * 10) / 10 : Math.floor(value);
+  return `${shown} ${units[unit]}`;
+}
+
+export interface ProbeOptions {
+  storage: StorageKind;
+  replicas: number;
+  /** Stop searching above this: the caller needs to know only whether at least this much is free. */
+  upToBytes: number;
+}
+
+/** Finer than this the answer does not change a decision; stops the search early. */
+const RESOLUTION_BYTES = 1024 * 1024;
+const RELATIVE_RESOLUTION = 1 / 64;
+
+/**
+ * Bytes (per replica) a new stream of this storage kind and replica count
+ * could ask for now, at most `upToBytes`: exactly `upToBytes` means "at least
+ * that much". Rounded down to the search's resolution (1 MiB, or 1/64 of the
+ * answer when larger). Failures other than "no room" are thrown as they are.
+ */
+export async function measureRoom(jsm: JetStreamManager, options: ProbeOptions): Promise<number> {
+  const fits = (bytes: number) => probeFits(jsm, bytes, options);
+  if (options.upToBytes <= 0) return 0;
+  if (await fits(options.upToBytes)) return options.upToBytes;
+  let lo = 0; // fits (0 = nothing)
+  let hi = options.upToBytes; // does not fit
+  while (hi - lo > Math.max(RESOLUTION_BYTES, lo * RELATIVE_RESOLUTION)) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (await fits(mid)) lo = mid;
+    else hi = mid;
+  }
+  return lo;
+}
+
+async function probeFits(jsm: JetStreamManager, bytes: number, options: ProbeOptions): Promise<boolean> {
+  const token = randomBytes(8).toString("hex");
+  const name = `${STREAMS.probePrefix}${token}`;
+  try {
+    await jsm.streams.add({
+      name,
+      subjects: [subjects.probe(token)],
+      max_bytes: bytes,
+      num_replicas: options.replicas,
+      storage: options.storage,
+    });
+  } catch (err) {
+    if (isNoRoomError(err)) return false;
+    throw err;
+  }
+  // Its reservation must not outlive the question; a delete that fails leaves
+  // an empty stream that holds room, so say so rather than hide it.
+  try {
+    await jsm.streams.delete(name);
+  } catch (err) {
+    throw new Error(`could not delete the room probe stream ${name}; delete it by hand (nats stream rm ${name})`, { cause: err });
+  }
+  return true;
+}
