@@ -38,6 +38,21 @@ export const NO_ROOM_CODES = new Set([
   10005, // JSClusterNoPeersErrF: no suitable peers for placement (in a cluster: not enough room on enough servers)
 ]);
 
+/**
+ * JSStreamCreateErrF, which nats-server 2.9 answers as "error creating store
+ * for stream" when the store could not be made: seen with six nodes starting
+ * together on one server, two of them adding the same stream (or a probe) at
+ * once. Nothing was created; asking again works. (Other create failures share
+ * the code: they fail again, and the last answer is thrown.)
+ */
+export const STREAM_STORE_FAILED = 10049;
+/** Tries of one add that fails with STREAM_STORE_FAILED. */
+export const STORE_FAILED_ATTEMPTS = 3;
+
+export function isStoreFailedError(err: unknown): boolean {
+  return err instanceof JetStreamApiError && err.code === STREAM_STORE_FAILED;
+}
+
 export function isNoRoomError(err: unknown): err is JetStreamApiError {
   return err instanceof JetStreamApiError && NO_ROOM_CODES.has(err.code);
 }
@@ -90,44 +105,46 @@ export interface ProbeOptions {
   upToBytes: number;
 }
 
-/** Finer than this the answer does not change a decision; stops the search early. */
-const RESOLUTION_BYTES = 1024 * 1024;
-const RELATIVE_RESOLUTION = 1 / 64;
+/** The search asks whole MiB: finer does not change a decision, and the answer reads exactly ("2 GiB"). */
+const STEP_BYTES = 1024 * 1024;
 
 /**
  * Bytes (per replica) a new stream of this storage kind and replica count
  * could ask for now, at most `upToBytes`: exactly `upToBytes` means "at least
- * that much". Rounded down to the search's resolution (1 MiB, or 1/64 of the
- * answer when larger). Failures other than "no room" are thrown as they are.
+ * that much". Otherwise a whole number of MiB, found by binary search (about
+ * 13 probes for 5 GiB). Failures other than "no room" are thrown as they are.
  */
 export async function measureRoom(jsm: JetStreamManager, options: ProbeOptions): Promise<number> {
   const fits = (bytes: number) => probeFits(jsm, bytes, options);
   if (options.upToBytes <= 0) return 0;
   if (await fits(options.upToBytes)) return options.upToBytes;
-  let lo = 0; // fits (0 = nothing)
-  let hi = options.upToBytes; // does not fit
-  while (hi - lo > Math.max(RESOLUTION_BYTES, lo * RELATIVE_RESOLUTION)) {
+  let lo = 0; // MiB known to fit (0: nothing)
+  let hi = Math.ceil(options.upToBytes / STEP_BYTES); // MiB known not to fit
+  while (hi - lo > 1) {
     const mid = Math.floor((lo + hi) / 2);
-    if (await fits(mid)) lo = mid;
+    if (await fits(mid * STEP_BYTES)) lo = mid;
     else hi = mid;
   }
-  return lo;
+  return lo * STEP_BYTES;
 }
 
 async function probeFits(jsm: JetStreamManager, bytes: number, options: ProbeOptions): Promise<boolean> {
   const token = randomBytes(8).toString("hex");
   const name = `${STREAMS.probePrefix}${token}`;
-  try {
-    await jsm.streams.add({
-      name,
-      subjects: [subjects.probe(token)],
-      max_bytes: bytes,
-      num_replicas: options.replicas,
-      storage: options.storage,
-    });
-  } catch (err) {
-    if (isNoRoomError(err)) return false;
-    throw err;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await jsm.streams.add({
+        name,
+        subjects: [subjects.probe(token)],
+        max_bytes: bytes,
+        num_replicas: options.replicas,
+        storage: options.storage,
+      });
+      break;
+    } catch (err) {
+      if (isNoRoomError(err)) return false;
+      if (!isStoreFailedError(err) || attempt >= STORE_FAILED_ATTEMPTS) throw err;
+    }
   }
   // Its reservation must not outlive the question; a delete that fails leaves
   // an empty stream that holds room, so say so rather than hide it.

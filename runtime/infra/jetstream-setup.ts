@@ -5,7 +5,7 @@ import { BUCKETS, STREAMS, subjects } from "../../subjects/index.ts";
 import type { Config } from "../config.ts";
 import type { Logger } from "../logger.ts";
 import { LOG_MESSAGES } from "../log-messages.ts";
-import { describeRoom, formatBytes, isNoRoomError, JetStreamStorageError, measureRoom, type StorageKind } from "./jetstream-room.ts";
+import { describeRoom, formatBytes, isNoRoomError, isStoreFailedError, JetStreamStorageError, measureRoom, STORE_FAILED_ATTEMPTS, type StorageKind } from "./jetstream-room.ts";
 import { retryTransient } from "./nats.ts";
 
 // Who owns the stream configuration. Every node and stand-alone gateway runs
@@ -211,11 +211,11 @@ export async function ensureJetStream(nc: NatsConnection, options: JetStreamSetu
   const found = await readStreams(ctx);
   const missing = ctx.plans.filter((p) => found.get(p.key) === undefined);
   // Missing streams are sized together, so that they share the room as documented.
-  const sizes = await ctx.step("sizing streams", () => defaultSizes(ctx, missing));
+  const sizes = await ctx.step("sizing streams", () => planSizes(ctx, missing));
   for (const plan of ctx.plans) {
     const have = found.get(plan.key);
     if (have === undefined) {
-      await ctx.step(`stream ${plan.name}`, () => createStream(ctx, plan, plan.configured.maxBytes ?? sizes.get(plan.key)!));
+      await ctx.step(`stream ${plan.name}`, () => createStream(ctx, plan, sizes.get(plan.key)!));
       continue;
     }
     const differences = diff(ctx, plan, have.config);
@@ -263,12 +263,12 @@ export async function ensureJetStream(nc: NatsConnection, options: JetStreamSetu
 export async function applyStreams(nc: NatsConnection, options: JetStreamSetupOptions & { dryRun?: boolean } = {}): Promise<StreamChange[]> {
   const ctx = await context(nc, options);
   const found = await readStreams(ctx);
-  const sizes = await ctx.step("sizing streams", () => defaultSizes(ctx, ctx.plans.filter((p) => found.get(p.key) === undefined)));
+  const sizes = await ctx.step("sizing streams", () => planSizes(ctx, ctx.plans.filter((p) => found.get(p.key) === undefined)));
   const results: StreamChange[] = [];
   for (const plan of ctx.plans) {
     const have = found.get(plan.key);
     if (have === undefined) {
-      const maxBytes = plan.configured.maxBytes ?? sizes.get(plan.key)!;
+      const maxBytes = sizes.get(plan.key)!;
       const config = options.dryRun === true ? wantedConfig(ctx, plan, maxBytes) : await ctx.step(`stream ${plan.name}`, () => createStream(ctx, plan, maxBytes));
       results.push({ stream: plan.name, action: "created", changes: creationFields(plan, config) });
       continue;
@@ -307,37 +307,62 @@ async function readStreams(ctx: Context): Promise<Map<StreamKey, StreamInfo | un
 }
 
 /**
- * Default sizes of the given (missing, unsized) streams: the preferred ones
- * when the store has room for twice their sum, else scaled down together to
- * half the room there is, capped by the account's per-stream limit.
+ * The sizes of the given missing streams, measured against the room the store
+ * has, before anything is created (a size that does not fit changes nothing):
+ * a configured size must fit, else the one-line error names its variable;
+ * unset ones get the preferred sizes when the rest of the room is twice their
+ * sum, else both scaled down to half of it; the account's per-stream limit caps them.
  */
-async function defaultSizes(ctx: Context, plans: Plan[]): Promise<Map<StreamKey, number>> {
+async function planSizes(ctx: Context, missing: Plan[]): Promise<Map<StreamKey, number>> {
   const sizes = new Map<StreamKey, number>();
-  const unsized = plans.filter((p) => p.configured.maxBytes === undefined);
-  if (unsized.length === 0) return sizes;
+  if (missing.length === 0) return sizes;
+  const configured = missing.filter((p) => p.configured.maxBytes !== undefined);
+  const unsized = missing.filter((p) => p.configured.maxBytes === undefined);
+  // -1 (no limit) reserves one byte.
+  const reserve = (p: Plan) => Math.max(p.configured.maxBytes!, 1);
+  const configuredTotal = configured.reduce((sum, p) => sum + reserve(p), 0);
   const preferred = unsized.reduce((sum, p) => sum + p.preferredBytes, 0);
-  const replicas = Math.max(...unsized.map((p) => p.replicas));
-  let upTo = Math.ceil(preferred / DEFAULT_SHARE);
+  let upTo = configuredTotal + Math.ceil(preferred / DEFAULT_SHARE);
   const accountMax = ctx.storage === "memory" ? ctx.limits?.max_memory : ctx.limits?.max_storage;
   if (accountMax !== undefined && accountMax >= 0) upTo = Math.min(upTo, accountMax);
+  const replicas = Math.max(...missing.map((p) => p.replicas));
   const room = await measureRoom(ctx.jsm, { storage: ctx.storage, replicas, upToBytes: upTo });
-  const scale = Math.min(1, (room * DEFAULT_SHARE) / preferred);
+
+  let left = room;
+  for (const p of configured) {
+    if (reserve(p) > left) throw doesNotFit(ctx, p, left);
+    sizes.set(p.key, p.configured.maxBytes!);
+    left -= reserve(p);
+  }
+  if (unsized.length === 0) return sizes;
+  const scale = Math.min(1, (left * DEFAULT_SHARE) / preferred);
   const perStreamMax = ctx.storage === "memory" ? ctx.limits?.memory_max_stream_bytes : ctx.limits?.storage_max_stream_bytes;
   for (const p of unsized) {
     let bytes = Math.floor((p.preferredBytes * scale) / MIN_DEFAULT_BYTES) * MIN_DEFAULT_BYTES;
     if (perStreamMax !== undefined && perStreamMax > 0) bytes = Math.min(bytes, perStreamMax);
-    if (bytes < MIN_DEFAULT_BYTES) {
-      throw new JetStreamStorageError(
-        `the default sizes of camfleet's streams do not fit: ${describeRoom(ctx.storage, room)} ` +
-          `(they need at least ${formatBytes(Math.ceil((MIN_DEFAULT_BYTES * preferred) / p.preferredBytes / DEFAULT_SHARE))}); ` +
-          `give JetStream more room (max_file_store) or set CAMFLEET_STATUS_MAX_BYTES and CAMFLEET_DETECTIONS_MAX_BYTES`,
-        MIN_DEFAULT_BYTES,
-        room,
-      );
-    }
     sizes.set(p.key, bytes);
   }
+  if ([...sizes.values()].some((b) => b < MIN_DEFAULT_BYTES)) {
+    // The smallest preferred size reaches the minimum last.
+    const smallest = Math.min(...unsized.map((p) => p.preferredBytes));
+    const needed = Math.ceil((MIN_DEFAULT_BYTES * preferred) / smallest / DEFAULT_SHARE) + (room - left);
+    throw new JetStreamStorageError(
+      `the default sizes of camfleet's streams do not fit: ${describeRoom(ctx.storage, room)} (they need at least ${formatBytes(needed)}); ` +
+        `give JetStream more room (max_file_store) or set ${unsized.map((p) => p.vars.maxBytes).join(" and ")}`,
+      needed,
+      room,
+    );
+  }
   return sizes;
+}
+
+function doesNotFit(ctx: Context, plan: Plan, room: number): JetStreamStorageError {
+  return new JetStreamStorageError(
+    `${plan.vars.maxBytes}=${plan.configured.maxBytes} does not fit: ${describeRoom(ctx.storage, room)}`,
+    Math.max(plan.configured.maxBytes ?? 1, 1),
+    room,
+    plan.vars.maxBytes,
+  );
 }
 
 function wantedConfig(ctx: Context, plan: Plan, maxBytes: number): Partial<StreamConfig> & { name: string } {
@@ -353,10 +378,11 @@ function wantedConfig(ctx: Context, plan: Plan, maxBytes: number): Partial<Strea
 }
 
 /**
- * Creates a missing stream. A "no room" answer is measured: a configured size
- * that does not fit is the operator's one-line error; a default one is sized
- * again to the room there is now. Another process's probe holds room for a
- * moment, so a size that fits after all is tried again (CREATE_ATTEMPTS).
+ * Creates a missing stream with the planned size. Another process's probe or
+ * stream may take room between the plan and the add: then a configured size
+ * that no longer fits is the operator's one-line error, a default one is
+ * sized again to the room there is now, and a size that fits after all (a
+ * probe held the room for a moment) is tried again, CREATE_ATTEMPTS in all.
  */
 async function createStream(ctx: Context, plan: Plan, size: number): Promise<Partial<StreamConfig>> {
   let maxBytes = size;
@@ -368,15 +394,15 @@ async function createStream(ctx: Context, plan: Plan, size: number): Promise<Par
       return want;
     } catch (err) {
       if (!isNoRoomError(err)) throw err;
-      const asked = Math.max(maxBytes, 1); // -1 (no limit) reserves one byte
-      const room = await measureRoom(ctx.jsm, { storage: ctx.storage, replicas: plan.replicas, upToBytes: asked });
-      const configured = plan.configured.maxBytes !== undefined;
-      if (attempt >= CREATE_ATTEMPTS || (configured && room < asked)) {
-        const what = configured ? `${plan.vars.maxBytes}=${maxBytes}` : `stream ${plan.name} at its default size (${formatBytes(maxBytes)}; ${plan.vars.maxBytes} unset)`;
-        throw new JetStreamStorageError(`${what} does not fit: ${describeRoom(ctx.storage, room)}`, asked, room, configured ? plan.vars.maxBytes : undefined);
+      if (plan.configured.maxBytes === undefined) {
+        // planSizes throws the one-line error when even the minimum no longer fits.
+        maxBytes = (await planSizes(ctx, [plan])).get(plan.key)!;
+      } else {
+        const asked = Math.max(maxBytes, 1);
+        const room = await measureRoom(ctx.jsm, { storage: ctx.storage, replicas: plan.replicas, upToBytes: asked });
+        if (room < asked) throw doesNotFit(ctx, plan, room);
       }
-      // Room went elsewhere since the sizing (another process's stream): size the default again.
-      if (!configured && room < asked) maxBytes = (await defaultSizes(ctx, [plan])).get(plan.key)!;
+      if (attempt >= CREATE_ATTEMPTS) throw err;
     }
   }
 }
@@ -446,12 +472,17 @@ function formatDuration(ms: number): string {
  * wanted exists after all (another node's add), and only then is it success.
  */
 async function addIgnoringRace(add: () => Promise<unknown>, wonElsewhere: () => Promise<boolean>): Promise<void> {
-  try {
-    await add();
-  } catch (err) {
-    const raced = err instanceof JetStreamApiError && (err.code === STREAM_NAME_IN_USE || err.code === STREAM_SUBJECT_OVERLAP);
-    if (raced && (await wonElsewhere())) return;
-    throw err;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await add();
+      return;
+    } catch (err) {
+      const raced = err instanceof JetStreamApiError && (err.code === STREAM_NAME_IN_USE || err.code === STREAM_SUBJECT_OVERLAP);
+      // Many adds at once on 2.9 sometimes fail to create the store; the winner's may be there.
+      const storeFailed = isStoreFailedError(err);
+      if ((raced || storeFailed) && (await wonElsewhere())) return;
+      if (!storeFailed || attempt >= STORE_FAILED_ATTEMPTS) throw err;
+    }
   }
 }
 
