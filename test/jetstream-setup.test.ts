@@ -114,6 +114,38 @@ describe("JetStream set-up", () => {
     expect((await jsm.streams.info(STREAMS.status)).config.max_age).toBe(24 * 3_600_000 * 1_000_000);
   });
 
+  it("CAMFLEET_STORAGE=memory: streams and buckets in memory, sized to the memory store; a size too large names the memory store", async () => {
+    const nats = await startNats({ onCleanup: onTestFinished, config: "jetstream { max_memory_store: 256MB }\n" });
+    const nc = await connect({ servers: nats.url });
+    onTestFinished(() => nc.close());
+    const jsm = await jetstreamManager(nc);
+    await expect(ensureJetStream(nc, { storage: "memory", detections: { maxBytes: 512 << 20 } })).rejects.toThrow(
+      /^CAMFLEET_DETECTIONS_MAX_BYTES=536870912 does not fit: the JetStream memory store has 256 MiB free$/,
+    );
+    await ensureJetStream(nc, { storage: "memory" });
+    for (const name of ALL_STREAMS) expect((await jsm.streams.info(name)).config.storage).toBe("memory");
+    expect((await jsm.streams.info(STREAMS.status)).config.max_bytes).toBe(25 << 20);
+    expect((await jsm.streams.info(STREAMS.detections)).config.max_bytes).toBe(102 << 20);
+    // A file-storage set-up later does not move them, and says so only where it has an opinion.
+    await ensureJetStream(nc);
+    expect((await jsm.streams.info(STREAMS.status)).config.storage).toBe("memory");
+    await expect(applyStreams(nc, { storage: "file" })).rejects.toThrow(/^CAMFLEET_STORAGE=file cannot change stream CAMFLEET_STATUS, which keeps its messages in memory/);
+  });
+
+  it("a cluster of three with 256 MiB stores: three replicas, sized as on one server of that size (the search holds its probes: a cluster learns of freed room late)", async () => {
+    const cluster = await startNatsCluster({ onCleanup: onTestFinished, config: "jetstream { max_file_store: 256MB }\n" });
+    const nc = await connect({ servers: cluster.urls });
+    onTestFinished(() => nc.close());
+    await ensureJetStream(nc);
+    const jsm = await jetstreamManager(nc);
+    for (const name of [STREAMS.status, STREAMS.detections]) expect((await jsm.streams.info(name)).config.num_replicas).toBe(3);
+    expect((await jsm.streams.info(STREAMS.status)).config.max_bytes).toBe(25 << 20);
+    expect((await jsm.streams.info(STREAMS.detections)).config.max_bytes).toBe(102 << 20);
+    const names: string[] = [];
+    for await (const name of jsm.streams.names()) names.push(name);
+    expect(names.sort()).toEqual([...ALL_STREAMS].sort());
+  });
+
   it("three replicas on a cluster of three, also when two nodes set up at once", async () => {
     const cluster = await startNatsCluster({ onCleanup: onTestFinished });
     const nc = await connect({ servers: cluster.urls });

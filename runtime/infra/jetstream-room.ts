@@ -113,22 +113,41 @@ const STEP_BYTES = 1024 * 1024;
  * could ask for now, at most `upToBytes`: exactly `upToBytes` means "at least
  * that much". Otherwise a whole number of MiB, found by binary search (about
  * 13 probes for 5 GiB). Failures other than "no room" are thrown as they are.
+ *
+ * Probes that fit are held until the answer is known and each next probe asks
+ * only for what comes on top of them: room is only ever taken during the
+ * search, never given back. That matters in a cluster, where the meta leader
+ * learns of room freed by a deleted stream only some time later (a search that
+ * deleted each probe at once measured 174 MiB of a 256 MiB store there), while
+ * it counts the room it hands out at once. On a cluster larger than the
+ * replica count, held probes may sit on different servers and the answer can
+ * be too high; creating the real stream then fails and sizes it again.
  */
 export async function measureRoom(jsm: JetStreamManager, options: ProbeOptions): Promise<number> {
-  const fits = (bytes: number) => probeFits(jsm, bytes, options);
   if (options.upToBytes <= 0) return 0;
-  if (await fits(options.upToBytes)) return options.upToBytes;
-  let lo = 0; // MiB known to fit (0: nothing)
-  let hi = Math.ceil(options.upToBytes / STEP_BYTES); // MiB known not to fit
-  while (hi - lo > 1) {
-    const mid = Math.floor((lo + hi) / 2);
-    if (await fits(mid * STEP_BYTES)) lo = mid;
-    else hi = mid;
+  const held: string[] = [];
+  const fits = async (bytes: number) => {
+    const name = await probe(jsm, bytes, options);
+    if (name !== undefined) held.push(name);
+    return name !== undefined;
+  };
+  try {
+    if (await fits(options.upToBytes)) return options.upToBytes;
+    let lo = 0; // MiB known to fit, all held (0: nothing)
+    let hi = Math.ceil(options.upToBytes / STEP_BYTES); // MiB known not to fit
+    while (hi - lo > 1) {
+      const mid = Math.floor((lo + hi) / 2);
+      if (await fits((mid - lo) * STEP_BYTES)) lo = mid;
+      else hi = mid;
+    }
+    return lo * STEP_BYTES;
+  } finally {
+    await releaseProbes(jsm, held);
   }
-  return lo * STEP_BYTES;
 }
 
-async function probeFits(jsm: JetStreamManager, bytes: number, options: ProbeOptions): Promise<boolean> {
+/** Creates a probe stream of this size: its name when it fits, undefined when the store has no room for it. */
+async function probe(jsm: JetStreamManager, bytes: number, options: ProbeOptions): Promise<string | undefined> {
   const token = randomBytes(8).toString("hex");
   const name = `${STREAMS.probePrefix}${token}`;
   for (let attempt = 1; ; attempt++) {
@@ -140,18 +159,28 @@ async function probeFits(jsm: JetStreamManager, bytes: number, options: ProbeOpt
         num_replicas: options.replicas,
         storage: options.storage,
       });
-      break;
+      return name;
     } catch (err) {
-      if (isNoRoomError(err)) return false;
+      if (isNoRoomError(err)) return undefined;
       if (!isStoreFailedError(err) || attempt >= STORE_FAILED_ATTEMPTS) throw err;
     }
   }
-  // Its reservation must not outlive the question; a delete that fails leaves
-  // an empty stream that holds room, so say so rather than hide it.
-  try {
-    await jsm.streams.delete(name);
-  } catch (err) {
-    throw new Error(`could not delete the room probe stream ${name}; delete it by hand (nats stream rm ${name})`, { cause: err });
+}
+
+/**
+ * Probe reservations must not outlive the question. A delete that fails
+ * leaves an empty stream holding room, so say which, rather than hide it.
+ */
+async function releaseProbes(jsm: JetStreamManager, names: string[]): Promise<void> {
+  const failed: Array<{ name: string; err: unknown }> = [];
+  for (const name of names) {
+    try {
+      await jsm.streams.delete(name);
+    } catch (err) {
+      failed.push({ name, err });
+    }
   }
-  return true;
+  if (failed.length > 0) {
+    throw new Error(`could not delete the room probe stream(s) ${failed.map((f) => f.name).join(", ")}; delete them by hand (nats stream rm <name>)`, { cause: failed[0]!.err });
+  }
 }
