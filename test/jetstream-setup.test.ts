@@ -114,6 +114,32 @@ describe("JetStream set-up", () => {
     expect((await jsm.streams.info(STREAMS.status)).config.max_age).toBe(24 * 3_600_000 * 1_000_000);
   });
 
+  it("applyStreams on a fresh server: a dry run plans the sizes and creates nothing; a size that does not fit fails the dry run too", async () => {
+    const nats = await startNats({ onCleanup: onTestFinished, config: "jetstream { max_file_store: 2GB }\n" });
+    const nc = await connect({ servers: nats.url });
+    onTestFinished(() => nc.close());
+    const jsm = await jetstreamManager(nc);
+    const names = async () => {
+      const all: string[] = [];
+      for await (const name of jsm.streams.names()) all.push(name);
+      return all.sort();
+    };
+    const dry = await applyStreams(nc, { dryRun: true });
+    expect(dry.map((r) => [r.stream, r.action, r.changes.find((c) => c.field === "max_bytes")?.to])).toEqual([
+      [STREAMS.status, "created", 204 << 20],
+      [STREAMS.detections, "created", 819 << 20],
+    ]);
+    expect(await names()).toEqual([]);
+    await applyStreams(nc, {});
+    expect(await names()).toEqual([STREAMS.detections, STREAMS.status]);
+    // 2048 − 204 − 819 = 1025 MiB left, plus the stream's own 819 MiB: 1844 MiB.
+    await expect(applyStreams(nc, { dryRun: true, detections: { maxBytes: 2 * 1024 ** 3 } })).rejects.toThrow(
+      /^CAMFLEET_DETECTIONS_MAX_BYTES=2147483648 does not fit: the JetStream store has 1.8 GiB free$/,
+    );
+    expect((await jsm.streams.info(STREAMS.detections)).config.max_bytes).toBe(819 << 20);
+    expect(await names()).toEqual([STREAMS.detections, STREAMS.status]);
+  });
+
   it("CAMFLEET_STORAGE=memory: streams and buckets in memory, sized to the memory store; a size too large names the memory store", async () => {
     const nats = await startNats({ onCleanup: onTestFinished, config: "jetstream { max_memory_store: 256MB }\n" });
     const nc = await connect({ servers: nats.url });

@@ -256,8 +256,9 @@ export async function ensureJetStream(nc: NatsConnection, options: JetStreamSetu
  * `camfleet streams apply`: creates missing streams and changes existing ones
  * to this process's configuration: the contract's subjects and duplicate
  * window always, and every limit set by a variable (an unset one leaves the
- * stream's value). With `dryRun` nothing changes (missing streams are sized,
- * which creates and deletes a probe stream) and the result says what would.
+ * stream's value). With `dryRun` nothing changes (sizes are still measured,
+ * with probe streams created and deleted at once) and the result says what
+ * would, or throws the error the change would meet.
  * KV buckets are left as they are.
  */
 export async function applyStreams(nc: NatsConnection, options: JetStreamSetupOptions & { dryRun?: boolean } = {}): Promise<StreamChange[]> {
@@ -285,7 +286,7 @@ export async function applyStreams(nc: NatsConnection, options: JetStreamSetupOp
           `JetStream cannot change a stream's storage; remove the stream (nats stream rm ${plan.name}; its events are lost) and start a node`,
       );
     }
-    if (options.dryRun !== true) await ctx.step(`stream ${plan.name}`, () => updateStream(ctx, plan, have.config, changes));
+    await ctx.step(`stream ${plan.name}`, () => updateStream(ctx, plan, have.config, changes, options.dryRun === true));
     results.push({ stream: plan.name, action: "updated", changes });
   }
   return results;
@@ -407,21 +408,34 @@ async function createStream(ctx: Context, plan: Plan, size: number): Promise<Par
   }
 }
 
-async function updateStream(ctx: Context, plan: Plan, have: StreamConfig, changes: FieldChange[]): Promise<void> {
+/**
+ * Changes an existing stream. A larger size is measured first (in a dry run
+ * too), so a size that does not fit is the one-line error and changes nothing;
+ * the stream's own reservation counts as room for it, since it is given back.
+ */
+async function updateStream(ctx: Context, plan: Plan, have: StreamConfig, changes: FieldChange[], dryRun: boolean): Promise<void> {
   const update: Partial<StreamConfig> = {};
   for (const c of changes) (update as Record<string, unknown>)[c.field] = c.to;
+  const asked = Math.max(update.max_bytes ?? have.max_bytes, 1);
+  const own = Math.max(have.max_bytes, 0);
+  const replicas = update.num_replicas ?? have.num_replicas;
+  const tooLarge = async () => {
+    const room = await measureRoom(ctx.jsm, { storage: ctx.storage, replicas, upToBytes: Math.max(asked - own, 1) });
+    const variable = update.max_bytes !== undefined ? plan.vars.maxBytes : plan.vars.replicas;
+    const value = update.max_bytes !== undefined ? update.max_bytes : update.num_replicas;
+    return { room, error: new JetStreamStorageError(`${variable}=${String(value)} does not fit: ${describeRoom(ctx.storage, room + own)}`, asked, room + own, variable) };
+  };
+  if (update.max_bytes !== undefined && replicas === have.num_replicas && asked > own) {
+    const { room, error } = await tooLarge();
+    if (room < asked - own) throw error;
+  }
+  if (dryRun) return;
   try {
     await ctx.jsm.streams.update(plan.name, { ...have, ...update });
     ctx.logger?.info({ stream: plan.name, changes: describeChanges(changes) }, "changed stream settings");
   } catch (err) {
     if (!isNoRoomError(err)) throw err;
-    // The stream's own reservation is given back when it changes: it counts as room for it.
-    const asked = Math.max(update.max_bytes ?? have.max_bytes, 1);
-    const own = Math.max(have.max_bytes, 0);
-    const room = await measureRoom(ctx.jsm, { storage: ctx.storage, replicas: update.num_replicas ?? have.num_replicas, upToBytes: Math.max(asked - own, 1) });
-    const variable = update.max_bytes !== undefined ? plan.vars.maxBytes : plan.vars.replicas;
-    const value = update.max_bytes !== undefined ? update.max_bytes : update.num_replicas;
-    throw new JetStreamStorageError(`${variable}=${String(value)} does not fit: ${describeRoom(ctx.storage, room + own)}`, asked, room + own, variable);
+    throw (await tooLarge()).error;
   }
 }
 
