@@ -140,6 +140,18 @@ describe("JetStream set-up", () => {
     expect(await names()).toEqual([STREAMS.detections, STREAMS.status]);
   });
 
+  it("an account with a JetStream limit of its own (300 MiB on a large server): account info shows it, and the streams are sized to it", async () => {
+    const config = "accounts { CF: { jetstream: { max_file: 300MB, max_mem: 64MB }, users: [ { user: cf, password: cf } ] } }\n";
+    const nats = await startNats({ onCleanup: onTestFinished, config });
+    const nc = await connect({ servers: nats.url, user: "cf", pass: "cf" });
+    onTestFinished(() => nc.close());
+    const jsm = await jetstreamManager(nc);
+    expect((await jsm.getAccountInfo()).limits.max_storage).toBe(300 << 20);
+    await ensureJetStream(nc);
+    expect((await jsm.streams.info(STREAMS.status)).config.max_bytes).toBe(30 << 20);
+    expect((await jsm.streams.info(STREAMS.detections)).config.max_bytes).toBe(120 << 20);
+  });
+
   it("CAMFLEET_STORAGE=memory: streams and buckets in memory, sized to the memory store; a size too large names the memory store", async () => {
     const nats = await startNats({ onCleanup: onTestFinished, config: "jetstream { max_memory_store: 256MB }\n" });
     const nc = await connect({ servers: nats.url });
