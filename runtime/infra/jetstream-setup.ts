@@ -90,6 +90,8 @@ const DEFAULT_SHARE = 0.5;
 const MIN_DEFAULT_BYTES = 1024 * 1024;
 /** Tries at creating one stream when a no-room answer may have been another process's probe. */
 const CREATE_ATTEMPTS = 3;
+/** Wait before measuring again after a no-room answer, ms, times the attempt. */
+const ROOM_SETTLE_MS = 250;
 
 /** Window in which JetStream drops a repeated Nats-Msg-Id: a retried publish is never a duplicate. */
 const DUPLICATE_WINDOW_MS = 2 * 60_000;
@@ -395,6 +397,9 @@ async function createStream(ctx: Context, plan: Plan, size: number): Promise<Par
       return want;
     } catch (err) {
       if (!isNoRoomError(err)) throw err;
+      // A cluster's meta leader may not have counted room just freed (another
+      // process's probes) yet: give it a moment before measuring again.
+      await new Promise((resolve) => setTimeout(resolve, ROOM_SETTLE_MS * attempt));
       if (plan.configured.maxBytes === undefined) {
         // planSizes throws the one-line error when even the minimum no longer fits.
         maxBytes = (await planSizes(ctx, [plan])).get(plan.key)!;
