@@ -6,8 +6,12 @@ import { cameraActorKind, simKind } from "../actors/index.ts";
 import type { DetectorServer } from "../proto/index.ts";
 import { assertId, CamfleetError, redact } from "../subjects/index.ts";
 import {
+  applyStreams,
   ConfigError,
   connectNats,
+  describeChanges,
+  JetStreamStorageError,
+  jetStreamOptions,
   ControlClient,
   LOG_MESSAGES,
   createLogger,
@@ -106,9 +110,17 @@ async function runService(role: Role, start: (ctx: { config: Config; logger: Log
     if (aborter.signal.aborted) return; // a signal arrived during start-up; shutdown() exits
     logger.fatal({ err }, `camfleet ${role} failed to start`);
     logger.flush();
-    process.stderr.write(`camfleet ${role}: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(EXIT_FAILURE);
+    // Streams that do not fit the store are a configuration problem: the operator gets its one line as it is.
+    const storage = storageErrorIn(err);
+    process.stderr.write(`camfleet ${role}: ${storage?.message ?? (err instanceof Error ? err.message : String(err))}\n`);
+    process.exit(storage !== undefined ? EXIT_CONFIG : EXIT_FAILURE);
   }
+}
+
+/** The JetStreamStorageError an error is, or was caused by (set-up steps wrap what they throw). */
+function storageErrorIn(err: unknown): JetStreamStorageError | undefined {
+  for (let e = err; e instanceof Error; e = e.cause) if (e instanceof JetStreamStorageError) return e;
+  return undefined;
 }
 
 function loadConfigOrExit(role: Role): Config {
@@ -246,6 +258,12 @@ async function withNats(work: (nc: NatsConnection) => Promise<void>): Promise<vo
   try {
     await work(nc);
   } catch (err) {
+    const storage = storageErrorIn(err);
+    if (storage !== undefined) {
+      process.stderr.write(`camfleet: ${storage.message}\n`);
+      process.exitCode = EXIT_CONFIG;
+      return;
+    }
     const e = toCamfleetError(err);
     process.stderr.write(`camfleet: ${e.code}: ${e.message}\n`);
     process.exitCode = EXIT_FAILURE;
@@ -392,6 +410,28 @@ program
       );
     }),
   );
+const streams = program.command("streams").description("the JetStream streams of the contract (CAMFLEET_STATUS, CAMFLEET_DETECTIONS)");
+streams
+  .command("apply")
+  .description(
+    "create missing streams and change existing ones to this configuration: the limits set by CAMFLEET_STATUS_MAX_BYTES, " +
+      "CAMFLEET_DETECTIONS_MAX_BYTES, CAMFLEET_DETECTIONS_MAX_AGE_S, CAMFLEET_DETECTIONS_REPLICAS, CAMFLEET_REPLICAS (unset ones stay as they are). " +
+      "Nodes and gateways never change an existing stream; this is how an operator does",
+  )
+  .option("--dry-run", "print what would change and change nothing")
+  .option("--json", "print JSON")
+  .action((o: { dryRun?: boolean; json?: boolean }) =>
+    withNats(async (nc) => {
+      const config = loadConfigOrExit("client");
+      const dryRun = o.dryRun === true;
+      const results = await applyStreams(nc, { ...jetStreamOptions(config), dryRun });
+      const verb = { created: dryRun ? "would be created" : "created", updated: dryRun ? "would change" : "changed", unchanged: "unchanged" } as const;
+      print(o.json, { dry_run: dryRun, streams: results }, () =>
+        results.map((r) => `${r.stream}: ${verb[r.action]}${r.changes.length > 0 ? `: ${describeChanges(r.changes)}` : ""}`).join("\n") + (dryRun ? "\n(dry run: nothing changed)" : ""),
+      );
+    }),
+  );
+
 interface EventsOptions {
   tenant?: string;
   site?: string;

@@ -1,7 +1,7 @@
 import type { AddressInfo } from "node:net";
 import { Kvm } from "@nats-io/kv";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
-import { connectNats, ControlClient, ensureJetStream, LOG_MESSAGES, type Config, type Logger, type NatsConnection } from "../runtime/index.ts";
+import { connectNats, ControlClient, ensureJetStream, jetStreamOptions, LOG_MESSAGES, type Config, type Logger, type NatsConnection } from "../runtime/index.ts";
 import { BUCKETS } from "../subjects/index.ts";
 import { GatewayCore, type GatewayCoreOptions } from "./core.ts";
 import { createHttp } from "./http.ts";
@@ -77,7 +77,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       ...(options.signal !== undefined ? { signal: options.signal } : {}),
     });
     if (options.ensureJetStream ?? true) {
-      await ensureJetStream(nc, { ...(config.replicas !== undefined ? { replicas: config.replicas } : {}), logger: log });
+      // The gateway's own settings, like a node's: it creates what is missing and changes nothing that exists.
+      await ensureJetStream(nc, jetStreamOptions(config, log));
     }
     const kvm = new Kvm(nc);
     const [cameras, leases, relays] = await Promise.all([kvm.open(BUCKETS.cameras), kvm.open(BUCKETS.leases), kvm.open(BUCKETS.relays, { timeout: 2000 })]);

@@ -71,8 +71,15 @@ export interface Config {
   webrtcLoopbackOnly: boolean;
   /** Actor kind that runs each camera: `camera` (default) or `sim` (simulated, no media). */
   actorKind: string;
-  /** Limits of the CAMFLEET_DETECTIONS stream; replicas unset = `replicas`. */
-  detectionsStream: { maxAgeMs: number; maxBytes: number; replicas?: number };
+  /**
+   * Limits of the CAMFLEET_DETECTIONS stream, each only when its variable is set: unset
+   * max bytes are sized to the JetStream store, max age is 7 days, replicas are `replicas`.
+   */
+  detectionsStream: { maxAgeMs?: number; maxBytes?: number; replicas?: number };
+  /** Max bytes of the CAMFLEET_STATUS stream when CAMFLEET_STATUS_MAX_BYTES is set; unset = sized to the store. */
+  statusStream: { maxBytes?: number };
+  /** Where streams and KV buckets keep their messages (CAMFLEET_STORAGE); unset = file. */
+  storage?: "file" | "memory";
   /** Detection events a node buffers while NATS is away; more are dropped and counted. Default 10000. */
   detectionsBuffer: number;
 }
@@ -191,6 +198,8 @@ const VARS = {
   CAMFLEET_DETECTIONS_MAX_BYTES: { schema: int(-1, 2 ** 50) },
   CAMFLEET_DETECTIONS_REPLICAS: { schema: int(1, 5) },
   CAMFLEET_DETECTIONS_BUFFER: { schema: int(1, 1_000_000) },
+  CAMFLEET_STATUS_MAX_BYTES: { schema: int(-1, 2 ** 50) },
+  CAMFLEET_STORAGE: { schema: z.enum(["file", "memory"], "must be file or memory") },
 } as const satisfies Record<string, { schema: z.ZodType; alias?: string }>;
 
 type VarName = keyof typeof VARS;
@@ -249,11 +258,15 @@ export function loadConfig(env: Env, role: Role): Config {
     relayMaxViewersPerCamera: parsed.RELAY_MAX_VIEWERS_PER_CAMERA ?? 100,
     relayMaxViewers: parsed.RELAY_MAX_VIEWERS ?? 500,
     webrtcLoopbackOnly: parsed.WEBRTC_LOOPBACK_ONLY ?? false,
+    // Unset stream limits stay unset: defaults fit the store when a stream is
+    // created, and an unset limit is no opinion about an existing stream.
     detectionsStream: {
-      maxAgeMs: (parsed.CAMFLEET_DETECTIONS_MAX_AGE_S ?? 7 * 86_400) * 1000,
-      maxBytes: parsed.CAMFLEET_DETECTIONS_MAX_BYTES ?? 4 * 1024 ** 3,
+      ...(parsed.CAMFLEET_DETECTIONS_MAX_AGE_S !== undefined ? { maxAgeMs: parsed.CAMFLEET_DETECTIONS_MAX_AGE_S * 1000 } : {}),
+      ...(parsed.CAMFLEET_DETECTIONS_MAX_BYTES !== undefined ? { maxBytes: parsed.CAMFLEET_DETECTIONS_MAX_BYTES } : {}),
       ...(parsed.CAMFLEET_DETECTIONS_REPLICAS !== undefined ? { replicas: parsed.CAMFLEET_DETECTIONS_REPLICAS } : {}),
     },
+    statusStream: parsed.CAMFLEET_STATUS_MAX_BYTES !== undefined ? { maxBytes: parsed.CAMFLEET_STATUS_MAX_BYTES } : {},
+    ...(parsed.CAMFLEET_STORAGE !== undefined ? { storage: parsed.CAMFLEET_STORAGE } : {}),
     detectionsBuffer: parsed.CAMFLEET_DETECTIONS_BUFFER ?? 10_000,
   };
 }

@@ -19,6 +19,8 @@ export const LOG_MESSAGES = {
   embeddedNatsReady: "embedded nats-server ready",
   gatewayReady: "gateway ready",
   detectorListening: "reference detector listening",
+  /** Warn: an existing stream differs from this process's configuration; it is left as it is. */
+  streamSettingsDiffer: "stream settings differ from this process's configuration; left as they are (camfleet streams apply changes them)",
 } as const;
 
 export type LogMessage = (typeof LOG_MESSAGES)[keyof typeof LOG_MESSAGES];

@@ -1,4 +1,4 @@
-import { assertId, DEFAULT_SITE, DEFAULT_TENANT } from "./ids.ts";
+import { assertId, DEFAULT_SITE, DEFAULT_TENANT, isValidId } from "./ids.ts";
 
 /**
  * Every subject, stream, KV bucket and queue group camfleet uses. Nothing
@@ -11,6 +11,11 @@ export const PREFIX = "camfleet";
 export const STREAMS = {
   status: "CAMFLEET_STATUS",
   detections: "CAMFLEET_DETECTIONS",
+  /**
+   * Prefix of the throwaway streams that measure how much room the JetStream
+   * store has left (runtime/infra/jetstream-room.ts): each is deleted at once.
+   */
+  probePrefix: "CAMFLEET_PROBE_",
 } as const;
 
 export const BUCKETS = {
@@ -71,6 +76,11 @@ export const subjects = {
   /** All subjects a stream captures. */
   statusAll: `${PREFIX}.status.>`,
   detectionsAll: `${PREFIX}.det.>`,
+  /** The one subject of a room probe stream (nothing is ever published there). */
+  probe: (token: string) => {
+    if (!isValidId(token)) throw new RangeError(`probe token ${JSON.stringify(token)} is not one subject token`);
+    return `${PREFIX}.probe.${token}`;
+  },
 
   ctl: {
     camerasPut: `${PREFIX}.ctl.cameras.put`,

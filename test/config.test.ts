@@ -29,7 +29,11 @@ describe("configuration", () => {
   it("points AI_ENDPOINT at DETECTOR_LISTEN unless it is set, and reads the detections stream limits", () => {
     expect(loadConfig({ DETECTOR_LISTEN: "127.0.0.1:6000" }, "up").aiEndpoint).toBe("127.0.0.1:6000");
     expect(loadConfig({ DETECTOR_LISTEN: "127.0.0.1:6000", AI_ENDPOINT: "gpu:50051" }, "up").aiEndpoint).toBe("gpu:50051");
-    expect(loadConfig({}, "node").detectionsStream).toEqual({ maxAgeMs: 7 * 86_400_000, maxBytes: 4 * 1024 ** 3 });
+    // Unset limits stay unset: the stream set-up sizes them to the store.
+    expect(loadConfig({}, "node").detectionsStream).toEqual({});
+    expect(loadConfig({}, "node").statusStream).toEqual({});
+    expect(loadConfig({ CAMFLEET_STATUS_MAX_BYTES: "1048576", CAMFLEET_STORAGE: "memory" }, "node")).toMatchObject({ statusStream: { maxBytes: 1_048_576 }, storage: "memory" });
+    expect(() => loadConfig({ CAMFLEET_STORAGE: "disk" }, "node")).toThrow(/CAMFLEET_STORAGE must be file or memory \(got "disk"\)/);
     const c = loadConfig({ CAMFLEET_DETECTIONS_MAX_AGE_S: "3600", CAMFLEET_DETECTIONS_MAX_BYTES: "-1", CAMFLEET_DETECTIONS_REPLICAS: "3", CAMFLEET_DETECTIONS_BUFFER: "500" }, "node");
     expect(c.detectionsStream).toEqual({ maxAgeMs: 3_600_000, maxBytes: -1, replicas: 3 });
     expect(c.detectionsBuffer).toBe(500);

@@ -2,8 +2,8 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { Writable } from "node:stream";
-import { createLogger } from "../runtime/index.ts";
-import { defaultReplicas, ensureJetStream } from "../runtime/infra/jetstream-setup.ts";
+import { createLogger, LOG_MESSAGES } from "../runtime/index.ts";
+import { applyStreams, defaultReplicas, ensureJetStream } from "../runtime/infra/jetstream-setup.ts";
 import { BUCKETS, STREAMS, subjects } from "../subjects/index.ts";
 import { startNats, startNatsCluster } from "./helpers/nats-harness.ts";
 import { waitFor } from "./helpers/wait.ts";
@@ -70,7 +70,7 @@ describe("JetStream set-up", () => {
     await expect(ensureJetStream(nc, { retryForMs: 1_000 })).rejects.toThrow(/^JetStream set-up failed|^stream CAMFLEET_STATUS failed/);
   });
 
-  it("the detections stream takes the configured max age and max bytes, and a changed limit updates it", async () => {
+  it("a new detections stream takes the configured max age and max bytes; a later set-up with other limits leaves it as it is and says so once; applyStreams changes it", async () => {
     const nats = await startNats({ onCleanup: onTestFinished });
     const nc = await connect({ servers: nats.url });
     onTestFinished(() => nc.close());
@@ -78,11 +78,110 @@ describe("JetStream set-up", () => {
     await ensureJetStream(nc, { detections: { maxAgeMs: 3_600_000, maxBytes: 64 << 20, replicas: 1 } });
     let config = (await jsm.streams.info(STREAMS.detections)).config;
     expect([config.max_age, config.max_bytes, config.num_replicas]).toEqual([3_600_000 * 1_000_000, 64 << 20, 1]);
-    await ensureJetStream(nc, { detections: { maxAgeMs: 7_200_000, maxBytes: -1 } });
+
+    const warnings: Array<Record<string, unknown>> = [];
+    const destination = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const line of chunk.toString("utf8").split("\n").filter((l) => l !== "")) {
+          const parsed = JSON.parse(line) as Record<string, unknown>;
+          if (parsed.msg === LOG_MESSAGES.streamSettingsDiffer) warnings.push(parsed);
+        }
+        done();
+      },
+    });
+    const logger = createLogger({ node: "test", level: "warn", destination });
+    await ensureJetStream(nc, { detections: { maxAgeMs: 7_200_000, maxBytes: -1 }, logger });
+    config = (await jsm.streams.info(STREAMS.detections)).config;
+    expect([config.max_age, config.max_bytes]).toEqual([3_600_000 * 1_000_000, 64 << 20]);
+    await waitFor(() => warnings.length > 0, { timeoutMs: 5_000, message: "the difference logged" });
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatchObject({
+      level: "warn",
+      stream: STREAMS.detections,
+      differences: "max_bytes 64 MiB → no limit (CAMFLEET_DETECTIONS_MAX_BYTES), max_age 1h → 2h (CAMFLEET_DETECTIONS_MAX_AGE_S)",
+    });
+    // A set-up without settings of its own has no opinion: nothing to say.
+    await ensureJetStream(nc, { logger });
+    expect(warnings).toHaveLength(1);
+
+    const dry = await applyStreams(nc, { detections: { maxAgeMs: 7_200_000, maxBytes: -1 }, dryRun: true });
+    expect(dry.map((r) => [r.stream, r.action])).toEqual([[STREAMS.status, "unchanged"], [STREAMS.detections, "updated"]]);
+    expect((await jsm.streams.info(STREAMS.detections)).config.max_bytes).toBe(64 << 20);
+    await applyStreams(nc, { detections: { maxAgeMs: 7_200_000, maxBytes: -1 } });
     config = (await jsm.streams.info(STREAMS.detections)).config;
     expect([config.max_age, config.max_bytes]).toEqual([7_200_000 * 1_000_000, -1]);
     // The status stream keeps its own defaults.
     expect((await jsm.streams.info(STREAMS.status)).config.max_age).toBe(24 * 3_600_000 * 1_000_000);
+  });
+
+  it("applyStreams on a fresh server: a dry run plans the sizes and creates nothing; a size that does not fit fails the dry run too", async () => {
+    const nats = await startNats({ onCleanup: onTestFinished, config: "jetstream { max_file_store: 2GB }\n" });
+    const nc = await connect({ servers: nats.url });
+    onTestFinished(() => nc.close());
+    const jsm = await jetstreamManager(nc);
+    const names = async () => {
+      const all: string[] = [];
+      for await (const name of jsm.streams.names()) all.push(name);
+      return all.sort();
+    };
+    const dry = await applyStreams(nc, { dryRun: true });
+    expect(dry.map((r) => [r.stream, r.action, r.changes.find((c) => c.field === "max_bytes")?.to])).toEqual([
+      [STREAMS.status, "created", 204 << 20],
+      [STREAMS.detections, "created", 819 << 20],
+    ]);
+    expect(await names()).toEqual([]);
+    await applyStreams(nc, {});
+    expect(await names()).toEqual([STREAMS.detections, STREAMS.status]);
+    // 2048 − 204 − 819 = 1025 MiB left, plus the stream's own 819 MiB: 1844 MiB.
+    await expect(applyStreams(nc, { dryRun: true, detections: { maxBytes: 2 * 1024 ** 3 } })).rejects.toThrow(
+      /^CAMFLEET_DETECTIONS_MAX_BYTES=2147483648 does not fit: the JetStream store has 1.8 GiB free$/,
+    );
+    expect((await jsm.streams.info(STREAMS.detections)).config.max_bytes).toBe(819 << 20);
+    expect(await names()).toEqual([STREAMS.detections, STREAMS.status]);
+  });
+
+  it("an account with a JetStream limit of its own (300 MiB on a large server): account info shows it, and the streams are sized to it", async () => {
+    const config = "accounts { CF: { jetstream: { max_file: 300MB, max_mem: 64MB }, users: [ { user: cf, password: cf } ] } }\n";
+    const nats = await startNats({ onCleanup: onTestFinished, config });
+    const nc = await connect({ servers: nats.url, user: "cf", pass: "cf" });
+    onTestFinished(() => nc.close());
+    const jsm = await jetstreamManager(nc);
+    expect((await jsm.getAccountInfo()).limits.max_storage).toBe(300 << 20);
+    await ensureJetStream(nc);
+    expect((await jsm.streams.info(STREAMS.status)).config.max_bytes).toBe(30 << 20);
+    expect((await jsm.streams.info(STREAMS.detections)).config.max_bytes).toBe(120 << 20);
+  });
+
+  it("CAMFLEET_STORAGE=memory: streams and buckets in memory, sized to the memory store; a size too large names the memory store", async () => {
+    const nats = await startNats({ onCleanup: onTestFinished, config: "jetstream { max_memory_store: 256MB }\n" });
+    const nc = await connect({ servers: nats.url });
+    onTestFinished(() => nc.close());
+    const jsm = await jetstreamManager(nc);
+    await expect(ensureJetStream(nc, { storage: "memory", detections: { maxBytes: 512 << 20 } })).rejects.toThrow(
+      /^CAMFLEET_DETECTIONS_MAX_BYTES=536870912 does not fit: the JetStream memory store has 256 MiB free$/,
+    );
+    await ensureJetStream(nc, { storage: "memory" });
+    for (const name of ALL_STREAMS) expect((await jsm.streams.info(name)).config.storage).toBe("memory");
+    expect((await jsm.streams.info(STREAMS.status)).config.max_bytes).toBe(25 << 20);
+    expect((await jsm.streams.info(STREAMS.detections)).config.max_bytes).toBe(102 << 20);
+    // A file-storage set-up later does not move them, and says so only where it has an opinion.
+    await ensureJetStream(nc);
+    expect((await jsm.streams.info(STREAMS.status)).config.storage).toBe("memory");
+    await expect(applyStreams(nc, { storage: "file" })).rejects.toThrow(/^CAMFLEET_STORAGE=file cannot change stream CAMFLEET_STATUS, which keeps its messages in memory/);
+  });
+
+  it("a cluster of three with 256 MiB stores: three replicas, sized as on one server of that size (the search holds its probes: a cluster learns of freed room late)", async () => {
+    const cluster = await startNatsCluster({ onCleanup: onTestFinished, config: "jetstream { max_file_store: 256MB }\n" });
+    const nc = await connect({ servers: cluster.urls });
+    onTestFinished(() => nc.close());
+    await ensureJetStream(nc);
+    const jsm = await jetstreamManager(nc);
+    for (const name of [STREAMS.status, STREAMS.detections]) expect((await jsm.streams.info(name)).config.num_replicas).toBe(3);
+    expect((await jsm.streams.info(STREAMS.status)).config.max_bytes).toBe(25 << 20);
+    expect((await jsm.streams.info(STREAMS.detections)).config.max_bytes).toBe(102 << 20);
+    const names: string[] = [];
+    for await (const name of jsm.streams.names()) names.push(name);
+    expect(names.sort()).toEqual([...ALL_STREAMS].sort());
   });
 
   it("three replicas on a cluster of three, also when two nodes set up at once", async () => {

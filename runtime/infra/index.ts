@@ -3,8 +3,10 @@ export { describeExit, findExecutable, isExecutable, pdeathsigCommand, SETPRIV, 
 export type { ChildExit, StdioSlot, SupervisedChild, SuperviseOptions } from "./child-process.ts";
 export { EmbeddedNatsPortInUseError, startEmbeddedNats } from "./embedded-nats.ts";
 export type { EmbeddedNatsOptions } from "./embedded-nats.ts";
-export { defaultReplicas, ensureJetStream } from "./jetstream-setup.ts";
-export type { JetStreamSetupOptions, StreamLimits } from "./jetstream-setup.ts";
+export { applyStreams, defaultReplicas, describeChanges, ensureJetStream, jetStreamOptions } from "./jetstream-setup.ts";
+export type { FieldChange, JetStreamSetupOptions, StreamChange, StreamLimits } from "./jetstream-setup.ts";
+export { formatBytes, JetStreamStorageError } from "./jetstream-room.ts";
+export type { StorageKind } from "./jetstream-room.ts";
 export { isCasConflict, KvClaims } from "./kv-claim.ts";
 export type { KvClaimOptions } from "./kv-claim.ts";
 export { cameraSpecOf, connectNats, isTransientNatsError, retryTransient, toCamfleetError } from "./nats.ts";

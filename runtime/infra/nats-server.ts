@@ -51,6 +51,11 @@ export interface NatsServerOptions {
   monitorPort?: number;
   /** JetStream store directory; created if missing. Kept across restarts, never deleted here. */
   storeDir: string;
+  /**
+   * Path of a nats-server configuration file (`--config`), for what has no
+   * flag, e.g. `jetstream { max_file_store: 2GB }`. The flags above win over it.
+   */
+  configFile?: string;
   /** Makes this server a member of a cluster. Omitted: a standalone server. */
   cluster?: NatsClusterOptions;
   /**
@@ -326,6 +331,7 @@ export class NatsServerProcess {
       "--jetstream",
       "--store_dir", this.#storeDir,
     ];
+    if (o.configFile !== undefined) args.push("--config", o.configFile);
     if (o.cluster) {
       args.push("--cluster_name", o.cluster.name, "--cluster", `nats://${HOST}:${this.#clusterPort ?? SERVER_PICKS}`);
       if (o.cluster.routes.length > 0) args.push("--routes", o.cluster.routes.join(","));

@@ -21,7 +21,7 @@ import { ClusterView } from "./cluster-view.ts";
 import type { Config } from "../config.ts";
 import { describeConfig } from "../config.ts";
 import { serveCameraStatus, serveCameraViewers, serveControl } from "./control-server.ts";
-import { connectNats, ensureJetStream, retryTransient, startEmbeddedNats, type NatsConnection, type NatsServerProcess } from "../infra/index.ts";
+import { connectNats, ensureJetStream, jetStreamOptions, retryTransient, startEmbeddedNats, type NatsConnection, type NatsServerProcess } from "../infra/index.ts";
 import { every, realClock, type Clock, type Repeating, type Timer } from "../clock.ts";
 import { timedOut, withTimeout } from "../deadline.ts";
 import { BufferedPublisher } from "./event-publisher.ts";
@@ -177,7 +177,7 @@ export class FleetNode {
     });
     this.#nc = nc;
     const { replicas } = await this.#retryTransient("setting up JetStream streams and buckets", () =>
-      ensureJetStream(nc, { ...(config.replicas !== undefined ? { replicas: config.replicas } : {}), detections: config.detectionsStream, logger: log }),
+      ensureJetStream(nc, jetStreamOptions(config, log)),
     );
     this.#js = jetstream(nc);
     this.#detections = new BufferedPublisher({

@@ -24,7 +24,7 @@
 // program of someone else's, the first start is tried again with fresh ports
 // (at most START_ATTEMPTS times), and the harness says so on stderr.
 
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { NatsServerProcess, NatsServerStartError, type NatsServerOptions } from "../../runtime/infra/nats-server.ts";
@@ -41,6 +41,12 @@ export interface StartNatsOptions {
   readyTimeoutMs?: number;
   /** Each line of the server's log. Default: dropped (the tail stays in `server.stderrTail()`). */
   onLog?: (line: string) => void;
+  /**
+   * Text of a nats-server configuration file, for settings that have no flag,
+   * e.g. `jetstream { max_file_store: 2GB }`. Ports, store dir and names are
+   * the harness's (its flags win).
+   */
+  config?: string;
 }
 
 export interface NatsHandle {
@@ -61,6 +67,8 @@ export interface StartNatsClusterOptions {
   onLog?: (server: string, line: string) => void;
   /** Members do not advertise each other's client URLs: clients cannot roam (for partition tests). */
   noAdvertise?: boolean;
+  /** Text of a configuration file every member gets, as for startNats. */
+  config?: string;
 }
 
 export interface NatsClusterHandle {
@@ -86,6 +94,7 @@ export async function startNats(opts: StartNatsOptions): Promise<NatsHandle> {
     }
   });
   opts.onCleanup(close);
+  const configFile = await writeConfig(root, opts.config);
   const started = await withFreshPorts(async (attempt) => {
     server = new NatsServerProcess({
       name: opts.name ?? "test",
@@ -94,6 +103,7 @@ export async function startNats(opts: StartNatsOptions): Promise<NatsHandle> {
       storeDir: join(root, `store-${attempt}`),
       readyTimeoutMs: opts.readyTimeoutMs,
       onLog: opts.onLog,
+      ...(configFile !== undefined ? { configFile } : {}),
     });
     await server.start();
     return server;
@@ -135,6 +145,7 @@ export async function startNatsCluster(opts: StartNatsClusterOptions): Promise<N
     }
   });
   opts.onCleanup(close);
+  const configFile = await writeConfig(root, opts.config);
 
   const start = async (attempt: number): Promise<void> => {
     servers.length = 0;
@@ -151,6 +162,7 @@ export async function startNatsCluster(opts: StartNatsClusterOptions): Promise<N
         storeDir: join(root, `${attempt}`, name),
         cluster: { name: "camfleet-test", port: clusterPorts[i], routes, ...(opts.noAdvertise === true ? { noAdvertise: true } : {}) },
         readyTimeoutMs,
+        ...(configFile !== undefined ? { configFile } : {}),
       };
       const onLog = opts.onLog;
       if (onLog) options.onLog = (line) => onLog(name, line);
@@ -199,6 +211,14 @@ async function routeCount(monitorPort: number): Promise<number | undefined> {
   } catch {
     return undefined;
   }
+}
+
+/** Writes the configuration text into the temp root; undefined when there is none. */
+async function writeConfig(root: string, text: string | undefined): Promise<string | undefined> {
+  if (text === undefined) return undefined;
+  const path = join(root, "nats-server.conf");
+  await writeFile(path, text);
+  return path;
 }
 
 function once(fn: () => Promise<void>): () => Promise<void> {
