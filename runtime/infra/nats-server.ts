@@ -51,6 +51,12 @@ export interface NatsServerOptions {
   monitorPort?: number;
   /** JetStream store directory; created if missing. Kept across restarts, never deleted here. */
   storeDir: string;
+  /**
+   * A nats-server configuration file (`--config`) for what has no flag here:
+   * `authorization`, `accounts`, `tls`, operator mode. The flags this class
+   * passes (name, ports, store dir, cluster) override the same settings in it.
+   */
+  configFile?: string;
   /** Makes this server a member of a cluster. Omitted: a standalone server. */
   cluster?: NatsClusterOptions;
   /**
@@ -318,6 +324,7 @@ export class NatsServerProcess {
   #args(portsDir: string): string[] {
     const o = this.#opts;
     const args = [
+      ...(o.configFile !== undefined ? ["--config", o.configFile] : []),
       "--server_name", o.name,
       "--addr", HOST, // clients, the monitor (it follows --addr) and the advertised connect_urls
       "--port", String(this.#port ?? SERVER_PICKS),

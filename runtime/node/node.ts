@@ -164,6 +164,8 @@ export class FleetNode {
     }
     const nc = await connectNats({
       servers: this.natsServers,
+      // The embedded server has no auth; a NATS_URL server gets NATS_USER … NATS_KEY.
+      ...(this.#embedded === undefined ? { auth: config.natsAuth } : {}),
       name: `camfleet-node-${this.id}`,
       logger: log,
       metrics: this.metrics,
