@@ -41,6 +41,8 @@ export interface StartNatsOptions {
   readyTimeoutMs?: number;
   /** Each line of the server's log. Default: dropped (the tail stays in `server.stderrTail()`). */
   onLog?: (line: string) => void;
+  /** A nats-server config file (auth, TLS, accounts); the harness's own flags win over it. */
+  configFile?: string;
 }
 
 export interface NatsHandle {
@@ -94,6 +96,7 @@ export async function startNats(opts: StartNatsOptions): Promise<NatsHandle> {
       storeDir: join(root, `store-${attempt}`),
       readyTimeoutMs: opts.readyTimeoutMs,
       onLog: opts.onLog,
+      ...(opts.configFile !== undefined ? { configFile: opts.configFile } : {}),
     });
     await server.start();
     return server;
