@@ -43,6 +43,8 @@ export interface StartNatsOptions {
   onLog?: (line: string) => void;
   /** A nats-server config file (auth, TLS, accounts); the harness's own flags win over it. */
   configFile?: string;
+  /** Extra environment of the server, e.g. the passwords a config file names as `$VAR`. */
+  env?: Record<string, string>;
 }
 
 export interface NatsHandle {
@@ -97,6 +99,7 @@ export async function startNats(opts: StartNatsOptions): Promise<NatsHandle> {
       readyTimeoutMs: opts.readyTimeoutMs,
       onLog: opts.onLog,
       ...(opts.configFile !== undefined ? { configFile: opts.configFile } : {}),
+      ...(opts.env !== undefined ? { env: { ...process.env, ...opts.env } } : {}),
     });
     await server.start();
     return server;
