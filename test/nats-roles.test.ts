@@ -1,10 +1,12 @@
-// The least-privilege users of deploy/nats/accounts.conf on a real
-// nats-server: a node, a gateway and the operator's CLI each run with their
-// own user and hit no permission violation; the alert consumer reads events
-// but is refused a camera put at once with PERMISSION_DENIED naming the
-// subject, not after a timeout.
+// deploy/nats/ as an operator installs it: a 3-server cluster started from
+// cluster.conf (mutual TLS for clients and routes) with the least-privilege
+// users of accounts.conf. A node, a gateway and the operator's CLI each run
+// with their own user, over TLS with a client certificate, and hit no
+// permission violation; the alert consumer reads events but is refused a
+// camera put at once with PERMISSION_DENIED naming the subject, not after a
+// timeout.
 
-import { copyFile } from "node:fs/promises";
+import { copyFile, readFile, writeFile } from "node:fs/promises";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -13,11 +15,11 @@ import { runCamfleet, type CamfleetProcess } from "./helpers/camfleet-process.ts
 import { startFleetNode } from "./helpers/fleet.ts";
 import { startTestGateway } from "./helpers/gateway.ts";
 import { callJson } from "./helpers/http.ts";
-import { startNats } from "./helpers/nats-harness.ts";
-import { secretsDir, writeServerConfig } from "./helpers/nats-secure.ts";
+import { startNatsCluster } from "./helpers/nats-harness.ts";
+import { makeTlsFiles, secretsDir } from "./helpers/nats-secure.ts";
 import { waitFor } from "./helpers/wait.ts";
 
-const ACCOUNTS = fileURLToPath(new URL("../deploy/nats/accounts.conf", import.meta.url));
+const DEPLOY = fileURLToPath(new URL("../deploy/nats/", import.meta.url));
 
 const PASSWORDS = {
   CAMFLEET_NODE_PASSWORD: `pw-${randomBytes(8).toString("hex")}`,
@@ -27,7 +29,6 @@ const PASSWORDS = {
   CAMFLEET_OPERATOR_PASSWORD: `pw-${randomBytes(8).toString("hex")}`,
   NATS_SYS_PASSWORD: `pw-${randomBytes(8).toString("hex")}`,
 };
-const as = (user: string, password: string) => ({ NATS_USER: user, NATS_PASSWORD: password });
 
 async function cli(args: string[], env: Record<string, string>): Promise<{ code: number | null; out: string; err: string; ms: number; proc: CamfleetProcess }> {
   const started = Date.now();
@@ -36,23 +37,36 @@ async function cli(args: string[], env: Record<string, string>): Promise<{ code:
   return { code, out: proc.lines.map((l) => (l.raw !== undefined ? String(l.raw) : JSON.stringify(l))).join("\n"), err: proc.stderr(), ms: Date.now() - started, proc };
 }
 
-describe("deploy/nats/accounts.conf: one user per role", () => {
+describe("deploy/nats/: a TLS cluster with one user per role", () => {
   it("node, gateway and operator work with their own users; the alert consumer reads events and is refused a camera put at once", async () => {
     const dir = await secretsDir(onTestFinished);
-    // As an operator installs it: accounts.conf next to the server's config, which includes it.
-    await copyFile(ACCOUNTS, join(dir, "accounts.conf"));
+    // As an operator installs them: both files side by side, the certificate
+    // paths pointed at this test's CA. The harness's flags set what differs
+    // per machine (names, ports, routes, store dirs) and override the file.
+    await copyFile(join(DEPLOY, "accounts.conf"), join(dir, "accounts.conf"));
+    const tls = await makeTlsFiles(dir);
+    const cluster = (await readFile(join(DEPLOY, "cluster.conf"), "utf8"))
+      .replaceAll("/etc/nats/tls/", `${dir}/`)
+      .replace(/^\s*store_dir: .*$/m, ""); // nats-server refuses --store_dir beside one in the file
+    expect(cluster).toContain(tls.serverCert);
+    await writeFile(join(dir, "cluster.conf"), cluster);
     const violations: string[] = [];
-    const nats = await startNats({
+    const nats = await startNatsCluster({
       onCleanup: onTestFinished,
-      configFile: await writeServerConfig(dir, "server", 'include "accounts.conf"'),
+      configFile: join(dir, "cluster.conf"),
       env: PASSWORDS,
-      onLog: (line) => {
+      noAdvertise: true, // the file's client_advertise names hosts that do not exist here
+      readyTimeoutMs: 30_000,
+      onLog: (_server, line) => {
         if (/violation/i.test(line)) violations.push(line);
       },
     });
-    const url = nats.url;
+    const urls = nats.urls.map((u) => u.replace("nats://", "tls://"));
+    const url = urls.join(",");
+    const client = { NATS_CA: tls.ca, NATS_CERT: tls.clientCert, NATS_KEY: tls.clientKey };
+    const as = (user: string, password: string) => ({ NATS_USER: user, NATS_PASSWORD: password, ...client });
 
-    const node = await startFleetNode({ id: "n1", natsUrls: [url], env: as("node", PASSWORDS.CAMFLEET_NODE_PASSWORD), onCleanup: onTestFinished });
+    const node = await startFleetNode({ id: "n1", natsUrls: urls, env: as("node", PASSWORDS.CAMFLEET_NODE_PASSWORD), onCleanup: onTestFinished });
     const gateway = await startTestGateway({ natsUrl: url, env: as("gateway", PASSWORDS.CAMFLEET_GATEWAY_PASSWORD), onCleanup: onTestFinished });
     const operator = { NATS_URL: url, ...as("operator", PASSWORDS.CAMFLEET_OPERATOR_PASSWORD) };
     const alerts = { NATS_URL: url, ...as("alert-consumer", PASSWORDS.CAMFLEET_ALERTS_PASSWORD) };

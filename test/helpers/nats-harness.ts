@@ -65,6 +65,10 @@ export interface StartNatsClusterOptions {
   onLog?: (server: string, line: string) => void;
   /** Members do not advertise each other's client URLs: clients cannot roam (for partition tests). */
   noAdvertise?: boolean;
+  /** A config file every member starts with (auth, TLS); the harness's flags (names, ports, routes, store) win over it. */
+  configFile?: string;
+  /** Extra environment of every member. */
+  env?: Record<string, string>;
 }
 
 export interface NatsClusterHandle {
@@ -157,6 +161,8 @@ export async function startNatsCluster(opts: StartNatsClusterOptions): Promise<N
         storeDir: join(root, `${attempt}`, name),
         cluster: { name: "camfleet-test", port: clusterPorts[i], routes, ...(opts.noAdvertise === true ? { noAdvertise: true } : {}) },
         readyTimeoutMs,
+        ...(opts.configFile !== undefined ? { configFile: opts.configFile } : {}),
+        ...(opts.env !== undefined ? { env: { ...process.env, ...opts.env } } : {}),
       };
       const onLog = opts.onLog;
       if (onLog) options.onLog = (line) => onLog(name, line);

@@ -36,7 +36,8 @@ export async function makeTlsFiles(dir: string): Promise<TlsFiles> {
   const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
   await run("openssl", ["req", "-x509", ...ec, "-keyout", f("ca-key.pem"), "-out", f("ca.pem"), "-days", "1", "-subj", "/CN=camfleet test CA"]);
   for (const [who, ext] of [
-    ["server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"],
+    // clientAuth too: cluster routes present the server certificate when they dial each other.
+    ["server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n"],
     ["client", "extendedKeyUsage=clientAuth\n"],
   ] as const) {
     await run("openssl", ["req", ...ec, "-keyout", f(`${who}-key.pem`), "-out", f(`${who}.csr`), "-subj", `/CN=camfleet test ${who}`]);
