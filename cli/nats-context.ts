@@ -81,9 +81,7 @@ export function resolveNats(flags: NatsFlags, env: NodeJS.ProcessEnv, envLayer: 
   // Flag layer.
   let flagServers: ReturnType<typeof splitNatsUrls> | undefined;
   if (flags.server !== undefined) {
-    const list = flags.server.split(",").map((s) => s.trim()).filter((s) => s !== "");
-    if (list.length === 0) throw new ConfigError(["--server must be a comma-separated list of nats://host:port URLs"]);
-    flagServers = splitNatsUrls(list, "--server");
+    flagServers = splitNatsUrls(serverList(flags.server, "--server"), "--server");
   }
   const flagAuth: NatsAuthSettings = {
     ...userinfo(flagServers, "--server"),
@@ -94,8 +92,7 @@ export function resolveNats(flags: NatsFlags, env: NodeJS.ProcessEnv, envLayer: 
   let ctxServers: ReturnType<typeof splitNatsUrls> | undefined;
   const ctxAuth: NatsAuthSettings = {};
   if (ctx !== undefined) {
-    const urls = (ctx.url ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "");
-    if (urls.length > 0) ctxServers = splitNatsUrls(urls, label("url"));
+    if (nonEmpty(ctx.url)) ctxServers = splitNatsUrls(serverList(ctx.url, label("url")), label("url"));
     Object.assign(ctxAuth, userinfo(ctxServers, label("url")));
     if (nonEmpty(ctx.user)) ctxAuth.user = { value: ctx.user, from: label("user") };
     if (nonEmpty(ctx.password)) ctxAuth.password = { value: ctx.password, from: label("password") };
@@ -120,6 +117,15 @@ export function resolveNats(flags: NatsFlags, env: NodeJS.ProcessEnv, envLayer: 
     ...(nonEmpty(ctx?.inbox_prefix) ? { inboxPrefix: ctx.inbox_prefix } : {}),
     notes,
   };
+}
+
+/** Server URLs of a flag or a context field, checked as NATS_URL is: `nats://`/`tls://` URLs or bare host:port. */
+function serverList(text: string, from: string): string[] {
+  const list = text.split(",").map((u) => u.trim()).filter((u) => u !== "");
+  const ok = (u: string) => /^[A-Za-z0-9.-]+:\d{1,5}$/.test(u) || (/^(nats|tls):\/\//i.test(u) && URL.canParse(u) && new URL(u).hostname !== "");
+  // The message never repeats the value: it may hold a password.
+  if (list.length === 0 || !list.every(ok)) throw new ConfigError([`${from} must be a comma-separated list of nats://host:port or tls://host:port URLs`]);
+  return list;
 }
 
 function userinfo(split: ReturnType<typeof splitNatsUrls> | undefined, from: string): NatsAuthSettings {

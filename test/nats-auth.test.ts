@@ -169,6 +169,8 @@ describe("the CLI's --server, --creds and --context (NATS CLI context files)", (
     expect(() => resolve({ context: "nope" }, { XDG_CONFIG_HOME: xdg })).toThrow(/NATS context "nope" not found: cannot read .*nats\/context\/nope\.json \(no such file\)/);
     expect(() => resolve({ context: "broken" }, { XDG_CONFIG_HOME: xdg })).toThrow(/is not a JSON object/);
     expect(() => resolve({ context: "../x" }, { XDG_CONFIG_HOME: xdg })).toThrow(/not a valid context name/);
+    // A bad --server never echoes its value (it may hold a password).
+    expect(() => resolve({ server: "admin:hunter2@host:4222" }, {})).toThrow(/^--server must be a comma-separated list of nats:\/\/host:port or tls:\/\/host:port URLs$/);
     expect(resolve({ context: "nsc" }, { XDG_CONFIG_HOME: xdg }).notes).toEqual(['NATS context "nsc": nsc is not supported by camfleet and is ignored']);
     // No context.txt and no context named: nothing is read, no error.
     expect(resolve({}, { XDG_CONFIG_HOME: xdg }).servers).toBeUndefined();

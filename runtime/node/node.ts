@@ -160,6 +160,9 @@ export class FleetNode {
     }
 
     if (config.natsServers === undefined) {
+      if (config.natsAuth.method !== "none" || config.natsAuth.tls !== undefined) {
+        log.warn("NATS credentials or TLS are set but NATS_URL is not: the embedded nats-server has no auth and listens on 127.0.0.1 only; they are not used");
+      }
       this.#embedded = await startEmbeddedNats({ dataDir: config.dataDir, port: config.embeddedNatsPort, logger: log });
     }
     const nc = await connectNats({
