@@ -7,6 +7,7 @@ import {
   ConnectionError,
   DrainingConnectionError,
   NoRespondersError,
+  PermissionViolationError,
   RequestError,
   TimeoutError,
   UserAuthenticationExpiredError,
@@ -177,7 +178,13 @@ async function watchStatus(nc: NatsConnection, log: Logger, metrics: NodeMetrics
         log.warn({ server: redact(s.server) }, "NATS server entering lame-duck mode; will move to another");
         break;
       case "error":
-        log.error({ err: s.error }, "NATS connection error");
+        if (s.error instanceof PermissionViolationError) {
+          // The server only reports it, asynchronously: a JetStream or KV call on that subject then times out.
+          // Said here with the subject, so a missing permission is not mistaken for a slow cluster.
+          log.error({ operation: s.error.operation, subject: s.error.subject }, `NATS permissions violation: this user may not ${s.error.operation === "publish" ? "publish to" : "subscribe to"} ${s.error.subject}`);
+        } else {
+          log.error({ err: s.error }, "NATS connection error");
+        }
         break;
       case "staleConnection":
         log.warn("NATS connection is stale (no PONG); reconnecting");
