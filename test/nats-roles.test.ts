@@ -15,8 +15,9 @@ import { runCamfleet, type CamfleetProcess } from "./helpers/camfleet-process.ts
 import { startFleetNode } from "./helpers/fleet.ts";
 import { startTestGateway } from "./helpers/gateway.ts";
 import { callJson } from "./helpers/http.ts";
-import { startNatsCluster } from "./helpers/nats-harness.ts";
-import { makeTlsFiles, secretsDir } from "./helpers/nats-secure.ts";
+import { startNats, startNatsCluster } from "./helpers/nats-harness.ts";
+import { makeTlsFiles, secretsDir, writeServerConfig } from "./helpers/nats-secure.ts";
+import { ControlClient, connectNats, readNatsAuth, silentLogger } from "../runtime/index.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 const DEPLOY = fileURLToPath(new URL("../deploy/nats/", import.meta.url));
@@ -99,5 +100,22 @@ describe("deploy/nats/: a TLS cluster with one user per role", () => {
     // Nothing was changed.
     expect((await callJson(gateway, "GET", "/cameras/cam2")).status).toBe(404);
     expect(node.alive()).toBe(true);
+  });
+
+  it("a reply inbox the user may not subscribe to is PERMISSION_DENIED at once; with the allowed inbox_prefix the request goes out", async () => {
+    const dir = await secretsDir(onTestFinished);
+    const nats = await startNats({
+      onCleanup: onTestFinished,
+      configFile: await writeServerConfig(dir, "server", 'authorization { users: [ { user: ops, password: "pw-ops", permissions: { publish: ["camfleet.ctl.>"], subscribe: ["_INBOX_ops.>"] } } ] }'),
+    });
+    const nc = await connectNats({ servers: [nats.url], auth: readNatsAuth({ user: { value: "ops", from: "test" }, password: { value: "pw-ops", from: "test" } }), name: "t", logger: silentLogger() });
+    onTestFinished(() => nc.close());
+    const started = Date.now();
+    const denied = await new ControlClient(nc, { timeoutMs: 30_000 }).listNodes().catch((e: unknown) => e);
+    expect(denied).toMatchObject({ code: "PERMISSION_DENIED", message: expect.stringMatching(/^NATS does not allow this user to subscribe to _INBOX\.\S+\.\* \(permissions violation\)/) });
+    expect(Date.now() - started).toBeLessThan(5_000);
+    // The prefix the account allows: the request is sent, and with no node up the answer is "no node", not a permission error.
+    const allowed = await new ControlClient(nc, { inboxPrefix: "_INBOX_ops" }).listNodes().catch((e: unknown) => e);
+    expect(allowed).toMatchObject({ code: "UNAVAILABLE", message: "no camfleet node is serving camfleet.ctl.nodes.list" });
   });
 });
