@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { Command } from "commander";
+import { resolveNats, type NatsFlags } from "./nats-context.ts";
 import { cameraActorKind, simKind } from "../actors/index.ts";
 // The gateway (fastify, the relay) and the detector (gRPC) are imported by the
 // commands that run them: a plain node does not carry them (~30 MB).
@@ -19,6 +20,7 @@ import {
   FleetNode,
   KindRegistry,
   loadConfig,
+  natsEnvSettings,
   parseSince,
   startAlertConsumer,
   tailEvents,
@@ -112,7 +114,9 @@ async function runService(role: Role, start: (ctx: { config: Config; logger: Log
     logger.flush();
     // Streams that do not fit the store are a configuration problem: the operator gets its one line as it is.
     const storage = storageErrorIn(err);
-    process.stderr.write(`camfleet ${role}: ${storage?.message ?? (err instanceof Error ? err.message : String(err))}\n`);
+    // A CamfleetError says its code (UNAUTHENTICATED for refused NATS credentials), as the client commands do.
+    const message = storage?.message ?? `${err instanceof CamfleetError ? `${err.code}: ` : ""}${err instanceof Error ? err.message : String(err)}`;
+    process.stderr.write(`camfleet ${role}: ${message}\n`);
     process.exit(storage !== undefined ? EXIT_CONFIG : EXIT_FAILURE);
   }
 }
@@ -239,24 +243,73 @@ async function startUp(ctx: { config: Config; logger: Logger; signal: AbortSigna
   }
 }
 
-/** Runs a client command against the cluster; errors become one line on stderr and exit 1. */
-async function withClient(work: (client: ControlClient) => Promise<void>): Promise<void> {
-  await withNats((nc) => work(new ControlClient(nc)));
+/** The flags of every command that talks to NATS (the NATS CLI's names). */
+interface ClientFlags extends NatsFlags {
+  timeout?: string;
 }
 
-async function withNats(work: (nc: NatsConnection) => Promise<void>): Promise<void> {
-  const config = loadConfigOrExit("client");
+/** Adds --server, --creds, --context and --timeout; precedence flag > environment > context (cli/nats-context.ts). */
+function natsFlags(cmd: Command): Command {
+  return cmd
+    .option("-s, --server <urls>", "NATS server URLs, comma-separated (default NATS_URL, else the context's, else nats://127.0.0.1:4222)")
+    .option("--creds <file>", "NATS user credentials file (default NATS_CREDS, else the context's)")
+    .option("--context <name>", "NATS CLI context to use (~/.config/nats/context/<name>.json; default the selected one when neither --server nor NATS_URL is given)")
+    .option("--timeout <duration>", "how long to wait for NATS to connect and to answer, e.g. 500ms, 5s (default: connect 3s, answers 5s)");
+}
+
+/** `--timeout` as ms: a duration like the NATS CLI's (500ms, 5s, 1m), or plain seconds. */
+function parseTimeout(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
+  const ms = m === null ? NaN : Number(m[1]) * (m[2] === "ms" ? 1 : m[2] === "m" ? 60_000 : 1000);
+  if (!Number.isFinite(ms) || ms < 1 || ms > 3_600_000) {
+    process.stderr.write(`camfleet: --timeout must be a duration from 1ms to 1h, e.g. 500ms, 5s or 1m (got ${JSON.stringify(text)})\n`);
+    process.exit(EXIT_USAGE);
+  }
+  return ms;
+}
+
+/** Runs a client command against the cluster; errors become one line on stderr and exit 1. */
+async function withClient(flags: ClientFlags, work: (client: ControlClient) => Promise<void>): Promise<void> {
+  await withNats(flags, (nc, opts) => work(new ControlClient(nc, opts)));
+}
+
+async function withNats(flags: ClientFlags, work: (nc: NatsConnection, opts: { timeoutMs?: number; inboxPrefix?: string }) => Promise<void>): Promise<void> {
+  let config: Config;
+  let resolved: ReturnType<typeof resolveNats>;
+  try {
+    resolved = resolveNats(flags, process.env, natsEnvSettings(process.env));
+    config = loadConfig(process.env, "client", resolved);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    for (const problem of err.problems) process.stderr.write(`camfleet: invalid configuration: ${problem}\n`);
+    process.exit(EXIT_CONFIG);
+  }
+  for (const note of resolved.notes) process.stderr.write(`camfleet: ${note}\n`);
+  const timeoutMs = flags.timeout !== undefined ? parseTimeout(flags.timeout) : undefined;
+  const auth = resolved.tlsFirst === true ? { ...config.natsAuth, tls: { ...config.natsAuth.tls, handshakeFirst: true } } : config.natsAuth;
   const servers = config.natsServers ?? [`nats://127.0.0.1:${config.embeddedNatsPort}`];
   let nc: NatsConnection;
   try {
     // The same connection a node makes, but failing at once: a command should say so, not wait for a server.
-    nc = await connectNats({ servers, name: "camfleet-cli", logger: silentLogger(), connectTimeoutMs: 3000 });
+    nc = await connectNats({
+      servers,
+      auth,
+      name: "camfleet-cli",
+      logger: silentLogger(),
+      connectTimeoutMs: timeoutMs ?? 3000,
+      ...(resolved.inboxPrefix !== undefined ? { inboxPrefix: resolved.inboxPrefix } : {}),
+    });
   } catch (err) {
-    process.stderr.write(`camfleet: cannot reach NATS at ${servers.map(redact).join(", ")} (${err instanceof Error ? err.message : String(err)}); set NATS_URL, or start camfleet with \`camfleet up\`\n`);
+    if (err instanceof CamfleetError) {
+      // Refused (credentials, TLS): say what the server said; no hint to start a server that is there.
+      process.stderr.write(`camfleet: ${err.code}: ${err.message}\n`);
+    } else {
+      process.stderr.write(`camfleet: cannot reach NATS at ${servers.map(redact).join(", ")} (${err instanceof Error ? err.message : String(err)}); set NATS_URL, or start camfleet with \`camfleet up\`\n`);
+    }
     process.exit(EXIT_FAILURE);
   }
   try {
-    await work(nc);
+    await work(nc, { ...(timeoutMs !== undefined ? { timeoutMs } : {}), ...(resolved.inboxPrefix !== undefined ? { inboxPrefix: resolved.inboxPrefix } : {}) });
   } catch (err) {
     const storage = storageErrorIn(err);
     if (storage !== undefined) {
@@ -311,8 +364,7 @@ program
   .action(() => runService("detector", startDetector));
 
 const camera = program.command("camera").description("manage cameras (talks to the cluster at NATS_URL, default nats://127.0.0.1:4222)");
-camera
-  .command("add <id> <url>")
+natsFlags(camera.command("add <id> <url>"))
   .description("create or replace a camera")
   .option("--name <name>", "display name")
   .option("--tenant <tenant>", "tenant id", "default")
@@ -325,8 +377,8 @@ camera
   .option("--transcode", "re-encode a source that is not H.264 (costs CPU; H.264 is always copied)")
   .option("--disabled", "store it without running it")
   .option("--json", "print JSON")
-  .action((id: string, url: string, o: { name?: string; tenant: string; site: string; solutions?: string; ai?: boolean; aiFps?: string; publish: string; rtspTransport: string; transcode?: boolean; disabled?: boolean; json?: boolean }) =>
-    withClient(async (client) => {
+  .action((id: string, url: string, o: ClientFlags & { name?: string; tenant: string; site: string; solutions?: string; ai?: boolean; aiFps?: string; publish: string; rtspTransport: string; transcode?: boolean; disabled?: boolean; json?: boolean }) =>
+    withClient(o, async (client) => {
       const spec = {
         id,
         url,
@@ -345,21 +397,19 @@ camera
       print(o.json, saved, () => `camera ${saved.id} saved (${saved.enabled ? "enabled" : "disabled"}): ${saved.url}`);
     }),
   );
-camera
-  .command("rm <id>")
+natsFlags(camera.command("rm <id>"))
   .description("delete a camera")
-  .action((id: string) => withClient(async (client) => {
+  .action((id: string, o: ClientFlags) => withClient(o, async (client) => {
     await client.deleteCamera(id);
     process.stdout.write(`camera ${id} deleted\n`);
   }));
-camera
-  .command("ls")
+natsFlags(camera.command("ls"))
   .description("list cameras with owner and state")
   .option("--tenant <tenant>", "only this tenant")
   .option("--site <site>", "only this site")
   .option("--json", "print JSON")
-  .action((o: { tenant?: string; site?: string; json?: boolean }) =>
-    withClient(async (client) => {
+  .action((o: ClientFlags & { tenant?: string; site?: string; json?: boolean }) =>
+    withClient(o, async (client) => {
       const cameras = await client.listAllCameras({ ...(o.tenant !== undefined ? { tenant: o.tenant } : {}), ...(o.site !== undefined ? { site: o.site } : {}) });
       print(o.json, cameras, () =>
         table(
@@ -369,38 +419,34 @@ camera
       );
     }),
   );
-camera
-  .command("status <id>")
+natsFlags(camera.command("status <id>"))
   .description("a camera's live status, from the node that runs it")
-  .action((id: string) => withClient(async (client) => print(true, await client.cameraStatus(id), () => "")));
-camera
-  .command("start <id>")
+  .action((id: string, o: ClientFlags) => withClient(o, async (client) => print(true, await client.cameraStatus(id), () => "")));
+natsFlags(camera.command("start <id>"))
   .description("enable a camera (creating it when --url is given)")
   .option("--url <url>", "source URL")
   .option("--json", "print JSON")
-  .action((id: string, o: { url?: string; json?: boolean }) =>
-    withClient(async (client) => {
+  .action((id: string, o: ClientFlags & { url?: string; json?: boolean }) =>
+    withClient(o, async (client) => {
       const { camera: saved } = await client.startCamera(id, o.url !== undefined ? { url: o.url } : {});
       print(o.json, saved, () => `camera ${saved.id} enabled`);
     }),
   );
-camera
-  .command("stop <id>")
+natsFlags(camera.command("stop <id>"))
   .description("disable a camera")
   .option("--json", "print JSON")
-  .action((id: string, o: { json?: boolean }) =>
-    withClient(async (client) => {
+  .action((id: string, o: ClientFlags & { json?: boolean }) =>
+    withClient(o, async (client) => {
       const { camera: saved } = await client.stopCamera(id);
       print(o.json, saved, () => `camera ${saved.id} disabled`);
     }),
   );
 
-program
-  .command("nodes")
+natsFlags(program.command("nodes"))
   .description("list live nodes")
   .option("--json", "print JSON")
-  .action((o: { json?: boolean }) =>
-    withClient(async (client) => {
+  .action((o: ClientFlags & { json?: boolean }) =>
+    withClient(o, async (client) => {
       const { nodes } = await client.listNodes();
       print(o.json, nodes, () =>
         table(
@@ -411,8 +457,7 @@ program
     }),
   );
 const streams = program.command("streams").description("the JetStream streams of the contract (CAMFLEET_STATUS, CAMFLEET_DETECTIONS)");
-streams
-  .command("apply")
+natsFlags(streams.command("apply"))
   .description(
     "create missing streams and change existing ones to this configuration: the limits set by CAMFLEET_STATUS_MAX_BYTES, " +
       "CAMFLEET_DETECTIONS_MAX_BYTES, CAMFLEET_DETECTIONS_MAX_AGE_S, CAMFLEET_DETECTIONS_REPLICAS, CAMFLEET_REPLICAS (unset ones stay as they are). " +
@@ -420,8 +465,8 @@ streams
   )
   .option("--dry-run", "print what would change and change nothing")
   .option("--json", "print JSON")
-  .action((o: { dryRun?: boolean; json?: boolean }) =>
-    withNats(async (nc) => {
+  .action((o: ClientFlags & { dryRun?: boolean; json?: boolean }) =>
+    withNats(o, async (nc) => {
       const config = loadConfigOrExit("client");
       const dryRun = o.dryRun === true;
       const results = await applyStreams(nc, { ...jetStreamOptions(config), dryRun });
@@ -432,7 +477,7 @@ streams
     }),
   );
 
-interface EventsOptions {
+interface EventsOptions extends ClientFlags {
   tenant?: string;
   site?: string;
   camera?: string;
@@ -442,8 +487,7 @@ interface EventsOptions {
   follow: boolean;
 }
 
-program
-  .command("events")
+natsFlags(program.command("events"))
   .description("print status and detection events, one JSON line each: new ones as they come, or replayed with --since")
   .option("--tenant <id>", "only this tenant")
   .option("--site <id>", "only this site")
@@ -453,7 +497,7 @@ program
   .option("--durable <name>", "read through a durable consumer of this name: a later run goes on where this one stopped (events are acked once printed)")
   .option("--no-follow", "exit once the stored events are printed instead of waiting for new ones")
   .action((o: EventsOptions) =>
-    withNats(async (nc) => {
+    withNats(o, async (nc) => {
       const types: EventType[] = o.type === "all" ? ["status", "detection"] : o.type === "status" || o.type === "detection" ? [o.type] : [];
       if (types.length === 0) throw new CamfleetError("INVALID_ARGUMENT", `--type must be status, detection or all, got ${JSON.stringify(o.type)}`);
       const start: StartAt = o.since === undefined ? (o.durable !== undefined ? "all" : "new") : o.since === "all" ? "all" : parseSince(o.since);

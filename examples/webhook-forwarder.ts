@@ -7,13 +7,17 @@
 //   NATS_URL=nats://127.0.0.1:4222 WEBHOOK_URL=https://example.com/hook \
 //     npx tsx examples/webhook-forwarder.ts [--durable webhook] [--tenant t] [--site s] [--camera c]
 //
+// NATS credentials and TLS come from the same variables as every camfleet
+// process (NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_NKEY, NATS_CREDS,
+// NATS_CA/NATS_CERT/NATS_KEY; deploy/nats/ has an alert-consumer user for it).
+//
 // Each delivery is tried up to 3 times here (0.5 s, 1 s apart); then the
 // event goes back to JetStream and comes again after a delay that grows to a
 // minute, for as long as the receiver refuses it.
 
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { backoffDelay, connectNats, createLogger, realClock, sleep, startAlertConsumer, type Backoff } from "../runtime/index.ts";
+import { backoffDelay, ConfigError, connectNats, createLogger, loadConfig, realClock, sleep, startAlertConsumer, type Backoff, type Config } from "../runtime/index.ts";
 
 /** Between the attempts of one delivery: 0.5 s, then 1 s (the runtime's formula, jitter off). */
 const RETRY: Backoff = { initialMs: 500, maxMs: 5_000, jitter: "none" };
@@ -65,9 +69,18 @@ async function main(): Promise<void> {
     process.stderr.write("webhook-forwarder: set WEBHOOK_URL to an http:// or https:// URL\n");
     process.exit(78);
   }
-  const logger = createLogger({ node: "webhook-forwarder", level: process.env.LOG_LEVEL ?? "info" });
-  const servers = (process.env.NATS_URL ?? "nats://127.0.0.1:4222").split(",");
-  const nc = await connectNats({ servers, name: "camfleet-webhook-forwarder", logger, retryFirstConnect: true });
+  let config: Config;
+  try {
+    config = loadConfig(process.env, "client");
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    for (const problem of err.problems) process.stderr.write(`webhook-forwarder: invalid configuration: ${problem}\n`);
+    process.exit(78);
+  }
+  const logger = createLogger({ node: "webhook-forwarder", level: config.logLevel });
+  const servers = config.natsServers ?? ["nats://127.0.0.1:4222"];
+  // Retries while NATS is not up yet; wrong credentials or TLS end it at once (UNAUTHENTICATED / UNAVAILABLE).
+  const nc = await connectNats({ servers, auth: config.natsAuth, name: "camfleet-webhook-forwarder", logger, retryFirstConnect: true });
   const consumer = await startAlertConsumer(nc, {
     durable: values.durable,
     scope: { ...(values.tenant !== undefined ? { tenant: values.tenant } : {}), ...(values.site !== undefined ? { site: values.site } : {}), ...(values.camera !== undefined ? { camera: values.camera } : {}) },

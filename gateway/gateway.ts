@@ -1,7 +1,7 @@
 import type { AddressInfo } from "node:net";
 import { Kvm } from "@nats-io/kv";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
-import { connectNats, ControlClient, ensureJetStream, jetStreamOptions, LOG_MESSAGES, type Config, type Logger, type NatsConnection } from "../runtime/index.ts";
+import { connectNats, ControlClient, ensureJetStream, jetStreamOptions, LOG_MESSAGES, type Config, type Logger, type NatsAuth, type NatsConnection } from "../runtime/index.ts";
 import { BUCKETS } from "../subjects/index.ts";
 import { GatewayCore, type GatewayCoreOptions } from "./core.ts";
 import { createHttp } from "./http.ts";
@@ -25,6 +25,8 @@ export interface GatewayOptions {
   registry: Registry;
   /** NATS to use; default NATS_URL, else the embedded server of a `camfleet node`/`up` on this host (127.0.0.1:CAMFLEET_NATS_PORT). The gateway never embeds a server. */
   natsServers?: string[];
+  /** Credentials for `natsServers`; default none there (the embedded server of `up` has no auth). Without `natsServers`, config.natsAuth. */
+  natsAuth?: NatsAuth;
   /** Keep WebRTC on 127.0.0.1 (tests). Default false. */
   loopbackOnly?: boolean;
   /** Set up streams and buckets if no node has yet. Default true. */
@@ -69,8 +71,10 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     if (nc !== undefined && !nc.isClosed()) await nc.drain().catch(() => nc?.close());
   };
   try {
+    const auth = options.natsServers !== undefined ? options.natsAuth : config.natsAuth;
     nc = await connectNats({
       servers,
+      ...(auth !== undefined ? { auth } : {}),
       name: `camfleet-gateway-${config.nodeId}`,
       logger: log,
       retryFirstConnect: true,

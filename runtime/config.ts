@@ -2,6 +2,7 @@ import { homedir, hostname } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
 import { redact } from "../subjects/index.ts";
+import { NatsAuthError, readNatsAuth, splitNatsUrls, type NatsAuth, type NatsAuthSettings } from "./nats-auth.ts";
 
 /**
  * Configuration from environment variables (docs/contract.md, Configuration).
@@ -14,8 +15,10 @@ import { redact } from "../subjects/index.ts";
 export type Role = "node" | "gateway" | "up" | "detector" | "client";
 
 export interface Config {
-  /** NATS servers to connect to; undefined = start an embedded nats-server. */
+  /** NATS servers to connect to, credentials taken out (they are in natsAuth); undefined = start an embedded nats-server. */
   natsServers?: string[];
+  /** NATS credentials and TLS (NATS_USER … NATS_KEY, credentials in NATS_URL), files read and checked. Holds secrets: log describeConfig() only. */
+  natsAuth: NatsAuth;
   /** This node's id; default derived from the host name. */
   nodeId: string;
   /** Cameras this node runs at most. Default 32. */
@@ -97,7 +100,7 @@ export class ConfigError extends Error {
 
 type Env = Record<string, string | undefined>;
 
-const SECRET_VARS = new Set(["CAMFLEET_API_TOKEN"]);
+const SECRET_VARS = new Set(["CAMFLEET_API_TOKEN", "NATS_PASSWORD", "NATS_TOKEN"]);
 
 const int = (min: number, max: number) =>
   z
@@ -167,6 +170,15 @@ const id = z.string().trim().regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1 to 64 cha
 /** Variable name → (schema, alias). Parsed one by one so each error names its variable. */
 const VARS = {
   NATS_URL: { schema: natsServers },
+  // The NATS tools' own names (nats CLI, nats.go): read as they read them.
+  NATS_USER: { schema: z.string().min(1, "must not be empty") },
+  NATS_PASSWORD: { schema: z.string().min(1, "must not be empty") },
+  NATS_TOKEN: { schema: z.string().min(1, "must not be empty") },
+  NATS_NKEY: { schema: z.string().trim().min(1, "must be the path of an NKey seed file") },
+  NATS_CREDS: { schema: z.string().trim().min(1, "must be the path of a .creds file") },
+  NATS_CA: { schema: z.string().trim().min(1, "must be the path of a PEM CA file") },
+  NATS_CERT: { schema: z.string().trim().min(1, "must be the path of a PEM certificate file") },
+  NATS_KEY: { schema: z.string().trim().min(1, "must be the path of a PEM private key file") },
   NODE_ID: { schema: id, alias: "WORKER_ID" },
   MAX_CAMERAS: { schema: int(1, 10_000) },
   HTTP_PORT: { schema: int(0, 65_535), alias: "WORKER_PORT" },
@@ -211,27 +223,31 @@ export const CONFIG_VARIABLES: ReadonlyArray<{ name: string; alias?: string }> =
   ...("alias" in v ? { alias: v.alias } : {}),
 }));
 
-export function loadConfig(env: Env, role: Role): Config {
-  const problems: string[] = [];
-  const parsed: Parsed = {};
-  for (const [name, spec] of Object.entries(VARS) as Array<[VarName, (typeof VARS)[VarName]]>) {
-    const alias = "alias" in spec ? spec.alias : undefined;
-    const source = env[name] !== undefined ? name : alias !== undefined && env[alias] !== undefined ? alias : undefined;
-    if (source === undefined) continue;
-    const raw = env[source] as string;
-    const result = spec.schema.safeParse(raw);
-    if (result.success) {
-      (parsed as Record<string, unknown>)[name] = result.data;
-    } else {
-      const shown = SECRET_VARS.has(name) ? "" : ` (got ${JSON.stringify(redact(raw))})`;
-      const label = source === name ? name : `${source} (alias of ${name})`;
-      problems.push(`${label} ${result.error.issues[0]?.message ?? "is invalid"}${shown}`);
-    }
+/** NATS servers and credentials decided elsewhere (the CLI's --server, --creds, --context), used instead of the NATS_* variables. */
+export interface NatsOverride {
+  servers?: string[];
+  settings: NatsAuthSettings;
+}
+
+/**
+ * Environment → config. `natsOverride` (the CLI's --server, --creds,
+ * --context resolution) replaces what the NATS_* variables say about servers
+ * and credentials; the variables are still checked.
+ */
+export function loadConfig(env: Env, role: Role, natsOverride?: NatsOverride): Config {
+  const parsed = parseVars(env, Object.keys(VARS) as VarName[]);
+  let nats: { servers?: string[]; auth: NatsAuth };
+  try {
+    const chosen = natsOverride ?? natsSettingsFromEnv(parsed);
+    nats = { ...(chosen.servers !== undefined ? { servers: chosen.servers } : {}), auth: readNatsAuth(chosen.settings) };
+  } catch (err) {
+    if (err instanceof NatsAuthError) throw new ConfigError(err.problems);
+    throw err;
   }
-  if (problems.length > 0) throw new ConfigError(problems);
 
   return {
-    ...(parsed.NATS_URL !== undefined ? { natsServers: parsed.NATS_URL } : {}),
+    ...(nats.servers !== undefined ? { natsServers: nats.servers } : {}),
+    natsAuth: nats.auth,
     nodeId: parsed.NODE_ID ?? defaultNodeId(),
     maxCameras: parsed.MAX_CAMERAS ?? 32,
     httpPort: parsed.HTTP_PORT ?? DEFAULT_HTTP_PORT[role],
@@ -271,6 +287,69 @@ export function loadConfig(env: Env, role: Role): Config {
   };
 }
 
+/** Parses the named variables; every bad one is a line of the ConfigError. */
+function parseVars(env: Env, names: readonly VarName[]): Parsed {
+  const problems: string[] = [];
+  const parsed: Parsed = {};
+  for (const name of names) {
+    const spec: { schema: z.ZodType; alias?: string } = VARS[name];
+    const alias = spec.alias;
+    const source = env[name] !== undefined ? name : alias !== undefined && env[alias] !== undefined ? alias : undefined;
+    if (source === undefined) continue;
+    const raw = env[source] as string;
+    const result = spec.schema.safeParse(raw);
+    if (result.success) {
+      (parsed as Record<string, unknown>)[name] = result.data;
+    } else {
+      const shown = SECRET_VARS.has(name) ? "" : ` (got ${JSON.stringify(redact(raw))})`;
+      const label = source === name ? name : `${source} (alias of ${name})`;
+      problems.push(`${label} ${result.error.issues[0]?.message ?? "is invalid"}${shown}`);
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return parsed;
+}
+
+const NATS_VARS = ["NATS_URL", "NATS_USER", "NATS_PASSWORD", "NATS_TOKEN", "NATS_NKEY", "NATS_CREDS", "NATS_CA", "NATS_CERT", "NATS_KEY"] as const satisfies readonly VarName[];
+
+/** What the NATS_* variables alone say (servers without credentials, credential settings); for the CLI, which layers its flags and a NATS context over them. */
+export function natsEnvSettings(env: Env): NatsOverride {
+  try {
+    return natsSettingsFromEnv(parseVars(env, NATS_VARS));
+  } catch (err) {
+    if (err instanceof NatsAuthError) throw new ConfigError(err.problems);
+    throw err;
+  }
+}
+
+/**
+ * The NATS_* variables as settings: credentials in NATS_URL count like
+ * NATS_USER/NATS_PASSWORD or NATS_TOKEN (and setting both is an error, as is
+ * any second method); a `tls://` URL requires TLS.
+ */
+function natsSettingsFromEnv(parsed: Parsed): NatsOverride {
+  const split = parsed.NATS_URL !== undefined ? splitNatsUrls(parsed.NATS_URL, "NATS_URL") : undefined;
+  if ((split?.user !== undefined || split?.token !== undefined) && [parsed.NATS_USER, parsed.NATS_PASSWORD, parsed.NATS_TOKEN].some((v) => v !== undefined)) {
+    throw new NatsAuthError(["NATS_URL carries credentials and NATS_USER, NATS_PASSWORD or NATS_TOKEN is set too; give them once"]);
+  }
+  const value = (v: string | undefined, from: string) => (v !== undefined ? { value: v, from } : undefined);
+  const file = (path: string | undefined, from: string) => (path !== undefined ? { path, from } : undefined);
+  const candidates: NatsAuthSettings = {
+    user: value(split?.user, "NATS_URL") ?? value(parsed.NATS_USER, "NATS_USER"),
+    password: value(split?.password, "NATS_URL") ?? value(parsed.NATS_PASSWORD, "NATS_PASSWORD"),
+    token: value(split?.token, "NATS_URL") ?? value(parsed.NATS_TOKEN, "NATS_TOKEN"),
+    nkey: file(parsed.NATS_NKEY, "NATS_NKEY"),
+    creds: file(parsed.NATS_CREDS, "NATS_CREDS"),
+    ca: file(parsed.NATS_CA, "NATS_CA"),
+    cert: file(parsed.NATS_CERT, "NATS_CERT"),
+    key: file(parsed.NATS_KEY, "NATS_KEY"),
+    tlsRequired: split?.tls === true,
+  };
+  // exactOptionalPropertyTypes: drop the unset ones.
+  const settings = Object.fromEntries(Object.entries(candidates).filter(([, v]) => v !== undefined)) as NatsAuthSettings;
+  return { ...(split !== undefined ? { servers: split.servers } : {}), settings };
+}
+
 /**
  * WHIP_URL as a template with `{camera}`. A URL without it gets
  * `/{camera}` appended; the single-worker MEDIAMTX_WHIP=http://host:8889
@@ -297,10 +376,11 @@ export function defaultNodeId(host: string = hostname()): string {
 
 /** The config as it may be logged: secrets out, URLs redacted. */
 export function describeConfig(config: Config): Record<string, unknown> {
-  const { apiToken, natsServers, ...rest } = config;
+  const { apiToken, natsServers, natsAuth, ...rest } = config;
   return {
     ...rest,
     natsServers: natsServers?.map(redact) ?? "embedded",
+    natsAuth: natsAuth.summary,
     whipUrl: redact(config.whipUrl),
     apiToken: apiToken === undefined ? "unset" : "set",
   };

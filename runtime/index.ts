@@ -4,8 +4,10 @@
  * `infra/` (NATS and child processes); config, logging and metrics are shared
  * by all three. Media is not here: it lives in `media/`.
  */
-export { ConfigError, CONFIG_VARIABLES, defaultNodeId, describeConfig, loadConfig, whipTemplate, whipUrlFor } from "./config.ts";
-export type { Config, Role } from "./config.ts";
+export { ConfigError, CONFIG_VARIABLES, defaultNodeId, describeConfig, loadConfig, natsEnvSettings, whipTemplate, whipUrlFor } from "./config.ts";
+export type { Config, NatsOverride, Role } from "./config.ts";
+export { NatsAuthError, NO_NATS_AUTH, readNatsAuth, splitNatsUrls } from "./nats-auth.ts";
+export type { NatsAuth, NatsAuthSettings, SettingFile, SettingValue, SplitNatsUrls } from "./nats-auth.ts";
 export { createLogger, silentLogger } from "./logger.ts";
 export type { Logger, LoggerOptions } from "./logger.ts";
 export { createRegistry, NodeMetrics, perRegistry } from "./metrics.ts";

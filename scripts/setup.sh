@@ -17,6 +17,7 @@ declare -A APT_FOR=(
   [ffprobe]=ffmpeg
   [setpriv]=util-linux
   [chromium]=chromium # the tests' WebRTC peer that is not werift (test/camera-whip.test.ts)
+  [openssl]=openssl # the TLS tests make their CA and certificates at test time (test/helpers/nats-secure.ts)
 )
 # Debian packages that provide no command of their own (libraries, plugins,
 # introspection data): checked by their dpkg status.

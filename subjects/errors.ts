@@ -7,7 +7,8 @@
 /** Codes a control request or an HTTP call can fail with. */
 export const CONTROL_ERROR_CODES = {
   INVALID_ARGUMENT: { http: 400, doc: "The request is malformed: a bad id, spec or field. Nothing was changed." },
-  UNAUTHENTICATED: { http: 401, doc: "The HTTP API token is missing or wrong." },
+  UNAUTHENTICATED: { http: 401, doc: "The HTTP API token is missing or wrong, or NATS refused the credentials (authorization violation)." },
+  PERMISSION_DENIED: { http: 403, doc: "The NATS user may not publish or subscribe to a subject the request needs (a NATS permissions violation); the message names the subject." },
   NOT_FOUND: { http: 404, doc: "No such camera, node or session." },
   CONFLICT: { http: 409, doc: "The request lost a compare-and-set race or contradicts the current state; retry after re-reading." },
   PRECONDITION_FAILED: { http: 412, doc: "The resource changed since the revision the request names (HTTP If-Match); re-read it and retry." },

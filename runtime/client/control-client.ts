@@ -17,8 +17,26 @@
 // the core client's no-responders detection: a v3 client connects with
 // `no_responders`, so the server answers a request nobody subscribes to with an
 // empty 503 status message on the reply subject, at once.
+//
+// A user whose NATS permissions forbid a request gets PERMISSION_DENIED
+// naming the subject at once, not a timeout: the server reports a denied
+// publish only asynchronously (-ERR 'Permissions Violation for Publish to
+// "<subject>"', a status event of the connection), so the client watches the
+// status feed and fails the requests still waiting on that subject. A denied
+// reply subscription fails every waiting request the same way.
 
-import { ClosedConnectionError, createInbox, DrainingConnectionError, headers, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from "@nats-io/transport-node";
+import {
+  ClosedConnectionError,
+  createInbox,
+  DrainingConnectionError,
+  headers,
+  PermissionViolationError,
+  type Msg,
+  type MsgHdrs,
+  type NatsConnection,
+  type Status,
+  type Subscription,
+} from "@nats-io/transport-node";
 import {
   assertId,
   CAMERAS_LIST_MAX_LIMIT,
@@ -71,6 +89,8 @@ export class ControlClient {
    */
   readonly #pending = new Map<string, Pending>();
   #timer: NodeJS.Timeout | undefined;
+  /** The connection's status feed while requests can be denied (stopped by close()). */
+  #statusFeed: { stop(): void } | undefined;
 
   constructor(nc: NatsConnection, opts: ControlClientOptions = {}) {
     const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
@@ -155,7 +175,28 @@ export class ControlClient {
 
   /** Closes the reply subscription; requests still waiting fail with UNAVAILABLE. The connection stays open. */
   close(): void {
+    this.#statusFeed?.stop();
+    this.#statusFeed = undefined;
     this.#closeInbox(new CamfleetError("UNAVAILABLE", "control client closed"));
+  }
+
+  /** Fails the waiting requests on a subject the server says this user may not publish to. */
+  #watchPermissions(): void {
+    if (this.#statusFeed !== undefined) return;
+    // The v3 client's status() is a QueuedIterator; its stop() also unregisters it from the connection.
+    const feed = this.#nc.status() as AsyncIterable<Status> & { stop?: () => void };
+    this.#statusFeed = { stop: () => feed.stop?.() };
+    void (async () => {
+      for await (const s of feed) {
+        if (s.type !== "error" || !(s.error instanceof PermissionViolationError) || s.error.operation !== "publish") continue;
+        const subject = s.error.subject;
+        for (const [token, p] of this.#pending) {
+          if (p.subject !== subject) continue;
+          this.#pending.delete(token);
+          p.settle(permissionDenied("publish to", subject, s.error));
+        }
+      }
+    })();
   }
 
   /** No responders on a queue-group subject: no node is up at all. */
@@ -193,6 +234,7 @@ export class ControlClient {
       let token: string | undefined;
       try {
         const inbox = this.#openInbox();
+        this.#watchPermissions();
         token = (this.#seq++).toString(36);
         this.#pending.set(token, {
           subject,
@@ -213,6 +255,7 @@ export class ControlClient {
     const inbox = `${createInbox(this.#inboxPrefix)}.`;
     const sub = this.#nc.subscribe(`${inbox}*`, {
       callback: (err, msg) => {
+        if (err instanceof PermissionViolationError) return this.#closeInbox(permissionDenied("subscribe to", err.subject, err));
         if (err) return this.#closeInbox(new CamfleetError("UNAVAILABLE", `control reply subscription failed: ${err.message}`, { cause: err }));
         const token = msg.subject.slice(inbox.length);
         const p = this.#pending.get(token);
@@ -280,6 +323,11 @@ function revisionHeader(opts: WriteOptions): MsgHdrs | undefined {
 }
 
 /** A failure to send: the connection is closed or draining, or something unexpected. */
+/** The server's permissions violation as PERMISSION_DENIED, naming what was denied. */
+function permissionDenied(what: "publish to" | "subscribe to", subject: string, cause: Error): CamfleetError {
+  return new CamfleetError("PERMISSION_DENIED", `NATS does not allow this user to ${what} ${subject} (permissions violation); see deploy/nats/ for the permissions of each role`, { cause });
+}
+
 function boundaryError(err: unknown, subject: string): CamfleetError {
   if (err instanceof ClosedConnectionError || err instanceof DrainingConnectionError) {
     return new CamfleetError("UNAVAILABLE", `cannot send on ${subject}: NATS connection ${err instanceof ClosedConnectionError ? "closed" : "draining"}`, {

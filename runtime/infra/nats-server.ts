@@ -52,8 +52,10 @@ export interface NatsServerOptions {
   /** JetStream store directory; created if missing. Kept across restarts, never deleted here. */
   storeDir: string;
   /**
-   * Path of a nats-server configuration file (`--config`), for what has no
-   * flag, e.g. `jetstream { max_file_store: 2GB }`. The flags above win over it.
+   * A nats-server configuration file (`--config`) for what has no flag here:
+   * `authorization`, `accounts`, `tls`, operator mode, JetStream store limits
+   * (`jetstream { max_file_store: 2GB }`). The flags this class passes (name,
+   * ports, store dir, cluster) override the same settings in it.
    */
   configFile?: string;
   /** Makes this server a member of a cluster. Omitted: a standalone server. */
@@ -323,6 +325,7 @@ export class NatsServerProcess {
   #args(portsDir: string): string[] {
     const o = this.#opts;
     const args = [
+      ...(o.configFile !== undefined ? ["--config", o.configFile] : []),
       "--server_name", o.name,
       "--addr", HOST, // clients, the monitor (it follows --addr) and the advertised connect_urls
       "--port", String(this.#port ?? SERVER_PICKS),
@@ -331,7 +334,6 @@ export class NatsServerProcess {
       "--jetstream",
       "--store_dir", this.#storeDir,
     ];
-    if (o.configFile !== undefined) args.push("--config", o.configFile);
     if (o.cluster) {
       args.push("--cluster_name", o.cluster.name, "--cluster", `nats://${HOST}:${this.#clusterPort ?? SERVER_PICKS}`);
       if (o.cluster.routes.length > 0) args.push("--routes", o.cluster.routes.join(","));

@@ -1,13 +1,16 @@
 import { JetStreamApiError, JetStreamError } from "@nats-io/jetstream";
 import { jserrors } from "@nats-io/jetstream/internal";
 import {
+  AuthorizationError,
   ClosedConnectionError,
   connect,
   ConnectionError,
   DrainingConnectionError,
   NoRespondersError,
+  PermissionViolationError,
   RequestError,
   TimeoutError,
+  UserAuthenticationExpiredError,
   type NatsConnection,
 } from "@nats-io/transport-node";
 import type { KvEntry } from "@nats-io/kv";
@@ -16,12 +19,18 @@ import { backoffDelay, equalJitter, type Backoff } from "../backoff.ts";
 import { realClock, sleep, type Clock } from "../clock.ts";
 import { LOG_MESSAGES } from "../log-messages.ts";
 import type { Logger } from "../logger.ts";
+import type { NatsAuth } from "../nats-auth.ts";
 import type { NodeMetrics } from "../metrics.ts";
 
 export type { NatsConnection } from "@nats-io/transport-node";
 
 export interface ConnectOptions {
+  /** Server URLs without credentials (Config.natsServers): `nats://host:port`, `tls://host:port` or `host:port`. */
   servers: string[];
+  /** Credentials and TLS (Config.natsAuth). Default none: the embedded server, or a server without auth. */
+  auth?: NatsAuth;
+  /** Prefix of reply inboxes, for users allowed to subscribe only there (a NATS context's `inbox_prefix`). Default `_INBOX`. */
+  inboxPrefix?: string;
   /** Connection name the server shows in its monitoring (e.g. `camfleet-node-<id>`). */
   name: string;
   logger: Logger;
@@ -52,6 +61,17 @@ export interface ConnectOptions {
  * Connects to NATS and keeps reconnecting for ever, with exponential backoff
  * and jitter. Each change of connection state is logged once (not once per
  * failed attempt) and counted in the node metrics.
+ *
+ * The first connect, with `retryFirstConnect`, is retried only while the
+ * server is not there yet (see isUnreachable: refused, reset, timed out, no
+ * route, name not resolved). A server that answers and refuses is told at
+ * once, never retried: wrong credentials are CamfleetError UNAUTHENTICATED
+ * ("authorization violation"), and a TLS failure (no TLS on a server a
+ * `tls://` URL or NATS_CA asked TLS of, a certificate that does not verify, a
+ * client certificate the server refuses) is UNAVAILABLE naming the cause.
+ * After the first connect the client's own rule holds: it gives up
+ * reconnecting after the same authorization error twice in a row (the
+ * connection then closes), and retries everything else for ever.
  */
 export async function connectNats(options: ConnectOptions): Promise<NatsConnection> {
   const policy: Backoff = { initialMs: options.reconnectDelayMs ?? 250, maxMs: options.maxReconnectDelayMs ?? 5000 };
@@ -78,6 +98,9 @@ export async function connectNats(options: ConnectOptions): Promise<NatsConnecti
       pingInterval: 10_000,
       maxPingOut: 2,
       noAsyncTraces: !(options.asyncTraces ?? false),
+      ...(options.auth?.authenticator !== undefined ? { authenticator: options.auth.authenticator } : {}),
+      ...(options.auth?.tls !== undefined ? { tls: options.auth.tls } : {}),
+      ...(options.inboxPrefix !== undefined ? { inboxPrefix: options.inboxPrefix } : {}),
     });
 
   let nc: NatsConnection | undefined;
@@ -86,6 +109,8 @@ export async function connectNats(options: ConnectOptions): Promise<NatsConnecti
     try {
       nc = await open();
     } catch (err) {
+      const refused = refusedConnectError(err, options.servers);
+      if (refused !== undefined) throw refused;
       if (!(options.retryFirstConnect ?? false) || options.signal?.aborted) throw err;
       if (!warned) log.warn({ servers: options.servers.map(redact), err }, LOG_MESSAGES.natsNotReachableYet);
       warned = true;
@@ -99,6 +124,34 @@ export async function connectNats(options: ConnectOptions): Promise<NatsConnecti
     outageStart = undefined;
   });
   return nc;
+}
+
+/** System error codes of "nobody is listening there yet": worth retrying while a cluster starts. */
+const UNREACHABLE_CODES = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "EHOSTDOWN", "ENOTFOUND", "EAI_AGAIN", "EPIPE"]);
+
+/** True when the first connect failed because no server answered (yet), as opposed to a server that answered and refused. */
+function isUnreachable(err: unknown): boolean {
+  if (err instanceof TimeoutError) return true;
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (typeof code === "string" && UNREACHABLE_CODES.has(code)) return true;
+  }
+  return false;
+}
+
+/**
+ * A first-connect failure that no retry can fix, as a CamfleetError naming
+ * the servers (credentials never appear: the URLs carry none); undefined for
+ * "not reachable yet".
+ */
+function refusedConnectError(err: unknown, servers: readonly string[]): CamfleetError | undefined {
+  const where = servers.map(redact).join(", ");
+  if (err instanceof AuthorizationError || err instanceof UserAuthenticationExpiredError) {
+    return new CamfleetError("UNAUTHENTICATED", `NATS at ${where} refused the credentials (${err.message.replace(/^'|'$/g, "")}); check NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_NKEY or NATS_CREDS`, { cause: err });
+  }
+  if (isUnreachable(err)) return undefined;
+  const why = err instanceof Error ? err.message : String(err);
+  return new CamfleetError("UNAVAILABLE", `cannot connect to NATS at ${where}: ${why}`, { cause: err });
 }
 
 async function watchStatus(nc: NatsConnection, log: Logger, metrics: NodeMetrics | undefined, onReconnect: () => void): Promise<void> {
@@ -125,7 +178,13 @@ async function watchStatus(nc: NatsConnection, log: Logger, metrics: NodeMetrics
         log.warn({ server: redact(s.server) }, "NATS server entering lame-duck mode; will move to another");
         break;
       case "error":
-        log.error({ err: s.error }, "NATS connection error");
+        if (s.error instanceof PermissionViolationError) {
+          // The server only reports it, asynchronously: a JetStream or KV call on that subject then times out.
+          // Said here with the subject, so a missing permission is not mistaken for a slow cluster.
+          log.error({ operation: s.error.operation, subject: s.error.subject }, `NATS permissions violation: this user may not ${s.error.operation === "publish" ? "publish to" : "subscribe to"} ${s.error.subject}`);
+        } else {
+          log.error({ err: s.error }, "NATS connection error");
+        }
         break;
       case "staleConnection":
         log.warn("NATS connection is stale (no PONG); reconnecting");

@@ -165,10 +165,15 @@ export class FleetNode {
     }
 
     if (config.natsServers === undefined) {
+      if (config.natsAuth.method !== "none" || config.natsAuth.tls !== undefined) {
+        log.warn("NATS credentials or TLS are set but NATS_URL is not: the embedded nats-server has no auth and listens on 127.0.0.1 only; they are not used");
+      }
       this.#embedded = await startEmbeddedNats({ dataDir: config.dataDir, port: config.embeddedNatsPort, logger: log });
     }
     const nc = await connectNats({
       servers: this.natsServers,
+      // The embedded server has no auth; a NATS_URL server gets NATS_USER … NATS_KEY.
+      ...(this.#embedded === undefined ? { auth: config.natsAuth } : {}),
       name: `camfleet-node-${this.id}`,
       logger: log,
       metrics: this.metrics,

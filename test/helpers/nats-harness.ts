@@ -47,6 +47,10 @@ export interface StartNatsOptions {
    * the harness's (its flags win).
    */
   config?: string;
+  /** A nats-server config file (auth, TLS, accounts); the harness's own flags win over it. Instead of `config`. */
+  configFile?: string;
+  /** Extra environment of the server, e.g. the passwords a config file names as `$VAR`. */
+  env?: Record<string, string>;
 }
 
 export interface NatsHandle {
@@ -69,6 +73,10 @@ export interface StartNatsClusterOptions {
   noAdvertise?: boolean;
   /** Text of a configuration file every member gets, as for startNats. */
   config?: string;
+  /** A config file every member starts with (auth, TLS); the harness's flags (names, ports, routes, store) win over it. */
+  configFile?: string;
+  /** Extra environment of every member. */
+  env?: Record<string, string>;
 }
 
 export interface NatsClusterHandle {
@@ -94,7 +102,7 @@ export async function startNats(opts: StartNatsOptions): Promise<NatsHandle> {
     }
   });
   opts.onCleanup(close);
-  const configFile = await writeConfig(root, opts.config);
+  const configFile = opts.configFile ?? (await writeConfig(root, opts.config));
   const started = await withFreshPorts(async (attempt) => {
     server = new NatsServerProcess({
       name: opts.name ?? "test",
@@ -104,6 +112,7 @@ export async function startNats(opts: StartNatsOptions): Promise<NatsHandle> {
       readyTimeoutMs: opts.readyTimeoutMs,
       onLog: opts.onLog,
       ...(configFile !== undefined ? { configFile } : {}),
+      ...(opts.env !== undefined ? { env: { ...process.env, ...opts.env } } : {}),
     });
     await server.start();
     return server;
@@ -145,7 +154,7 @@ export async function startNatsCluster(opts: StartNatsClusterOptions): Promise<N
     }
   });
   opts.onCleanup(close);
-  const configFile = await writeConfig(root, opts.config);
+  const configFile = opts.configFile ?? (await writeConfig(root, opts.config));
 
   const start = async (attempt: number): Promise<void> => {
     servers.length = 0;
@@ -163,6 +172,7 @@ export async function startNatsCluster(opts: StartNatsClusterOptions): Promise<N
         cluster: { name: "camfleet-test", port: clusterPorts[i], routes, ...(opts.noAdvertise === true ? { noAdvertise: true } : {}) },
         readyTimeoutMs,
         ...(configFile !== undefined ? { configFile } : {}),
+        ...(opts.env !== undefined ? { env: { ...process.env, ...opts.env } } : {}),
       };
       const onLog = opts.onLog;
       if (onLog) options.onLog = (line) => onLog(name, line);
