@@ -67,9 +67,13 @@ describe("deploy/nats/: a TLS cluster with one user per role", () => {
     const client = { NATS_CA: tls.ca, NATS_CERT: tls.clientCert, NATS_KEY: tls.clientKey };
     const as = (user: string, password: string) => ({ NATS_USER: user, NATS_PASSWORD: password, ...client });
 
+    const operator = { NATS_URL: url, ...as("operator", PASSWORDS.CAMFLEET_OPERATOR_PASSWORD) };
+    // The operator owns the streams: created (sized to the store) before the first node, as deploy/nats/ says.
+    const apply = await cli(["streams", "apply"], operator);
+    expect(apply.code, apply.err).toBe(0);
+    expect(apply.out).toMatch(/CAMFLEET_STATUS: created/);
     const node = await startFleetNode({ id: "n1", natsUrls: urls, env: as("node", PASSWORDS.CAMFLEET_NODE_PASSWORD), onCleanup: onTestFinished });
     const gateway = await startTestGateway({ natsUrl: url, env: as("gateway", PASSWORDS.CAMFLEET_GATEWAY_PASSWORD), onCleanup: onTestFinished });
-    const operator = { NATS_URL: url, ...as("operator", PASSWORDS.CAMFLEET_OPERATOR_PASSWORD) };
     const alerts = { NATS_URL: url, ...as("alert-consumer", PASSWORDS.CAMFLEET_ALERTS_PASSWORD) };
 
     const add = await cli(["camera", "add", "cam1", "rtsp://127.0.0.1/sim/cam1"], operator);
