@@ -86,12 +86,16 @@ async function natsOk(nc: NatsConnection, subject: string, body: string): Promis
 async function gatewayRun(url: string, seconds: number) {
   const ms: number[] = [];
   let non2xx = 0;
-  const instance = autocannon({ url: `${url}/cameras/${CAMERA}/status`, connections: CONCURRENCY, pipelining: 1, duration: seconds, timeout: REQUEST_TIMEOUT_MS / 1000 });
-  instance.on("response", (_client: unknown, status: number, _bytes: number, responseTime: number) => {
-    if (status >= 200 && status < 300) ms.push(responseTime);
-    else non2xx++;
+  const result = await new Promise<autocannon.Result>((resolve, reject) => {
+    const instance = autocannon(
+      { url: `${url}/cameras/${CAMERA}/status`, connections: CONCURRENCY, pipelining: 1, duration: seconds, timeout: REQUEST_TIMEOUT_MS / 1000 },
+      (err, res) => (err ? reject(err) : resolve(res)),
+    );
+    instance.on("response", (_client, status, _bytes, responseTime) => {
+      if (status >= 200 && status < 300) ms.push(responseTime);
+      else non2xx++;
+    });
   });
-  const result = await instance;
   return { requests: ms.length, seconds: result.duration, errors: non2xx + result.errors + result.timeouts, ms: ms.sort((a, b) => a - b) };
 }
 
