@@ -38,17 +38,15 @@
 // publisher share the CPUs (and other work may run): read the CPU columns.
 
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
-import { loadavg, tmpdir } from "node:os";
-import { join } from "node:path";
+import { loadavg } from "node:os";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { STREAMS, subjects } from "../subjects/index.ts";
 import { detectionEvent, statusEvent } from "../test/helpers/detections.ts";
 import { quantile, waitUntil } from "./fleet-bench.ts";
-import { HOST, mb, onCleanup, rssBytes, runBench, sleep, startBenchNats, startGatewayProcess } from "./gateway-procs.ts";
-import { busiestProfile, CLK_TCK, cpuTicks, topSelf } from "./proc-profile.ts";
+import { gatewayFlags, HOST, mb, onCleanup, printGatewayProfile, rssBytes, runBench, sleep, startBenchNats, startGatewayProcess } from "./gateway-procs.ts";
+import { CLK_TCK, cpuTicks } from "./proc-profile.ts";
 
 const RATES = (process.env.BENCH_RATES ?? "10,100,500").split(",").map(Number).filter((n) => Number.isFinite(n) && n > 0);
 const WINDOW_S = Number(process.env.BENCH_WINDOW_S ?? 10);
@@ -61,7 +59,6 @@ const TARGET_P99_MS = 50;
 const FLAT_TOLERANCE = 0.1;
 const SETTLE_S = 2;
 const CAMERAS = 10;
-const PROFILE = process.env.BENCH_PROFILE === "1";
 const CLIENTS_SCRIPT = fileURLToPath(new URL("./sse-clients.ts", import.meta.url));
 
 // ------------------------------------------------------------ client processes
@@ -241,11 +238,8 @@ async function main(): Promise<void> {
   const { nats, nc } = await startBenchNats("bench-fanout");
   const js = jetstream(nc);
   const jsm = await jetstreamManager(nc);
-  // The launcher puts CAMFLEET_NODE_FLAGS on node's command line (--cpu-prof is not allowed in NODE_OPTIONS).
-  const profDir = PROFILE ? await mkdtemp(join(tmpdir(), "camfleet-bench-fanout-prof-")) : undefined;
-  if (profDir !== undefined) onCleanup(() => rm(profDir, { recursive: true, force: true }));
-  const flags = `${process.env.BENCH_NODE_FLAGS ?? ""}${profDir !== undefined ? ` --cpu-prof --cpu-prof-dir=${profDir}` : ""}`;
-  const { gw, url, pid: gwPid } = await startGatewayProcess(nats.url, { CAMFLEET_NODE_FLAGS: flags });
+  const { env, profDir } = await gatewayFlags();
+  const { gw, url, pid: gwPid } = await startGatewayProcess(nats.url, env);
   const clients = new Clients(Array.from({ length: CLIENT_PROCS }, () => ClientProc.start(url, nats.url)));
   const baseline = ClientProc.start(url, nats.url);
 
@@ -365,13 +359,7 @@ async function main(): Promise<void> {
     );
   }
   console.log(`gateway on ${HOST}; clients, gateway, nats-server and publisher share 2 cores with other work; figures are noisy.`);
-  if (profDir !== undefined) {
-    await clients.all("close");
-    await gw.terminate(10_000); // SIGTERM: node writes the profile on exit
-    const best = await busiestProfile(profDir);
-    console.log("");
-    for (const line of best === undefined ? ["(no .cpuprofile written)"] : topSelf(best, { top: 15, label: "gateway profile, whole run" })) console.log(line);
-  }
+  if (profDir !== undefined) await printGatewayProfile(gw, profDir);
 }
 
 await runBench(main);

@@ -19,6 +19,7 @@ import { ensureJetStream } from "../runtime/index.ts";
 import { subjects } from "../subjects/index.ts";
 import { reservePort } from "../test/helpers/ports.ts";
 import { waitUntil } from "./fleet-bench.ts";
+import { busiestProfile, topSelf } from "./proc-profile.ts";
 
 export const CAMFLEET_BIN = fileURLToPath(new URL("../bin/camfleet", import.meta.url));
 export const HOST = "127.0.0.1";
@@ -109,6 +110,26 @@ export async function startNodeProcess(nc: NatsConnection, natsUrl: string, id: 
     100,
   );
   return { node, pid: node.child.pid! };
+}
+
+/**
+ * Node flags for the gateway (the launcher puts CAMFLEET_NODE_FLAGS on node's command line; --cpu-prof is not
+ * allowed in NODE_OPTIONS): BENCH_NODE_FLAGS, and with BENCH_PROFILE=1 a CPU profile written when it stops.
+ */
+export async function gatewayFlags(): Promise<{ env: Record<string, string>; profDir?: string }> {
+  const extra = process.env.BENCH_NODE_FLAGS ?? "";
+  if (process.env.BENCH_PROFILE !== "1") return { env: { CAMFLEET_NODE_FLAGS: extra } };
+  const profDir = await mkdtemp(join(tmpdir(), "camfleet-bench-gw-prof-"));
+  onCleanup(() => rm(profDir, { recursive: true, force: true }));
+  return { env: { CAMFLEET_NODE_FLAGS: `${extra} --cpu-prof --cpu-prof-dir=${profDir}` }, profDir };
+}
+
+/** Stops the gateway (SIGTERM: node writes its profile on exit) and prints its top functions by self time. */
+export async function printGatewayProfile(gw: SupervisedChild, profDir: string): Promise<void> {
+  await gw.terminate(10_000);
+  const best = await busiestProfile(profDir);
+  console.log("");
+  for (const line of best === undefined ? ["(no .cpuprofile written)"] : topSelf(best, { top: 15, label: "gateway profile, whole run" })) console.log(line);
 }
 
 /** VmRSS of a process from /proc/<pid>/status, bytes; undefined once it is gone. */

@@ -21,6 +21,8 @@
 //
 //   npm run bench:gateway
 //   BENCH_DURATION_S=5 BENCH_ROUNDS=1 BENCH_CONCURRENCY=50 npm run bench:gateway
+// BENCH_PROFILE=1 runs the gateway with --cpu-prof and prints where its time
+// went; BENCH_NODE_FLAGS adds Node flags to the gateway.
 //
 // On this 2-core machine the load generator, the gateway, the node and
 // nats-server share the CPUs (and other work may run): read the CPU columns.
@@ -31,7 +33,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { ControlClient } from "../runtime/client/control-client.ts";
 import { subjects } from "../subjects/index.ts";
 import { quantile, waitUntil } from "./fleet-bench.ts";
-import { runBench, startBenchNats, startGatewayProcess, startNodeProcess, sleep } from "./gateway-procs.ts";
+import { gatewayFlags, printGatewayProfile, runBench, startBenchNats, startGatewayProcess, startNodeProcess, sleep } from "./gateway-procs.ts";
 import { CLK_TCK, cpuTicks } from "./proc-profile.ts";
 
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 50);
@@ -105,7 +107,8 @@ async function main(): Promise<void> {
   const ctl = new ControlClient(nc, { timeoutMs: 2000 });
   await ctl.putCamera({ id: CAMERA, url: "rtsp://127.0.0.1:1/bench" });
   await waitUntil(async () => (await ctl.cameraStatus(CAMERA).catch(() => undefined))?.state === "STREAMING", 30_000, "camera bench STREAMING", 100);
-  const { url, pid: gwPid } = await startGatewayProcess(nats.url);
+  const { env, profDir } = await gatewayFlags();
+  const { gw: gwProc, url, pid: gwPid } = await startGatewayProcess(nats.url, env);
   const first = await fetch(`${url}/cameras/${CAMERA}/status`);
   const body = (await first.json()) as { state?: string; node?: string };
   if (first.status !== 200 || body.state !== "STREAMING") throw new Error(`GET /cameras/${CAMERA}/status: ${first.status} ${JSON.stringify(body)}`);
@@ -161,6 +164,7 @@ async function main(): Promise<void> {
       `over the route's own 2 NATS requests: throughput ${(rps(two) / rps(gw)).toFixed(2)}x lower, p50 ${(quantile(gw.ms, 0.5) / quantile(two.ms, 0.5)).toFixed(2)}x`,
   );
   console.log("errors: error replies, timeouts and non-2xx responses over all measured rounds. 2-core machine shared with other work; figures are noisy.");
+  if (profDir !== undefined) await printGatewayProfile(gwProc, profDir);
 }
 
 await runBench(main);
