@@ -25,8 +25,9 @@
 // gateway (/proc/<pid>/status) and its V8 heap in use (its /metrics,
 // camfleet_process_nodejs_heap_size_used_bytes) are read with the clients
 // connected and after they left (once the gateway's consumers on the streams
-// are gone again). Flat: the last wave's RSS after leaving is within 10 % of
-// the first wave's after warm-up (wave 2; wave 1 is the warm-up).
+// are gone again). Flat: the last wave's RSS after leaving is at most 10 %
+// above the first wave's after warm-up (wave 2; wave 1 is the warm-up), and
+// the hubs' consumers are all gone. Less is fine: that is memory given back.
 //
 // BENCH_PROFILE=1 runs the gateway with --cpu-prof and prints where its time
 // went (all phases together); BENCH_NODE_FLAGS adds Node flags to the gateway.
@@ -229,6 +230,8 @@ interface RatePhase {
   ended: number;
   errors: number;
   gatewayCpu: number;
+  /** Gateway CPU time per SSE event delivered, µs: what the fan-out costs, whatever else the machine does. */
+  gatewayUsPerDelivery: number;
   clientsCpu: number;
   /** 1-minute load average at the end of the phase. */
   load: number;
@@ -286,6 +289,7 @@ async function main(): Promise<void> {
       ended: reports.reduce((a, r) => a + r.ended, 0),
       errors: reports.reduce((a, r) => a + r.errors, 0),
       gatewayCpu: (((cpuTicks(gwPid) ?? g0) - g0) / CLK_TCK / seconds) * 100,
+      gatewayUsPerDelivery: sseEvents > 0 ? ((((cpuTicks(gwPid) ?? g0) - g0) / CLK_TCK) * 1e6) / sseEvents : NaN,
       clientsCpu: ((clients.cpuTicks() - c0) / CLK_TCK / seconds) * 100,
       load: loadavg()[0]!,
     });
@@ -324,13 +328,13 @@ async function main(): Promise<void> {
   const f = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : "-");
   console.log("");
   console.log(`load average at the end: ${loadavg().map((x) => x.toFixed(2)).join(", ")} (2 cores)`);
-  console.log("| events/s | path | p50 ms | p99 ms | max ms | samples | delivered | dropped (end) | gateway CPU % | clients' CPU % | load avg (1 min) |");
-  console.log("|---|---|---|---|---|---|---|---|---|---|---|");
+  console.log("| events/s | path | p50 ms | p99 ms | max ms | samples | delivered | dropped (end) | gateway CPU % | gateway CPU µs per delivery | clients' CPU % | load avg (1 min) |");
+  console.log("|---|---|---|---|---|---|---|---|---|---|---|---|");
   for (const p of phases) {
     console.log(
-      `| ${p.rate} | gateway SSE, ${CLIENTS} clients | ${f(p.sse.p50)} | ${f(p.sse.p99)} | ${f(p.sse.max)} | ${p.sse.n} | ${(p.delivered * 100).toFixed(1)} % | ${p.ended} | ${f(p.gatewayCpu)} | ${f(p.clientsCpu)} | ${p.load.toFixed(1)} |`,
+      `| ${p.rate} | gateway SSE, ${CLIENTS} clients | ${f(p.sse.p50)} | ${f(p.sse.p99)} | ${f(p.sse.max)} | ${p.sse.n} | ${(p.delivered * 100).toFixed(1)} % | ${p.ended} | ${f(p.gatewayCpu)} | ${f(p.gatewayUsPerDelivery)} | ${f(p.clientsCpu)} | ${p.load.toFixed(1)} |`,
     );
-    console.log(`| ${p.rate} | baseline: ordered consumer | ${f(p.nats.p50)} | ${f(p.nats.p99)} | ${f(p.nats.max)} | ${p.nats.n} | ${p.published > 0 ? ((p.nats.n / p.published) * 100).toFixed(1) : "-"} % | - | - | - | - |`);
+    console.log(`| ${p.rate} | baseline: ordered consumer | ${f(p.nats.p50)} | ${f(p.nats.p99)} | ${f(p.nats.max)} | ${p.nats.n} | ${p.published > 0 ? ((p.nats.n / p.published) * 100).toFixed(1) : "-"} % | - | - | - | - | - |`);
   }
   console.log("");
   for (const p of phases) {
@@ -351,11 +355,12 @@ async function main(): Promise<void> {
   const last = waves[waves.length - 1];
   if (ref?.rssOff !== undefined && last?.rssOff !== undefined) {
     const growth = last.rssOff / ref.rssOff - 1;
-    const flat = Math.abs(growth) <= FLAT_TOLERANCE && last.leftConsumers === 0;
+    // Growth is what a leak looks like; memory the gateway gave back (a drop) is fine.
+    const flat = growth <= FLAT_TOLERANCE && last.leftConsumers === 0;
     const heapGrowth = ref.heapOff !== undefined && last.heapOff !== undefined ? last.heapOff / ref.heapOff - 1 : NaN;
     console.log(
       `memory: RSS after wave ${last.wave} is ${(growth * 100).toFixed(1)} % from wave ${ref.wave}'s (heap ${(heapGrowth * 100).toFixed(1)} %) ${flat ? "PASS" : "FAIL"} ` +
-        `(flat: the last wave's RSS after leaving within ${FLAT_TOLERANCE * 100} % of wave ${ref.wave}'s, wave 1 being the warm-up, and no consumer left behind)`,
+        `(flat: the last wave's RSS after leaving at most ${FLAT_TOLERANCE * 100} % above wave ${ref.wave}'s, wave 1 being the warm-up, and no consumer left behind)`,
     );
   }
   console.log(`gateway on ${HOST}; clients, gateway, nats-server and publisher share 2 cores with other work; figures are noisy.`);
