@@ -146,12 +146,14 @@ async function main(): Promise<void> {
   const median = (r: Row): Round => [...r.rounds].sort((a, b) => rps(a) - rps(b))[Math.floor(r.rounds.length / 2)]!;
   console.log("");
   console.log(`load average at the end: ${loadavg().map((x) => x.toFixed(2)).join(", ")} (2 cores)`);
-  console.log("| path | req/s | p50 ms | p99 ms | errors | node CPU % | gateway CPU % | rounds' req/s |");
-  console.log("|---|---|---|---|---|---|---|---|");
+  // CPU per request hardly depends on what else the machine runs; req/s and latency do.
+  const usPerReq = (pct: number, x: Round) => ((pct / 100) * x.seconds * 1e6) / Math.max(1, x.requests);
+  console.log("| path | req/s | p50 ms | p99 ms | errors | node CPU % | node CPU µs/req | gateway CPU % | gateway CPU µs/req | rounds' req/s |");
+  console.log("|---|---|---|---|---|---|---|---|---|---|");
   for (const r of rows) {
     const m = median(r);
     console.log(
-      `| ${r.name} | ${rps(m).toFixed(0)} | ${quantile(m.ms, 0.5).toFixed(2)} | ${quantile(m.ms, 0.99).toFixed(2)} | ${r.rounds.reduce((a, x) => a + x.errors, 0)} | ${m.nodeCpu.toFixed(0)} | ${m.gatewayCpu.toFixed(0)} | ${r.rounds.map((x) => rps(x).toFixed(0)).join(", ")} |`,
+      `| ${r.name} | ${rps(m).toFixed(0)} | ${quantile(m.ms, 0.5).toFixed(2)} | ${quantile(m.ms, 0.99).toFixed(2)} | ${r.rounds.reduce((a, x) => a + x.errors, 0)} | ${m.nodeCpu.toFixed(0)} | ${usPerReq(m.nodeCpu, m).toFixed(0)} | ${m.gatewayCpu.toFixed(0)} | ${usPerReq(m.gatewayCpu, m).toFixed(0)} | ${r.rounds.map((x) => rps(x).toFixed(0)).join(", ")} |`,
     );
   }
   const floor = median(rows[0]!);
