@@ -38,7 +38,7 @@
 // On this 2-core machine the clients, the gateway, nats-server and this
 // publisher share the CPUs (and other work may run): read the CPU columns.
 
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { loadavg } from "node:os";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
@@ -213,6 +213,41 @@ async function publish(js: ReturnType<typeof jetstream>, rate: number, seconds: 
 
 // ------------------------------------------------------------------ main
 
+/**
+ * Events the gateway has not read from JetStream yet: for each of its hubs'
+ * consumers (those with a filter subject; the baseline's have none), the
+ * stream's last sequence minus the last one delivered to it.
+ */
+async function gatewayLag(jsm: Awaited<ReturnType<typeof jetstreamManager>>): Promise<number> {
+  let lag = 0;
+  for (const stream of [STREAMS.status, STREAMS.detections]) {
+    const last = (await jsm.streams.info(stream)).state.last_seq;
+    for await (const ci of jsm.consumers.list(stream)) {
+      const filtered = (ci.config.filter_subjects?.length ?? 0) > 0 || (ci.config.filter_subject ?? "") !== "";
+      if (filtered) lag += Math.max(0, last - ci.delivered.stream_seq);
+    }
+  }
+  return lag;
+}
+
+/**
+ * Where a backlog sits, from the kernel's socket queues (`ss`, iproute2): bytes
+ * the clients have not read yet (Recv-Q of their sockets to the gateway) and
+ * bytes the gateway handed to the kernel that no client took yet (Send-Q of its
+ * sockets). Bytes still in the gateway's own buffers are in neither.
+ */
+function socketBacklog(port: number): { clientsUnread: number; gatewayUnsent: number } | undefined {
+  const sum = (filter: string, column: 0 | 1) => {
+    const out = execFileSync("ss", ["-tnH", "state", "established", filter, `${HOST}:${port}`], { encoding: "utf8" });
+    return out.split("\n").reduce((a, line) => a + (Number(line.trim().split(/\s+/)[column]) || 0), 0);
+  };
+  try {
+    return { clientsUnread: sum("dst", 0), gatewayUnsent: sum("src", 1) };
+  } catch {
+    return undefined; // no ss here
+  }
+}
+
 async function heapUsed(url: string): Promise<number | undefined> {
   const text = await (await fetch(`${url}/metrics`)).text().catch(() => "");
   const m = /^camfleet_process_nodejs_heap_size_used_bytes(?:\{[^}]*\})? ([\d.e+]+)/m.exec(text);
@@ -235,6 +270,10 @@ interface RatePhase {
   clientsCpu: number;
   /** 1-minute load average at the end of the phase. */
   load: number;
+  /** Socket queues when the last event of the window was published. */
+  backlog: ReturnType<typeof socketBacklog>;
+  /** Events not yet read by the gateway from JetStream then. */
+  lag: number;
 }
 
 async function main(): Promise<void> {
@@ -243,6 +282,7 @@ async function main(): Promise<void> {
   const jsm = await jetstreamManager(nc);
   const { env, profDir } = await gatewayFlags();
   const { gw, url, pid: gwPid } = await startGatewayProcess(nats.url, env);
+  const port = Number(new URL(url).port);
   const clients = new Clients(Array.from({ length: CLIENT_PROCS }, () => ClientProc.start(url, nats.url)));
   const baseline = ClientProc.start(url, nats.url);
 
@@ -264,6 +304,8 @@ async function main(): Promise<void> {
     const c0 = clients.cpuTicks();
     const w0 = performance.now();
     const { published, failed } = await publish(js, rate, WINDOW_S);
+    const backlog = socketBacklog(port);
+    const lag = await gatewayLag(jsm);
     // Whatever is still on its way: until every client has everything, at most 10 s.
     let reports: Report[] = [];
     let base: Report | undefined;
@@ -292,6 +334,8 @@ async function main(): Promise<void> {
       gatewayUsPerDelivery: sseEvents > 0 ? ((((cpuTicks(gwPid) ?? g0) - g0) / CLK_TCK) * 1e6) / sseEvents : NaN,
       clientsCpu: ((clients.cpuTicks() - c0) / CLK_TCK / seconds) * 100,
       load: loadavg()[0]!,
+      backlog,
+      lag,
     });
     const errs = [...reports, ...(base === undefined ? [] : [base])].flatMap((r) => r.lastErrors);
     if (errs.length > 0) console.log(`rate ${rate}: client errors: ${errs.join("; ")}`);
@@ -328,14 +372,18 @@ async function main(): Promise<void> {
   const f = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : "-");
   console.log("");
   console.log(`load average at the end: ${loadavg().map((x) => x.toFixed(2)).join(", ")} (2 cores)`);
-  console.log("| events/s | path | p50 ms | p99 ms | max ms | samples | delivered | dropped (end) | gateway CPU % | gateway CPU µs per delivery | clients' CPU % | load avg (1 min) |");
-  console.log("|---|---|---|---|---|---|---|---|---|---|---|---|");
+  console.log("| events/s | path | p50 ms | p99 ms | max ms | samples | delivered | dropped (end) | gateway CPU % | gateway CPU µs per delivery | clients' CPU % | load avg (1 min) | events not yet read by the gateway | unsent by gateway MB | unread by clients MB |");
+  console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
   for (const p of phases) {
     console.log(
-      `| ${p.rate} | gateway SSE, ${CLIENTS} clients | ${f(p.sse.p50)} | ${f(p.sse.p99)} | ${f(p.sse.max)} | ${p.sse.n} | ${(p.delivered * 100).toFixed(1)} % | ${p.ended} | ${f(p.gatewayCpu)} | ${f(p.gatewayUsPerDelivery)} | ${f(p.clientsCpu)} | ${p.load.toFixed(1)} |`,
+      `| ${p.rate} | gateway SSE, ${CLIENTS} clients | ${f(p.sse.p50)} | ${f(p.sse.p99)} | ${f(p.sse.max)} | ${p.sse.n} | ${(p.delivered * 100).toFixed(1)} % | ${p.ended} | ${f(p.gatewayCpu)} | ${f(p.gatewayUsPerDelivery)} | ${f(p.clientsCpu)} | ${p.load.toFixed(1)} | ${p.lag} | ${mb(p.backlog?.gatewayUnsent)} | ${mb(p.backlog?.clientsUnread)} |`,
     );
-    console.log(`| ${p.rate} | baseline: ordered consumer | ${f(p.nats.p50)} | ${f(p.nats.p99)} | ${f(p.nats.max)} | ${p.nats.n} | ${p.published > 0 ? ((p.nats.n / p.published) * 100).toFixed(1) : "-"} % | - | - | - | - | - |`);
+    console.log(`| ${p.rate} | baseline: ordered consumer | ${f(p.nats.p50)} | ${f(p.nats.p99)} | ${f(p.nats.max)} | ${p.nats.n} | ${p.published > 0 ? ((p.nats.n / p.published) * 100).toFixed(1) : "-"} % | - | - | - | - | - | - | - | - |`);
   }
+  console.log("");
+  console.log(
+    "where a backlog was at the end of each window: events still in JetStream for the gateway's consumers (the gateway behind), bytes in the kernel's socket queues (ss) the gateway handed over and no client took, and bytes the clients have not read (the clients' processes behind)",
+  );
   console.log("");
   for (const p of phases) {
     const ok = p.sse.p99 <= TARGET_P99_MS && p.delivered >= 0.999 && p.ended === 0;
