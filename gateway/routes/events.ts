@@ -90,8 +90,19 @@ async function feedRequest(feeds: EventFeeds, req: FastifyRequest): Promise<Feed
   return { filter, cursor };
 }
 
-function sseRecord(id: string, e: StoredEvent): string {
-  return `id: ${id}\nevent: ${e.type}\ndata: ${eventJson(e)}\n\n`;
+/**
+ * The SSE record of an event, as bytes. Clients level with each other (the
+ * usual case: live clients of one filter) give it the same id, so the last
+ * record made is kept for the next client: one copy for all of them instead
+ * of one string and one UTF-8 encoding per client.
+ */
+const lastRecord = new WeakMap<StoredEvent, { id: string; bytes: Buffer }>();
+function sseRecord(id: string, e: StoredEvent): Buffer {
+  const kept = lastRecord.get(e);
+  if (kept?.id === id) return kept.bytes;
+  const bytes = Buffer.from(`id: ${id}\nevent: ${e.type}\ndata: ${eventJson(e)}\n\n`);
+  lastRecord.set(e, { id, bytes });
+  return bytes;
 }
 
 /** The SSE response as a sink. The request was hijacked: fastify no longer touches the response. */
