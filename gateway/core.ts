@@ -129,7 +129,7 @@ export class GatewayCore {
    * let through only while no node holds the camera.
    */
   async #checkPublisher(camera: string, publisher: PublisherIdentity): Promise<void> {
-    const lease = await this.#lease(camera);
+    const lease = await this.lease(camera);
     if (lease === undefined) return;
     if (publisher.node === undefined) {
       throw new CamfleetError("CONFLICT", `camera ${camera} is run by node ${lease.node}: only its owner may publish it (an external WHIP source may publish a camera no node runs)`);
@@ -143,7 +143,8 @@ export class GatewayCore {
     }
   }
 
-  async #lease(camera: string): Promise<Lease | undefined> {
+  /** The camera's lease in camfleet_leases, if one is held (or expired and not yet taken over). */
+  async lease(camera: string): Promise<Lease | undefined> {
     const entry = await this.#leases.get(kvKeys.lease(camera));
     if (entry === null || entry.operation !== "PUT") return undefined;
     const parsed = LeaseSchema.safeParse(entry.json());

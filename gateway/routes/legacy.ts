@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import type { FastifyInstance } from "fastify";
-import type { ControlClient } from "../../runtime/index.ts";
+import { toCamfleetError, type ControlClient } from "../../runtime/index.ts";
 import { assertId, CamfleetError, http as httpBodies, parseOrThrow, redact, type CameraSpec, type CameraStatus, type NodeInfo } from "../../subjects/index.ts";
 import type { GatewayCore } from "../core.ts";
 
@@ -129,7 +129,10 @@ async function legacyScope(app: FastifyInstance, deps: LegacyDeps): Promise<void
 
   app.get<{ Params: { id: string } }>("/cameras/:id/status", async (req) => {
     const id = assertId("camera", req.params.id);
-    const { camera, lease } = await control.getCamera(id);
+    // Spec and lease straight from KV (the gateway reads both buckets anyway): one NATS request, to the owner, not two.
+    const [camera, lease] = await Promise.all([core.cameraSpec(id), core.lease(id)]).catch((err: unknown) => {
+      throw toCamfleetError(err, "JetStream");
+    });
     // No lease: nobody runs it (stopped, or waiting for a node). A lease whose holder has just let go answers NOT_FOUND too.
     const status =
       lease === undefined
