@@ -82,6 +82,18 @@ describe("GopCache", () => {
     gop.push(idrStart(500));
     expect(gop.packets()).toHaveLength(1);
   });
+  it("keeps FFmpeg's STAP-A of AUD, SPS and PPS before an IDR (regression: a GOP without parameter sets could not be decoded)", () => {
+    const gop = new GopCache();
+    const audSpsPps = rtp(300, [24, 0, 2, 0x09, 0xf0, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce]);
+    const audAndSlice = rtp(400, [24, 0, 2, 0x09, 0xf0, 0, 3, 0x41, 9, 9]);
+    expect(onlyParameterSets(rtpPayload(audSpsPps)!)).toBe(true);
+    expect(onlyParameterSets(rtpPayload(audAndSlice)!)).toBe(false);
+    expect(onlyParameterSets(rtpPayload(rtp(1, [0x09, 0xf0]))!)).toBe(false); // an AUD alone carries no parameters
+    gop.push(audSpsPps);
+    gop.push(idrStart(300));
+    gop.push(audAndSlice);
+    expect(gop.packets().map((p) => h264NalTypes(rtpPayload(p)!))).toEqual([[H264_NAL.AUD, H264_NAL.SPS, H264_NAL.PPS], [H264_NAL.IDR], [H264_NAL.AUD, H264_NAL.SLICE]]);
+  });
   it("drops a GOP past its size limit until the next IDR, and ignores what is not RTP", () => {
     const gop = new GopCache(40);
     gop.push(Buffer.from([1, 2, 3]));
