@@ -10,6 +10,7 @@ import { cameraRoutes } from "./routes/cameras.ts";
 import { legacyRoutes } from "./routes/legacy.ts";
 import { mediaRoutes } from "./routes/media.ts";
 import { opsRoutes } from "./routes/ops.ts";
+import { pictureRoutes } from "./routes/pictures.ts";
 
 /**
  * `camfleet gateway`: the HTTP gateway of the contract (docs/contract.md) on HTTP_PORT (8080),
@@ -99,6 +100,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     const control = new ControlClient(conn);
     legacyRoutes(app, { core: c, control });
     cameraRoutes(app, { core: c, control });
+    pictureRoutes(app, { core: c, control, logger: log, registry: options.registry });
     await app.listen({ port: config.httpPort, host: config.httpHost });
     const { port } = app.server.address() as AddressInfo;
     const host = config.httpHost.includes(":") ? `[${config.httpHost}]` : config.httpHost;
