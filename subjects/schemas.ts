@@ -268,6 +268,8 @@ const IdRequest = z.strictObject({ id: IdSchema });
 export const SNAPSHOT_WIDTH = { min: 16, max: 3840 } as const;
 /** Frames per second an MJPEG feed may ask for (`?fps=`); the default is 1. */
 export const FEED_FPS = { min: 0.1, max: 5, default: 1 } as const;
+/** The API token, for an <img src> that cannot set a header; checked by the gateway before the route. */
+const ApiTokenQuery = z.string().optional();
 /** `?width=` as a query string: digits only, then the snapshot's bounds. */
 const WidthQuery = z
   .string()
@@ -341,10 +343,11 @@ export const http = {
   answer: z.object({ sdp: z.string(), type: z.literal("answer") }),
   error: z.object({ error: ErrorBodySchema }),
   /** GET /cameras/{id}/snapshot.jpg */
-  snapshotQuery: z.strictObject({ width: WidthQuery.optional() }),
+  snapshotQuery: z.strictObject({ width: WidthQuery.optional(), token: ApiTokenQuery }),
   /** GET /cameras/{id}/stream/feed */
   feedQuery: z.strictObject({
     width: WidthQuery.optional(),
+    token: ApiTokenQuery,
     fps: z
       .string()
       .regex(/^\d{1,2}(\.\d{1,3})?$/, "must be a number of frames per second")

@@ -117,6 +117,13 @@ describe("camera snapshots", () => {
     const wide = jpeg.decode(Buffer.from(await (await fetch(`${gw.url}/cameras/door/snapshot.jpg?width=1920`)).arrayBuffer()));
     expect([wide.width, wide.height]).toEqual([640, 360]);
 
+    // With CAMFLEET_API_TOKEN: the header, or ?token= for an <img src>.
+    const secured = await startTestGateway({ natsUrl: nats.url, env: { CAMFLEET_API_TOKEN: "pic-token" }, onCleanup: onTestFinished });
+    expect((await callJson(secured, "GET", "/cameras/door/snapshot.jpg")).status).toBe(401);
+    expect((await callJson(secured, "GET", "/cameras/door/snapshot.jpg?token=wrong")).status).toBe(401);
+    expect((await fetch(`${secured.url}/cameras/door/snapshot.jpg`, { headers: { authorization: "Bearer pic-token" } })).status).toBe(200);
+    expect((await fetch(`${secured.url}/cameras/door/snapshot.jpg?token=pic-token&width=64`)).status).toBe(200);
+
     // Concurrent requests for one width share one decode.
     const decodesBefore = metricValue(await (await fetch(`${ops}/metrics`)).text(), `camfleet_snapshot_decodes_total{node="snap-node"}`);
     const burst = await Promise.all(Array.from({ length: 6 }, () => client.cameraSnapshot("door", 320)));
