@@ -192,13 +192,25 @@ describe("camera snapshots", () => {
     await client.cameraSnapshot("door");
     expect(await requests()).toBe(afterLeave + 1);
 
-    // Stopped: 503 once its node let it go; no decoder is left behind.
+    // Stopped: 503 once its node let it go; a feed client that stays keeps its connection (the camera may come
+    // back), while a new one gets the 503 rather than a stale frame; no decoder is left behind.
+    const stays = await readFeed(feedUrl);
+    onTestFinished(() => stays.close());
+    await waitFor(() => stays.parts.length >= 1, { message: "the staying client's first part" });
     expect((await callJson(gw, "POST", "/cameras/door/stop")).status).toBe(200);
     const stopped = await waitFor(async () => {
       const r = await callJson(gw, "GET", "/cameras/door/snapshot.jpg").catch(() => undefined);
       return r?.status === 503 ? r : undefined;
     }, { timeoutMs: 10_000, message: "503 for the stopped door" });
     expect(stopped.body.error.code).toBe("UNAVAILABLE");
+    const lateFeed = await waitFor(async () => {
+      const r = await callJson(gw, "GET", "/cameras/door/stream/feed?fps=2");
+      return r.status === 503 ? r : undefined;
+    }, { timeoutMs: 5_000, message: "503 for a new feed client of the stopped door" });
+    expect(lateFeed.body.error.code).toBe("UNAVAILABLE");
+    expect(await gatewayMetric("camfleet_feed_clients")).toBe(1);
+    stays.close();
+    await waitFor(async () => (await gatewayMetric("camfleet_feed_loops")) === 0, { message: "the last loop gone" });
     await expect(client.cameraSnapshot("door")).rejects.toBeInstanceOf(CamfleetError);
     await waitFor(() => snapshotDecoders(node.pid).length === 0, { timeoutMs: 5_000, message: "no snapshot ffmpeg left" });
   });

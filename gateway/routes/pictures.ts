@@ -48,10 +48,14 @@ export function pictureRoutes(app: FastifyInstance, deps: PictureDeps): Feeds {
     if (feeds.stopping) throw new CamfleetError("UNAVAILABLE", "the gateway is stopping");
     // The first frame decides the answer: an unknown or stopped camera is a 404/503 with a body, not an empty stream.
     const feed = feeds.get(camera, q.width);
+    // A client that leaves while its first frame is decoded must not join the loop (its close has passed by then).
+    let gone = false;
+    reply.raw.once("close", () => (gone = true));
     const first = await feed.firstFrame().catch((err: unknown) => {
       feeds.release(feed);
       throw err;
     });
+    if (gone) return feeds.release(feed);
     reply.hijack();
     feed.attach(reply.raw, q.fps ?? FEED_FPS.default, first);
   });
@@ -149,16 +153,13 @@ class FeedLoop {
   /** The frame a new client starts with: the latest one, or the loop's first (whose failure is the client's HTTP error). */
   firstFrame(): Promise<Buffer> {
     if (this.#latest !== undefined) return Promise.resolve(this.#latest);
-    this.#first ??= snapshot(this.deps, this.camera, this.width).then(
-      (jpeg) => {
+    // Clients arriving together share one request; once it settled, the next one asks anew.
+    this.#first ??= snapshot(this.deps, this.camera, this.width)
+      .then((jpeg) => {
         this.#latest ??= jpeg;
         return jpeg;
-      },
-      (err: unknown) => {
-        this.#first = undefined; // the next client asks again
-        throw err;
-      },
-    );
+      })
+      .finally(() => (this.#first = undefined));
     return this.#first;
   }
 
@@ -213,7 +214,9 @@ class FeedLoop {
       // A little slack, so a client at the loop's own rate is not skipped for a millisecond of jitter.
       for (const c of this.#clients) if (now - c.lastSent >= c.intervalMs * 0.9) this.#write(c, jpeg);
     } catch (err) {
-      // The camera may come back (a restart, a failover): clients keep their last frame and the loop keeps asking.
+      // The camera may come back (a restart, a failover): clients keep their last frame and the loop keeps asking;
+      // a client arriving now gets the error, not a stale frame.
+      this.#latest = undefined;
       this.deps.logger.debug({ camera: this.camera, err }, "feed snapshot failed");
     }
     const fastest = Math.min(...[...this.#clients].map((c) => c.intervalMs));
