@@ -36,6 +36,7 @@ export function snapshotArgs(frames: number, width?: number): string[] {
   // -2: the height that keeps the aspect ratio, rounded to even; min(): never larger than the source.
   if (width !== undefined) filters.push(`scale=w='min(${width}\\,iw)':h=-2`);
   return [
+    // One thread: a snapshot must not take the cores the node's cameras stream on.
     ...["-hide_banner", "-nostdin", "-loglevel", "error", "-threads", "1"],
     ...["-f", "h264", "-i", "pipe:0"],
     ...["-vf", filters.join(","), "-frames:v", "1", "-fps_mode", "passthrough"],
