@@ -47,7 +47,7 @@ const PER_CAMERA: Array<[string, Record<string, string>]> = [
 ];
 
 describe("per-camera metrics", () => {
-  it("exist for every running camera from its first second (analysis off and on), age is fresh at each scrape, and all go when the camera stops", { timeout: 120_000 }, async () => {
+  it("exist for every running camera from its first second (analysis off and on), age is fresh at each scrape, and all go when the camera stops", { timeout: 150_000 }, async () => {
     const nats = await startNats({ onCleanup: onTestFinished });
     const cam = await startRtspCamera({ onCleanup: onTestFinished, mounts: [{ path: "/door", width: 320, height: 240, fps: 15 }] });
     const detectorPort = await reservePort();
@@ -121,5 +121,15 @@ describe("per-camera metrics", () => {
     const after = await scrape();
     expect(missing(after, "plain")).toEqual([]);
     expect(missing(after, "dark")).toEqual([]);
+
+    // Handed over (drain): the new owner has every series, the old one none.
+    const second = await startFleetNode({ id: "m2", natsUrls: [nats.url], env: { CAMFLEET_ACTOR_KIND: "camera", AI_ENDPOINT: `127.0.0.1:${detectorPort}` }, onCleanup: onTestFinished });
+    const ops2 = String((await second.proc.waitForLog((l) => l.msg === LOG_MESSAGES.servingOps)).url);
+    expect(await client.drainNode("m1")).toEqual({ released: 2 });
+    await waitFor(async () => {
+      const s2 = parseMetrics(await (await fetch(`${ops2}/metrics`)).text());
+      return missing(s2, "plain").length === 0 && missing(s2, "dark").length === 0;
+    }, { timeoutMs: 20_000, message: "plain and dark with all their series on m2" });
+    expect((await scrape()).filter((s) => s.labels.camera !== undefined).map((s) => `${s.name}{camera=${s.labels.camera}}`)).toEqual([]);
   });
 });
