@@ -6,6 +6,7 @@
  * sender, the WHIP client and its HTTP. Imports werift and subjects/ only.
  */
 export { GopCache } from "./gop-cache.ts";
+export type { GopCacheOptions } from "./gop-cache.ts";
 export { H264_NAL, h264NalTypes, onlyParameterSets, startsKeyFrame } from "./h264.ts";
 export { rtpToAnnexB } from "./h264-annexb.ts";
 export type { AnnexB } from "./h264-annexb.ts";

@@ -119,11 +119,13 @@ class CameraActor implements Actor {
   /**
    * The source's current GOP, always kept (bounded by GopCache's byte limit):
    * a WHIP session that starts (a viewer arrived) begins with it, not at the
-   * next IDR, and a snapshot decodes it to its latest frame. It holds the
-   * same Buffers the WHIP session sends, so it costs references, not copies
-   * (a GOP of a 2 Mbit/s camera is 0.5–1 MB).
+   * next IDR, and a snapshot decodes it to its latest frame. Copied into one
+   * buffer the cache reuses (a GOP of a 2 Mbit/s camera is 0.5–1 MB), not
+   * kept as the packets themselves: thousands of packets alive for a GOP
+   * would make V8 pretenure every Buffer of the node (see srtp-sender.ts).
+   * Its packets are valid until the next push: both readers use them at once.
    */
-  readonly #gop = new GopCache();
+  readonly #gop = new GopCache(undefined, { copy: true });
   /** Snapshot decodes in flight by width (0: full size): concurrent requests share one. */
   readonly #snapshots = new Map<number, Promise<Buffer>>();
   /** Aborted on stop: a decode in flight is killed, not awaited. */
@@ -433,8 +435,8 @@ class CameraActor implements Actor {
   async #decodeSnapshot(width: number | undefined): Promise<Buffer> {
     const state = stateName(this.#machine.getSnapshot().value);
     if (this.#stopping !== undefined) throw new CamfleetError("UNAVAILABLE", `camera ${this.#spec.id} is stopping`);
-    // A copy of the array (not the packets): the GOP may restart while FFmpeg decodes.
-    const { data, frames } = rtpToAnnexB([...this.#gop.packets()]);
+    // Depacketized at once (rtpToAnnexB copies the bytes): the cache's buffer is rewritten by the next packets.
+    const { data, frames } = rtpToAnnexB(this.#gop.packets());
     if (state !== "STREAMING" || frames === 0) {
       throw new CamfleetError("UNAVAILABLE", `camera ${this.#spec.id} has no picture yet: it is ${state}${state === "STREAMING" ? " but no key frame has arrived" : ", not streaming"}`);
     }
