@@ -1,4 +1,4 @@
-import { onlyParameterSets, startsKeyFrame } from "./h264.ts";
+import { h264NalTypes, typesAreParameterSets, typesStartKeyFrame } from "./h264.ts";
 import { rtpPayload } from "./rtp.ts";
 
 export interface GopCacheOptions {
@@ -69,7 +69,9 @@ export class GopCache {
     const payload = rtpPayload(packet);
     if (payload === undefined) return false;
     const ts = packet.readUInt32BE(4);
-    if (onlyParameterSets(payload)) {
+    // Read once: this runs for every packet of every camera.
+    const types = h264NalTypes(payload);
+    if (typesAreParameterSets(types)) {
       if (ts !== this.#paramsTs) {
         this.#params = [];
         this.#paramsTs = ts;
@@ -78,7 +80,7 @@ export class GopCache {
       this.#params.push(this.#copy ? Buffer.from(packet) : packet);
     }
     // Parameter sets before a P-frame start nothing; the further packets of an IDR (same timestamp) continue it.
-    const starts = startsKeyFrame(payload) && ts !== this.#gopTs;
+    const starts = typesStartKeyFrame(types) && ts !== this.#gopTs;
     if (starts) {
       this.#gop = this.#paramsTs === ts ? [...this.#params] : [];
       this.#bytes = this.#gop.reduce((n, p) => n + p.length, 0);

@@ -48,7 +48,12 @@ export function h264NalTypes(payload: Buffer): H264NalType[] {
 
 /** The payload carries an IDR slice, or the start of one: a decoder can begin at this frame. */
 export function startsKeyFrame(payload: Buffer): boolean {
-  return h264NalTypes(payload).includes(H264_NAL.IDR);
+  return typesStartKeyFrame(h264NalTypes(payload));
+}
+
+/** startsKeyFrame for NAL types already read (the GOP cache reads them once per packet). */
+export function typesStartKeyFrame(types: readonly H264NalType[]): boolean {
+  return types.includes(H264_NAL.IDR);
 }
 
 /**
@@ -57,7 +62,12 @@ export function startsKeyFrame(payload: Buffer): boolean {
  * muxer sends an IDR's AUD, SPS and PPS together in one STAP-A.
  */
 export function onlyParameterSets(payload: Buffer): boolean {
-  const types = h264NalTypes(payload);
-  const prefix: readonly number[] = [H264_NAL.SPS, H264_NAL.PPS, H264_NAL.SEI, H264_NAL.AUD];
-  return types.length > 0 && types.some((t) => t !== H264_NAL.AUD) && types.every((t) => prefix.includes(t));
+  return typesAreParameterSets(h264NalTypes(payload));
+}
+
+const PARAMETER_PREFIX: readonly number[] = [H264_NAL.SPS, H264_NAL.PPS, H264_NAL.SEI, H264_NAL.AUD];
+
+/** onlyParameterSets for NAL types already read. */
+export function typesAreParameterSets(types: readonly H264NalType[]): boolean {
+  return types.length > 0 && types.some((t) => t !== H264_NAL.AUD) && types.every((t) => PARAMETER_PREFIX.includes(t));
 }
