@@ -31,7 +31,7 @@ export function pictureRoutes(app: FastifyInstance, deps: PictureDeps): Feeds {
   app.addHook("preClose", async () => feeds.stop());
   if (deps.registry !== undefined) {
     const registers = [deps.registry];
-    new Gauge({ name: "camfleet_feed_loops", help: "MJPEG feed loops running on this gateway: one per camera and width that someone watches", registers, collect() { this.set(feeds.running); } });
+    new Gauge({ name: "camfleet_feed_loops", help: "MJPEG feed loops on this gateway: one per camera and width that someone watches (a closed one until its last request settled)", registers, collect() { this.set(feeds.running); } });
     new Gauge({ name: "camfleet_feed_clients", help: "MJPEG feed clients connected to this gateway", registers, collect() { this.set(feeds.clients); } });
   }
 
@@ -55,8 +55,8 @@ export function pictureRoutes(app: FastifyInstance, deps: PictureDeps): Feeds {
       feeds.release(feed);
       throw err;
     });
+    reply.hijack(); // from here the response is ours, fastify sends nothing
     if (gone) return feeds.release(feed);
-    reply.hijack();
     feed.attach(reply.raw, q.fps ?? FEED_FPS.default, first);
   });
 
@@ -89,6 +89,8 @@ interface FeedClient {
 /** Every feed loop of this gateway, by camera and width. */
 export class Feeds {
   readonly #loops = new Map<string, FeedLoop>();
+  /** Closed loops whose last snapshot request has not settled yet: they still count as running. */
+  #finishing = 0;
   stopping = false;
 
   constructor(private readonly deps: PictureDeps) {}
@@ -98,7 +100,13 @@ export class Feeds {
     const key = `${camera}/${width ?? 0}`;
     let loop = this.#loops.get(key);
     if (loop === undefined) {
-      loop = new FeedLoop(camera, width, this.deps, () => this.#loops.delete(key));
+      loop = new FeedLoop(camera, width, this.deps, (inFlight) => {
+        this.#loops.delete(key);
+        if (inFlight === undefined) return;
+        this.#finishing++;
+        const done = () => void this.#finishing--;
+        inFlight.then(done, done); // its failure is the tick's to handle
+      });
       this.#loops.set(key, loop);
     }
     loop.pending++;
@@ -110,9 +118,9 @@ export class Feeds {
     loop.endIfIdle();
   }
 
-  /** Loops running now (tests, metrics). */
+  /** Loops running now, or closed with a snapshot request still out (metrics, tests). */
   get running(): number {
-    return this.#loops.size;
+    return this.#loops.size + this.#finishing;
   }
 
   /** Clients connected to all loops. */
@@ -138,12 +146,15 @@ class FeedLoop {
   #timer?: NodeJS.Timeout;
   #closed = false;
   #running = false;
+  /** The tick's snapshot request while it is out. */
+  #inFlight?: Promise<Buffer>;
 
   constructor(
     readonly camera: string,
     readonly width: number | undefined,
     private readonly deps: PictureDeps,
-    private readonly onEnd: () => void,
+    /** Called once, at close, with the snapshot request still out, if any. */
+    private readonly onEnd: (inFlight: Promise<unknown> | undefined) => void,
   ) {}
 
   get clients(): number {
@@ -194,7 +205,7 @@ class FeedLoop {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#timer);
-    this.onEnd();
+    this.onEnd(this.#inFlight);
     for (const c of this.#clients) c.res.end();
     this.#clients.clear();
   }
@@ -207,7 +218,8 @@ class FeedLoop {
   async #tick(): Promise<void> {
     const started = performance.now();
     try {
-      const jpeg = await snapshot(this.deps, this.camera, this.width);
+      this.#inFlight = snapshot(this.deps, this.camera, this.width);
+      const jpeg = await this.#inFlight;
       if (this.#closed) return;
       this.#latest = jpeg;
       const now = performance.now();
@@ -218,6 +230,8 @@ class FeedLoop {
       // a client arriving now gets the error, not a stale frame.
       this.#latest = undefined;
       this.deps.logger.debug({ camera: this.camera, err }, "feed snapshot failed");
+    } finally {
+      this.#inFlight = undefined;
     }
     const fastest = Math.min(...[...this.#clients].map((c) => c.intervalMs));
     if (Number.isFinite(fastest)) this.#schedule(fastest - (performance.now() - started));
