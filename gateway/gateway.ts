@@ -12,6 +12,7 @@ import { legacyRoutes, packageVersion } from "./routes/legacy.ts";
 import { documentedRoutes, openApiDocument } from "./openapi.ts";
 import { mediaRoutes } from "./routes/media.ts";
 import { opsRoutes } from "./routes/ops.ts";
+import { pictureRoutes } from "./routes/pictures.ts";
 
 /**
  * `camfleet gateway`: the HTTP gateway of the contract (docs/contract.md) on HTTP_PORT (8080),
@@ -120,6 +121,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     registerEventMetrics(options.registry, eventRoutes(app, { nc: conn, logger: log }));
     legacyRoutes(app, { core: c, control, ...(options.detectorSolutions !== undefined ? { detectorSolutions: options.detectorSolutions } : {}) });
     cameraRoutes(app, { core: c, control });
+    pictureRoutes(app, { core: c, control, logger: log, registry: options.registry });
     await app.listen({ port: config.httpPort, host: config.httpHost });
     const undocumented = routes.filter((r) => !documentedRoutes().includes(r));
     if (undocumented.length > 0) log.warn({ routes: undocumented }, "routes missing from /openapi.json");

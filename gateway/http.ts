@@ -20,6 +20,8 @@ const OPEN_PATHS = new Set(["/health", "/healthz", "/readyz"]);
  * query (fastify's own logger is off; our logs name the path only).
  */
 const QUERY_TOKEN_PATHS = new Set(["/events", "/ws"]);
+/** Pictures, which browsers open as an <img src>: the same `?token=`. */
+const QUERY_TOKEN_PICTURES = /^\/cameras\/[^/]+\/(snapshot\.jpg|stream\/feed)$/;
 /** Largest JSON body any route takes, bytes. */
 export const MAX_JSON_BYTES = 128 * 1024;
 
@@ -50,7 +52,7 @@ export function createHttp(options: { logger: Logger; apiToken?: string; corsOri
     app.addHook("onRequest", async (req, reply) => {
       const path = req.url.split("?")[0] ?? "";
       if (OPEN_PATHS.has(path)) return;
-      const queryToken = QUERY_TOKEN_PATHS.has(path) && req.headers.authorization === undefined ? (req.query as Record<string, unknown> | undefined)?.["token"] : undefined;
+      const queryToken = (QUERY_TOKEN_PATHS.has(path) || QUERY_TOKEN_PICTURES.test(path)) && req.headers.authorization === undefined ? (req.query as Record<string, unknown> | undefined)?.["token"] : undefined;
       const got = Buffer.from(typeof queryToken === "string" ? `Bearer ${queryToken}` : (req.headers.authorization ?? ""));
       if (got.length !== want.length || !timingSafeEqual(got, want)) {
         reply.header("www-authenticate", 'Bearer realm="camfleet"');

@@ -112,6 +112,8 @@ const ROUTES: Record<string, Partial<Record<Method, RouteDoc>>> = {
   },
   "/cameras/{id}/webrtc/offer": { post: { summary: "Watch a camera with a JSON offer (the single worker's route)", tags: ["media"], body: http.offer, ok: { 200: http.answer.extend({ location: z.string() }), 307: null }, errors: ["INVALID_ARGUMENT", "NOT_FOUND", "CONFLICT", "UNSUPPORTED_MEDIA", "CAPACITY", "UNAVAILABLE"] } },
   "/webrtc/{id}/urls": { get: { summary: "A camera's WHEP URL, and MediaMTX HLS/RTSP URLs when configured", tags: ["media"], ok: { 200: http.webrtcUrls }, errors: ["INVALID_ARGUMENT", "NOT_FOUND"] } },
+  "/cameras/{id}/snapshot.jpg": { get: { summary: "The camera's latest frame as a JPEG, from its owner node", tags: ["pictures"], query: http.snapshotQuery, ok: { 200: { type: "image/jpeg", description: "the latest frame" } }, errors: ["INVALID_ARGUMENT", "NOT_FOUND", "UNSUPPORTED_MEDIA", "PAYLOAD_TOO_LARGE", "UNAVAILABLE"] } },
+  "/cameras/{id}/stream/feed": { get: { summary: "MJPEG of the camera at a low rate (one loop per camera and width in the gateway)", tags: ["pictures"], query: http.feedQuery, ok: { 200: { type: "multipart/x-mixed-replace", description: "JPEG parts, boundary camfleet-frame" } }, errors: ["INVALID_ARGUMENT", "NOT_FOUND", "UNSUPPORTED_MEDIA", "PAYLOAD_TOO_LARGE", "UNAVAILABLE"] } },
   "/webrtc/stats": { get: { summary: "The relay's sessions and counters", tags: ["media"], query: z.strictObject({ id: IdSchema.optional() }), ok: { 200: { type: "application/json", description: "{cameras: [...]}" } }, errors: ["INVALID_ARGUMENT"] } },
 };
 

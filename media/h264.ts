@@ -14,6 +14,8 @@ export const H264_NAL = {
   SEI: 6,
   SPS: 7,
   PPS: 8,
+  /** Access unit delimiter: FFmpeg's RTP output starts every frame with one. */
+  AUD: 9,
   /** RTP aggregation packet: several small NAL units in one payload. */
   STAP_A: 24,
   /** RTP fragmentation unit: one NAL unit over several payloads. */
@@ -46,11 +48,26 @@ export function h264NalTypes(payload: Buffer): H264NalType[] {
 
 /** The payload carries an IDR slice, or the start of one: a decoder can begin at this frame. */
 export function startsKeyFrame(payload: Buffer): boolean {
-  return h264NalTypes(payload).includes(H264_NAL.IDR);
+  return typesStartKeyFrame(h264NalTypes(payload));
 }
 
-/** The payload carries parameter sets (SPS, PPS) or SEI and nothing else: what goes just before an IDR. */
+/** startsKeyFrame for NAL types already read (the GOP cache reads them once per packet). */
+export function typesStartKeyFrame(types: readonly H264NalType[]): boolean {
+  return types.includes(H264_NAL.IDR);
+}
+
+/**
+ * The payload carries parameter sets (SPS, PPS), SEI or an access unit
+ * delimiter and nothing else: what goes just before an IDR. FFmpeg's RTP
+ * muxer sends an IDR's AUD, SPS and PPS together in one STAP-A.
+ */
 export function onlyParameterSets(payload: Buffer): boolean {
-  const types = h264NalTypes(payload);
-  return types.length > 0 && types.every((t) => t === H264_NAL.SPS || t === H264_NAL.PPS || t === H264_NAL.SEI);
+  return typesAreParameterSets(h264NalTypes(payload));
+}
+
+const PARAMETER_PREFIX: readonly number[] = [H264_NAL.SPS, H264_NAL.PPS, H264_NAL.SEI, H264_NAL.AUD];
+
+/** onlyParameterSets for NAL types already read. */
+export function typesAreParameterSets(types: readonly H264NalType[]): boolean {
+  return types.length > 0 && types.some((t) => t !== H264_NAL.AUD) && types.every((t) => PARAMETER_PREFIX.includes(t));
 }

@@ -1,11 +1,15 @@
 /**
  * Media pieces both the camera actor and the gateway's relay use, each with
- * one home: H.264 NAL units (h264.ts), RTP packets (rtp.ts), SDP text
+ * one home: H.264 NAL units (h264.ts) and their
+ * depacketizing into Annex-B (h264-annexb.ts), RTP packets (rtp.ts), SDP text
  * (sdp.ts), werift peer settings (webrtc.ts), the GOP cache, the lean SRTP
  * sender, the WHIP client and its HTTP. Imports werift and subjects/ only.
  */
 export { GopCache } from "./gop-cache.ts";
+export type { GopCacheOptions } from "./gop-cache.ts";
 export { H264_NAL, h264NalTypes, onlyParameterSets, startsKeyFrame } from "./h264.ts";
+export { rtpToAnnexB } from "./h264-annexb.ts";
+export type { AnnexB } from "./h264-annexb.ts";
 export type { H264NalType } from "./h264.ts";
 export { rtpHeader, rtpHeaderLength, rtpPayload } from "./rtp.ts";
 export type { RtpHeader } from "./rtp.ts";

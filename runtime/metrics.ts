@@ -36,6 +36,7 @@ export class NodeMetrics {
   readonly natsReconnects: Counter;
   readonly natsConnected: Gauge;
   readonly controlLatency: Histogram<"op" | "outcome">;
+  readonly snapshotRequests: Counter<"outcome">;
 
   constructor(readonly registry: Registry) {
     this.camerasOwned = new Gauge({ name: "camfleet_node_cameras_owned", help: "Cameras whose lease this node holds", registers: [registry] });
@@ -52,6 +53,12 @@ export class NodeMetrics {
       help: "Time to serve one control request, from receipt to reply",
       labelNames: ["op", "outcome"],
       buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers: [registry],
+    });
+    this.snapshotRequests = new Counter({
+      name: "camfleet_snapshot_requests_total",
+      help: "camera.<id>.snapshot requests this node answered, by outcome (ok or the error code)",
+      labelNames: ["outcome"],
       registers: [registry],
     });
   }

@@ -14,6 +14,7 @@ export type { IdKind } from "./ids.ts";
 export {
   BUCKETS,
   cameraIdOfControlSubject,
+  CONTENT_TYPE_HEADER,
   CONTROL_QUEUE,
   detectionMsgId,
   EXPECTED_REVISION_HEADER,
@@ -23,6 +24,7 @@ export {
   MSG_ID_HEADER,
   parseEventSubject,
   PREFIX,
+  SNAPSHOT_CONTENT_TYPE,
   STREAMS,
   subjects,
 } from "./names.ts";
@@ -43,6 +45,7 @@ export {
   DetectionEventSchema,
   DetectionSchema,
   describeIssues,
+  FEED_FPS,
   ErrorBodySchema,
   ErrorReplySchema,
   http,
@@ -56,6 +59,7 @@ export {
   RelaySchema,
   REMOTE_SCHEMES,
   schemeOf,
+  SNAPSHOT_WIDTH,
   StatusEventSchema,
   StreamInfoSchema,
 } from "./schemas.ts";

@@ -37,6 +37,13 @@ export const MSG_ID_HEADER = "Nats-Msg-Id";
  * camera must not exist yet), else PRECONDITION_FAILED. The gateway's If-Match.
  */
 export const EXPECTED_REVISION_HEADER = "Camfleet-Expected-Revision";
+/**
+ * A `camera.<id>.snapshot` reply that succeeded carries the JPEG as its body
+ * with this header (`Content-Type: image/jpeg`); a failure is the usual JSON
+ * `{ok: false, error}` without it.
+ */
+export const CONTENT_TYPE_HEADER = "Content-Type";
+export const SNAPSHOT_CONTENT_TYPE = "image/jpeg";
 
 /**
  * HTTP headers of a node's WHIP publish: who publishes, under which lease
@@ -93,6 +100,8 @@ export const subjects = {
     cameraStatus: (camera: string) => `${PREFIX}.ctl.camera.${assertId("camera", camera)}.status`,
     /** A gateway's count of WHEP viewers of a camera, to the camera's owner (on-demand publishing). */
     cameraViewers: (camera: string) => `${PREFIX}.ctl.camera.${assertId("camera", camera)}.viewers`,
+    /** The owner's latest frame of a camera as a JPEG (the reply is the JPEG itself, see SNAPSHOT_CONTENT_TYPE). */
+    cameraSnapshot: (camera: string) => `${PREFIX}.ctl.camera.${assertId("camera", camera)}.snapshot`,
     nodeDrain: (node: string) => `${PREFIX}.ctl.node.${assertId("node", node)}.drain`,
     /** Wildcards a node subscribes to; the id token is validated on receipt. */
     cameraStartAny: `${PREFIX}.ctl.camera.*.start`,

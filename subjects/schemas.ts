@@ -277,6 +277,18 @@ function reply<S extends z.ZodRawShape>(shape: S) {
 }
 
 const IdRequest = z.strictObject({ id: IdSchema });
+/** Widths a snapshot may be asked for, pixels: 16 (a thumbnail) .. 3840 (4K). */
+export const SNAPSHOT_WIDTH = { min: 16, max: 3840 } as const;
+/** Frames per second an MJPEG feed may ask for (`?fps=`); the default is 1. */
+export const FEED_FPS = { min: 0.1, max: 5, default: 1 } as const;
+/** The API token, for an <img src> that cannot set a header; checked by the gateway before the route. */
+const ApiTokenQuery = z.string().optional();
+/** `?width=` as a query string: digits only, then the snapshot's bounds. */
+const WidthQuery = z
+  .string()
+  .regex(/^\d{1,5}$/, "must be a whole number of pixels")
+  .transform(Number)
+  .pipe(z.number().int().min(SNAPSHOT_WIDTH.min).max(SNAPSHOT_WIDTH.max));
 /** KV revision of the camera's spec as written or read (the HTTP ETag); optional so older nodes' replies still parse. */
 const Revision = z.number().int().positive().optional();
 const Empty = z.strictObject({});
@@ -326,6 +338,12 @@ export const control = {
     }),
     reply: reply({ viewers: z.number().int().nonnegative() }),
   },
+  /**
+   * `camera.<id>.snapshot`: the owner's latest frame as a JPEG. A success is
+   * not JSON: its body is the JPEG, with `Content-Type: image/jpeg`
+   * (SNAPSHOT_CONTENT_TYPE); `reply` is the JSON failure.
+   */
+  cameraSnapshot: { request: z.strictObject({ width: z.number().int().min(SNAPSHOT_WIDTH.min).max(SNAPSHOT_WIDTH.max).optional() }), reply: ErrorReplySchema },
   nodesList: { request: Empty, reply: reply({ nodes: z.array(NodeInfoSchema) }) },
   nodeDrain: { request: Empty, reply: reply({ released: z.number().int().nonnegative() }) },
 } as const;
@@ -361,6 +379,19 @@ export const http = {
   offer: z.strictObject({ sdp: z.string().min(1).max(64 * 1024), type: z.literal("offer") }),
   answer: z.object({ sdp: z.string(), type: z.literal("answer") }),
   error: z.object({ error: ErrorBodySchema }),
+  /** GET /cameras/{id}/snapshot.jpg */
+  snapshotQuery: z.strictObject({ width: WidthQuery.optional(), token: ApiTokenQuery }),
+  /** GET /cameras/{id}/stream/feed */
+  feedQuery: z.strictObject({
+    width: WidthQuery.optional(),
+    token: ApiTokenQuery,
+    fps: z
+      .string()
+      .regex(/^\d{1,2}(\.\d{1,3})?$/, "must be a number of frames per second")
+      .transform(Number)
+      .pipe(z.number().min(FEED_FPS.min).max(FEED_FPS.max))
+      .optional(),
+  }),
 } as const;
 
 // ---------------------------------------------------------------- parsing

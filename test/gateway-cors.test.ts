@@ -52,6 +52,14 @@ describe("CORS", () => {
     const exposed = authed.headers.get("access-control-expose-headers")?.toLowerCase() ?? "";
     for (const h of ["location", "etag", "link"]) expect(exposed).toContain(h);
 
+    // Streams written past fastify (SSE) carry the CORS headers too.
+    const ctl = new AbortController();
+    const sse = await fetch(`${gw.url}/events?token=cors-token`, { headers: { origin: OTHER }, signal: ctl.signal });
+    expect(sse.status).toBe(200);
+    expect(sse.headers.get("access-control-allow-origin")).toBe("*");
+    ctl.abort();
+    await sse.body?.cancel().catch(() => undefined);
+
     // Any OPTIONS is answered by CORS alone, with nothing in it.
     const plain = await fetch(`${gw.url}/cameras`, { method: "OPTIONS" });
     expect(plain.status).toBe(204);

@@ -82,6 +82,38 @@ describe("GopCache", () => {
     gop.push(idrStart(500));
     expect(gop.packets()).toHaveLength(1);
   });
+  it("keeps FFmpeg's STAP-A of AUD, SPS and PPS before an IDR (regression: a GOP without parameter sets could not be decoded)", () => {
+    const gop = new GopCache();
+    const audSpsPps = rtp(300, [24, 0, 2, 0x09, 0xf0, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce]);
+    const audAndSlice = rtp(400, [24, 0, 2, 0x09, 0xf0, 0, 3, 0x41, 9, 9]);
+    expect(onlyParameterSets(rtpPayload(audSpsPps)!)).toBe(true);
+    expect(onlyParameterSets(rtpPayload(audAndSlice)!)).toBe(false);
+    expect(onlyParameterSets(rtpPayload(rtp(1, [0x09, 0xf0]))!)).toBe(false); // an AUD alone carries no parameters
+    gop.push(audSpsPps);
+    gop.push(idrStart(300));
+    gop.push(audAndSlice);
+    expect(gop.packets().map((p) => h264NalTypes(rtpPayload(p)!))).toEqual([[H264_NAL.AUD, H264_NAL.SPS, H264_NAL.PPS], [H264_NAL.IDR], [H264_NAL.AUD, H264_NAL.SLICE]]);
+  });
+  it("in copy mode keeps copies in its own buffer, across growth and GOPs, with the same bytes", () => {
+    const gop = new GopCache(4 * 1024 * 1024, { copy: true });
+    const sps = stapSpsPps(100);
+    const idr = idrStart(100);
+    gop.push(sps);
+    gop.push(idr);
+    // 300 packets of 1200 bytes: past the first 256 KB buffer.
+    const ps = Array.from({ length: 300 }, (_, i) => rtp(200 + i, [0x41, i & 0xff, ...Array.from({ length: 1186 }, () => i & 0x7f)]));
+    for (const p of ps) gop.push(p);
+    const kept = gop.packets();
+    expect(kept.map((p) => p.toString("hex"))).toEqual([sps, idr, ...ps].map((p) => p.toString("hex")));
+    expect(kept.some((p, i) => p === [sps, idr, ...ps][i])).toBe(false);
+    idr[idr.length - 1] = 0xee; // the source's buffer changes afterwards: the copy does not
+    expect(gop.packets()[1]![idr.length - 1]).toBe(3);
+    // The next GOP starts over in the same buffer, parameter sets included.
+    gop.push(stapSpsPps(9000));
+    gop.push(idrStart(9000));
+    gop.push(pFrame(9001));
+    expect(gop.packets().map((p) => p.toString("hex"))).toEqual([stapSpsPps(9000), idrStart(9000), pFrame(9001)].map((p) => p.toString("hex")));
+  });
   it("drops a GOP past its size limit until the next IDR, and ignores what is not RTP", () => {
     const gop = new GopCache(40);
     gop.push(Buffer.from([1, 2, 3]));

@@ -1,8 +1,9 @@
-import { Counter, Histogram, type Registry } from "prom-client";
+import type { Registry } from "prom-client";
 import { DetectorClient, DetectorError, MotionGate, toGray, type DetectResult } from "../../proto/index.ts";
-import { perRegistry, realClock, type Clock, type DetectionReport, type DetectionOutcome, type Logger, type Timer } from "../../runtime/index.ts";
+import { realClock, type Clock, type DetectionReport, type DetectionOutcome, type Logger, type Timer } from "../../runtime/index.ts";
 import type { CameraError, CameraSpec } from "../../subjects/index.ts";
 import type { AnalysisFrame } from "./ffmpeg-output.ts";
+import { CameraMetrics } from "./metrics.ts";
 
 /**
  * A camera's analysis path, fed with the sampled frames of its FFmpeg
@@ -41,24 +42,6 @@ export interface AnalysisOptions {
   clock?: Clock;
 }
 
-/** Per-camera analysis metrics of the contract (docs/contract.md), registered once per registry. */
-class AnalysisMetrics {
-  readonly inference: Histogram<"camera">;
-  readonly e2e: Histogram<"camera">;
-  readonly published: Counter<"camera">;
-  readonly skipped: Counter<"camera">;
-
-  private constructor(registry: Registry) {
-    const buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
-    this.inference = new Histogram({ name: "camfleet_inference_latency_seconds", help: "Round trip of one Detect call, seen from the node", labelNames: ["camera"], buckets, registers: [registry] });
-    this.e2e = new Histogram({ name: "camfleet_e2e_latency_seconds", help: "From a frame's arrival at the node to its DetectionEvent being handed to JetStream", labelNames: ["camera"], buckets, registers: [registry] });
-    this.published = new Counter({ name: "camfleet_detections_published_total", help: "DetectionEvents queued for JetStream", labelNames: ["camera"], registers: [registry] });
-    this.skipped = new Counter({ name: "camfleet_frames_skipped_motion_total", help: "Sampled frames the motion gate kept from the detector", labelNames: ["camera"], registers: [registry] });
-  }
-
-  static readonly of = perRegistry((registry) => new AnalysisMetrics(registry));
-}
-
 interface Waiting {
   frame: AnalysisFrame;
   frameId: number;
@@ -73,7 +56,7 @@ export class Analysis {
   readonly #wanted: string[];
   readonly #client: DetectorClient;
   readonly #gate = new MotionGate();
-  readonly #metrics: AnalysisMetrics;
+  readonly #metrics: CameraMetrics;
   readonly #abort = new AbortController();
   #nextFrameId = 0;
   /** Solutions to request: wanted ∩ offered; undefined until the detector has said what it offers. */
@@ -98,7 +81,7 @@ export class Analysis {
     this.#clock = options.clock ?? realClock;
     this.#camera = options.spec.id;
     this.#wanted = options.spec.solutions.length > 0 ? [...options.spec.solutions] : DEFAULT_SOLUTIONS;
-    this.#metrics = AnalysisMetrics.of(options.registry);
+    this.#metrics = CameraMetrics.of(options.registry);
     this.#client = new DetectorClient({ endpoint: options.endpoint });
     void this.#probe();
   }

@@ -1,12 +1,13 @@
-import { Counter, Gauge, type Registry } from "prom-client";
 import { createActor, type Actor as XActor } from "xstate";
-import { perRegistry, realClock, whipUrlFor } from "../../runtime/index.ts";
+import { realClock, whipUrlFor } from "../../runtime/index.ts";
 import type { Actor, ActorContext, ActorKind, Clock, StopReason, Timer, ViewerReport } from "../../runtime/index.ts";
-import { PUBLISHER_EPOCH_HEADER, PUBLISHER_NODE_HEADER, type CameraError, type CameraErrorCode, type CameraSpec, type CameraStatus, type StreamInfo } from "../../subjects/index.ts";
+import { CamfleetError, PUBLISHER_EPOCH_HEADER, PUBLISHER_NODE_HEADER, SNAPSHOT_WIDTH, type CameraError, type CameraErrorCode, type CameraSpec, type CameraStatus, type StreamInfo } from "../../subjects/index.ts";
 import type { Analysis } from "./analysis.ts";
-import { GopCache } from "../../media/index.ts";
+import { GopCache, rtpToAnnexB } from "../../media/index.ts";
 import type { AnalysisFrame } from "./ffmpeg-output.ts";
 import { cameraMachine, DEFAULT_CAMERA_TIMING, stateName, type CameraTiming } from "./machine.ts";
+import { CameraMetrics } from "./metrics.ts";
+import { decodeSnapshot as ffmpegSnapshot, type DecodeSnapshot } from "./snapshot.ts";
 
 let analysisModule: Promise<typeof Analysis> | undefined;
 /** The Analysis class, imported on first use. */
@@ -74,7 +75,12 @@ export interface CameraKindOptions {
    * on-demand linger, the periodic summary. Default: the real clock.
    */
   clock?: Clock;
+  /** Decodes a snapshot; default: a one-shot FFmpeg (snapshot.ts). */
+  decodeSnapshot?: DecodeSnapshot;
 }
+
+/** A snapshot's decode must finish within this, ms: under the control client's 5 s timeout, with room for the reply. A 1080p GOP of 50 frames took ~0.6–1.1 s on a loaded 2-core host. */
+const SNAPSHOT_DEADLINE_MS = 4000;
 
 export function cameraKind(options: CameraKindOptions): ActorKind {
   return {
@@ -83,32 +89,6 @@ export function cameraKind(options: CameraKindOptions): ActorKind {
       return new CameraActor(ctx, options);
     },
   };
-}
-
-/** Per-camera metrics of the contract (docs/contract.md), registered once per registry. */
-class CameraMetrics {
-  readonly up: Gauge<"camera">;
-  readonly lastFrameAge: Gauge<"camera">;
-  readonly fps: Gauge<"camera">;
-  readonly errors: Counter<"camera" | "code">;
-
-  constructor(registry: Registry) {
-    this.up = new Gauge({ name: "camfleet_stream_up", help: "1 while the camera is STREAMING", labelNames: ["camera"], registers: [registry] });
-    this.lastFrameAge = new Gauge({
-      name: "camfleet_last_frame_age_seconds",
-      help: "Seconds since the last frame from the source",
-      labelNames: ["camera"],
-      registers: [registry],
-    });
-    this.fps = new Gauge({ name: "camfleet_stream_fps", help: "Frame rate the source announces", labelNames: ["camera"], registers: [registry] });
-    this.errors = new Counter({ name: "camfleet_stream_errors_total", help: "Camera errors by code", labelNames: ["camera", "code"], registers: [registry] });
-  }
-
-  static readonly of = perRegistry((registry) => new CameraMetrics(registry));
-
-  forget(camera: string): void {
-    for (const metric of [this.up, this.lastFrameAge, this.fps]) metric.remove({ camera });
-  }
 }
 
 class CameraActor implements Actor {
@@ -139,13 +119,19 @@ class CameraActor implements Actor {
   #demand = false;
   #linger?: Timer;
   /**
-   * The source's current GOP: a WHIP session that starts (a viewer arrived)
-   * begins with it, not at the next IDR. Kept only while no session is up:
-   * then the relay holds the GOP, and the camera needs neither the memory
-   * (a GOP of a 2 Mbit/s camera is 0.5–1 MB) nor the work per packet.
+   * The source's current GOP, always kept (bounded by GopCache's byte limit):
+   * a WHIP session that starts (a viewer arrived) begins with it, not at the
+   * next IDR, and a snapshot decodes it to its latest frame. Copied into one
+   * buffer the cache reuses (a GOP of a 2 Mbit/s camera is 0.5–1 MB), not
+   * kept as the packets themselves: thousands of packets alive for a GOP
+   * would make V8 pretenure every Buffer of the node (see srtp-sender.ts).
+   * Its packets are valid until the next push: both readers use them at once.
    */
-  readonly #gop = new GopCache();
-  #whipUp = false;
+  readonly #gop = new GopCache(undefined, { copy: true });
+  /** Snapshot decodes in flight by width (0: full size): concurrent requests share one. */
+  readonly #snapshots = new Map<number, Promise<Buffer>>();
+  /** Aborted on stop: a decode in flight is killed, not awaited. */
+  readonly #abort = new AbortController();
 
   constructor(ctx: ActorContext, media: CameraKindOptions) {
     this.#ctx = ctx;
@@ -154,6 +140,9 @@ class CameraActor implements Actor {
     this.#clock = media.clock ?? realClock;
     this.#since = this.#clock.wallNow();
     this.#metrics = CameraMetrics.of(ctx.registry);
+    // Every series from the first second; the age is computed when /metrics is scraped.
+    const startedAt = this.#since;
+    this.#metrics.start(ctx.spec.id, this, () => (this.#clock.wallNow() - (this.#lastFrameTs ?? startedAt)) / 1000);
     const machine = cameraMachine.provide({
       actions: {
         startIngest: () => this.#startIngest(),
@@ -169,6 +158,7 @@ class CameraActor implements Actor {
     });
     this.#machine.subscribe((snapshot) => {
       const state = stateName(snapshot.value);
+      if (this.#stopping !== undefined) return; // its series are gone with the actor
       this.#metrics.up.set({ camera: this.#spec.id }, state === "STREAMING" ? 1 : 0);
     });
     this.#machine.start();
@@ -213,12 +203,12 @@ class CameraActor implements Actor {
         },
         onFailed: ({ code, detail }) => {
           if (!current()) return;
-          this.#metrics.errors.inc({ camera: this.#spec.id, code });
+          this.#metrics.countError(this.#spec.id, code);
           this.#machine.send({ type: "SOURCE_FAILED", code, detail });
         },
         onRtp: (packet) => {
           if (run !== this.#run) return;
-          if (!this.#whipUp && this.#spec.publish !== "off") this.#gop.push(packet);
+          this.#gop.push(packet);
           this.#whip?.writeRtp(packet);
         },
         onFrame: (frame) => {
@@ -232,7 +222,7 @@ class CameraActor implements Actor {
         },
         (err: unknown) => {
           if (!current()) return;
-          this.#metrics.errors.inc({ camera: this.#spec.id, code: "FFMPEG_EXITED" });
+          this.#metrics.countError(this.#spec.id, "FFMPEG_EXITED");
           this.#machine.send({ type: "SOURCE_FAILED", code: "FFMPEG_EXITED", detail: err instanceof Error ? err.message : String(err) });
         },
       );
@@ -269,7 +259,7 @@ class CameraActor implements Actor {
       publish: (report) => this.#ctx.publishDetection(report),
       onErrorChange: (error) => {
         if (this.#analysis !== analysis) return;
-        if (error !== undefined) this.#metrics.errors.inc({ camera: this.#spec.id, code: error.code });
+        if (error !== undefined) this.#metrics.countError(this.#spec.id, error.code);
         this.#report("edge", false);
       },
     });
@@ -306,14 +296,11 @@ class CameraActor implements Actor {
         if (this.#whip !== whip) return;
         // Viewers get a picture at once: the GOP so far, then the live packets.
         for (const packet of this.#gop.packets()) whip.writeRtp(packet);
-        this.#gop.clear();
-        this.#whipUp = true;
         this.#machine.send({ type: "WHIP_UP" });
       },
       onFailed: (detail) => {
         if (this.#whip !== whip) return;
-        this.#whipUp = false;
-        this.#metrics.errors.inc({ camera: this.#spec.id, code: "WHIP_FAILED" });
+        this.#metrics.countError(this.#spec.id, "WHIP_FAILED");
         this.#machine.send({ type: "WHIP_FAILED", detail });
       },
     });
@@ -323,7 +310,6 @@ class CameraActor implements Actor {
   #stopPublish(): void {
     const whip = this.#whip;
     this.#whip = undefined;
-    this.#whipUp = false;
     if (whip !== undefined) this.#track(whip.stop());
   }
 
@@ -335,7 +321,6 @@ class CameraActor implements Actor {
     if (stateEdge) this.#since = this.#clock.wallNow();
     const ctx = snap.context;
     const age = this.#lastFrameTs !== undefined ? (this.#clock.wallNow() - this.#lastFrameTs) / 1000 : undefined;
-    if (age !== undefined) this.#metrics.lastFrameAge.set({ camera: this.#spec.id }, age);
     const error = this.#error();
     this.#ctx.publishStatus({
       state,
@@ -423,12 +408,52 @@ class CameraActor implements Actor {
       this.#clock.clearTimeout(this.#linger);
       this.#machine.send({ type: "STOP" });
       this.#machine.stop();
-      this.#metrics.forget(this.#spec.id);
+      this.#metrics.forget(this.#spec.id, this);
+      this.#abort.abort();
       if (this.#analysis !== undefined) this.#track(this.#analysis.stop());
       // Every process and session this actor started is gone when stop resolves.
       while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
     })();
     return this.#stopping;
+  }
+
+  // ------------------------------------------------------------ snapshots
+
+  /**
+   * The latest frame as a JPEG, `width` pixels wide if given (never wider
+   * than the source). Decodes the cached GOP on request only; requests for
+   * the same width while one decodes share it.
+   */
+  snapshot(width?: number): Promise<Buffer> {
+    if (width !== undefined && (!Number.isInteger(width) || width < SNAPSHOT_WIDTH.min || width > SNAPSHOT_WIDTH.max)) {
+      return Promise.reject(new CamfleetError("INVALID_ARGUMENT", `width: must be a whole number of pixels in ${SNAPSHOT_WIDTH.min}..${SNAPSHOT_WIDTH.max}, got ${width}`));
+    }
+    const key = width ?? 0;
+    let decoding = this.#snapshots.get(key);
+    if (decoding === undefined) {
+      decoding = this.#decodeSnapshot(width).finally(() => this.#snapshots.delete(key));
+      this.#snapshots.set(key, decoding);
+      this.#track(decoding.catch(() => undefined));
+    }
+    return decoding;
+  }
+
+  async #decodeSnapshot(width: number | undefined): Promise<Buffer> {
+    const state = stateName(this.#machine.getSnapshot().value);
+    if (this.#stopping !== undefined) throw new CamfleetError("UNAVAILABLE", `camera ${this.#spec.id} is stopping`);
+    // Depacketized at once (rtpToAnnexB copies the bytes): the cache's buffer is rewritten by the next packets.
+    const { data, frames } = rtpToAnnexB(this.#gop.packets());
+    if (state !== "STREAMING" || frames === 0) {
+      throw new CamfleetError("UNAVAILABLE", `camera ${this.#spec.id} has no picture yet: it is ${state}${state === "STREAMING" ? " but no key frame has arrived" : ", not streaming"}`);
+    }
+    this.#metrics.snapshotDecodes.inc();
+    return (this.#media.decodeSnapshot ?? ffmpegSnapshot)({
+      annexB: data,
+      frames,
+      ...(width !== undefined ? { width } : {}),
+      deadlineMs: SNAPSHOT_DEADLINE_MS,
+      signal: this.#abort.signal,
+    });
   }
 
   status(): CameraStatus {

@@ -1,3 +1,4 @@
+import type { OutgoingHttpHeaders } from "node:http";
 import websocket from "@fastify/websocket";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { WebSocket } from "ws";
@@ -114,7 +115,9 @@ function sseSink(reply: FastifyReply, firstId: string): EventSink {
     closed = true;
     for (const fn of closers.splice(0)) fn();
   });
+  // Headers fastify's hooks set (CORS) go out too: after hijack() fastify writes none.
   raw.writeHead(200, {
+    ...(reply.getHeaders() as OutgoingHttpHeaders),
     "content-type": "text/event-stream; charset=utf-8",
     "cache-control": "no-store",
     "x-accel-buffering": "no",

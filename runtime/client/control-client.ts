@@ -41,11 +41,13 @@ import {
   assertId,
   CAMERAS_LIST_MAX_LIMIT,
   CamfleetError,
+  CONTENT_TYPE_HEADER,
   control,
   describeIssues,
   ensureCamfleetError,
   EXPECTED_REVISION_HEADER,
   parseOrThrow,
+  SNAPSHOT_CONTENT_TYPE,
   subjects,
   type CameraSpecInput,
   type CameraSpecPatch,
@@ -162,6 +164,28 @@ export class ControlClient {
     return this.#call("cameraStatus", subjects.ctl.cameraStatus(id), EMPTY, () =>
       new CamfleetError("NOT_FOUND", `camera ${id} is not running on any node`),
     );
+  }
+
+  /**
+   * The camera's latest frame as a JPEG, `width` pixels wide if given; answered
+   * by the owner node only: NOT_FOUND when no node runs the camera.
+   */
+  async cameraSnapshot(id: string, width?: number): Promise<Buffer> {
+    const subject = subjects.ctl.cameraSnapshot(id);
+    const body = parseOrThrow(control.cameraSnapshot.request, width === undefined ? {} : { width }, "snapshot request");
+    const msg = await this.#request(subject, JSON.stringify(body));
+    if (msg.data.length === 0 && msg.headers?.code === 503) throw new CamfleetError("NOT_FOUND", `camera ${id} is not running on any node`);
+    // A success is the JPEG itself, marked by its header; anything else is the JSON failure.
+    if (msg.headers?.get(CONTENT_TYPE_HEADER) === SNAPSHOT_CONTENT_TYPE) return Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength);
+    let json: unknown;
+    try {
+      json = JSON.parse(msg.string());
+    } catch (err) {
+      throw new CamfleetError("INTERNAL", `malformed reply on ${subject}: neither a JPEG nor JSON`, { cause: err });
+    }
+    const parsed = control.cameraSnapshot.reply.safeParse(json);
+    if (!parsed.success) throw new CamfleetError("INTERNAL", `malformed reply on ${subject}: ${describeIssues(parsed.error)}`, { cause: parsed.error });
+    throw new CamfleetError(parsed.data.error.code, parsed.data.error.message);
   }
 
   async listNodes(): Promise<ControlResult<"nodesList">> {

@@ -1,9 +1,11 @@
 import type { KV } from "@nats-io/kv";
-import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
+import { headers, type Msg, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import {
   CAMERAS_LIST_DEFAULT_LIMIT,
   CamfleetError,
   cameraIdOfControlSubject,
+  CONTENT_TYPE_HEADER,
+  SNAPSHOT_CONTENT_TYPE,
   CameraSpecSchema,
   CONTROL_QUEUE,
   control,
@@ -360,6 +362,52 @@ export function respondSafely(nc: NatsConnection, msg: Msg, reply: Record<string
     return false;
   }
   return sent;
+}
+
+/**
+ * Serves `camera.<id>.snapshot` for one camera this node runs. A success is
+ * the JPEG itself with `Content-Type: image/jpeg`; a failure the usual JSON
+ * `{ok: false, error}`. A JPEG larger than the server's max_payload is
+ * answered PAYLOAD_TOO_LARGE (respond() would throw inside this callback).
+ */
+export function serveCameraSnapshot(
+  nc: NatsConnection,
+  camera: string,
+  snapshot: (width?: number) => Promise<Buffer>,
+  deps: { logger: Logger; metrics: NodeMetrics },
+): Subscription {
+  const answer = async (msg: Msg) => {
+    let outcome = "ok";
+    try {
+      const req = parseOrThrow(control.cameraSnapshot.request, parseBody(msg), "snapshot request");
+      const jpeg = await snapshot(req.width);
+      // Room for the reply subject and the header block next to the JPEG.
+      const limit = nc.info?.max_payload ?? 1024 * 1024;
+      if (jpeg.length + 1024 > limit) {
+        throw new CamfleetError("PAYLOAD_TOO_LARGE", `the snapshot of camera ${camera} is ${jpeg.length} bytes, more than this NATS server carries (max_payload ${limit}); ask for a smaller width`);
+      }
+      const h = headers();
+      h.set(CONTENT_TYPE_HEADER, SNAPSHOT_CONTENT_TYPE);
+      msg.respond(jpeg, { headers: h });
+    } catch (e) {
+      const ce = ensureCamfleetError(e);
+      outcome = ce.code;
+      if (ce.code === "INTERNAL") deps.logger.error({ err: e, camera }, "camera snapshot failed");
+      try {
+        msg.respond(JSON.stringify({ ok: false, error: ce.toJSON() }));
+      } catch (err) {
+        deps.logger.warn({ err, camera }, "could not answer a snapshot request");
+      }
+    } finally {
+      deps.metrics.snapshotRequests.inc({ outcome });
+    }
+  };
+  return nc.subscribe(subjects.ctl.cameraSnapshot(camera), {
+    callback: (err, msg) => {
+      if (err !== null || msg.reply === undefined || msg.reply === "") return;
+      void answer(msg);
+    },
+  });
 }
 
 /** The revision a write must find (EXPECTED_REVISION_HEADER), if the request names one. */

@@ -75,6 +75,14 @@ export interface Actor {
    * total over all gateways. Optional: kinds without media ignore viewers.
    */
   viewers?(report: ViewerReport): number;
+  /**
+   * The latest frame as a JPEG, scaled to `width` pixels (aspect kept, never
+   * upscaled), for `camera.<id>.snapshot`. Rejects with a CamfleetError:
+   * UNAVAILABLE while there is no picture, INVALID_ARGUMENT for a bad width.
+   * Optional: kinds without pictures leave it out (the runtime answers
+   * UNSUPPORTED_MEDIA).
+   */
+  snapshot?(width?: number): Promise<Buffer>;
 }
 
 export interface ActorKind {

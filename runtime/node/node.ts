@@ -20,7 +20,7 @@ import {
 import { ClusterView } from "./cluster-view.ts";
 import type { Config } from "../config.ts";
 import { describeConfig } from "../config.ts";
-import { serveCameraStatus, serveCameraViewers, serveControl } from "./control-server.ts";
+import { serveCameraSnapshot, serveCameraStatus, serveCameraViewers, serveControl } from "./control-server.ts";
 import { connectNats, ensureJetStream, jetStreamOptions, retryTransient, startEmbeddedNats, type NatsConnection, type NatsServerProcess } from "../infra/index.ts";
 import { every, realClock, type Clock, type Repeating, type Timer } from "../clock.ts";
 import { timedOut, withTimeout } from "../deadline.ts";
@@ -60,6 +60,7 @@ interface Owned {
   specRevision: number;
   statusSub: Subscription;
   viewersSub: Subscription;
+  snapshotSub: Subscription;
 }
 
 /**
@@ -408,7 +409,8 @@ export class FleetNode {
     });
     const statusSub = serveCameraStatus(this.#nc!, camera, () => slot.status(), log);
     const viewersSub = serveCameraViewers(this.#nc!, camera, (report) => slot.viewers(report), log);
-    this.#owned.set(camera, { slot, specRevision, statusSub, viewersSub });
+    const snapshotSub = serveCameraSnapshot(this.#nc!, camera, (width) => slot.snapshot(width), { logger: log, metrics: this.metrics });
+    this.#owned.set(camera, { slot, specRevision, statusSub, viewersSub, snapshotSub });
     this.metrics.camerasOwned.set(this.#owned.size);
     slot.start();
   }
@@ -484,6 +486,7 @@ export class FleetNode {
     this.#owned.delete(camera);
     owned.statusSub.unsubscribe();
     owned.viewersSub.unsubscribe();
+    owned.snapshotSub.unsubscribe();
     this.metrics.camerasOwned.set(this.#owned.size);
     // revision and sinceRenewalMs let a reader check, on this node's clock alone, that the
     // fence fell before any takeover of that same revision (see the claim line's leaseAgeMs).
@@ -502,6 +505,7 @@ export class FleetNode {
     this.#owned.delete(camera);
     owned.statusSub.unsubscribe();
     owned.viewersSub.unsubscribe();
+    owned.snapshotSub.unsubscribe();
     await owned.slot.stop(reason);
     await this.#leases?.release(camera);
     this.metrics.camerasOwned.set(this.#owned.size);

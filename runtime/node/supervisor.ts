@@ -1,4 +1,4 @@
-import type { CameraSpec, CameraStatus } from "../../subjects/index.ts";
+import { CamfleetError, type CameraSpec, type CameraStatus } from "../../subjects/index.ts";
 import type { Actor, ActorContext, ActorKind, StatusReport, StopReason, ViewerReport } from "./kinds.ts";
 import { runtimeError } from "./kinds.ts";
 import { backoffDelay, type Backoff } from "../backoff.ts";
@@ -139,6 +139,16 @@ export class ActorSlot {
   /** Passes a gateway's viewer count to the actor; 0 while no actor runs or its kind ignores viewers. */
   viewers(report: ViewerReport): number {
     return this.#actor?.viewers?.(report) ?? 0;
+  }
+
+  /** The actor's snapshot; UNAVAILABLE while no actor runs, UNSUPPORTED_MEDIA for a kind without pictures. */
+  snapshot(width?: number): Promise<Buffer> {
+    const actor = this.#actor;
+    if (actor === undefined) return Promise.reject(new CamfleetError("UNAVAILABLE", `camera ${this.#spec.id} has no picture yet: its actor is starting`));
+    if (actor.snapshot === undefined) {
+      return Promise.reject(new CamfleetError("UNSUPPORTED_MEDIA", `camera ${this.#spec.id} runs as a "${this.options.kind.name}" actor, which has no pictures`));
+    }
+    return actor.snapshot(width);
   }
 
   status(): CameraStatus {
