@@ -5,7 +5,8 @@
 // whose camera reaches a real `camfleet detector` serving mutual TLS.
 
 import { readFileSync } from "node:fs";
-import { chmod, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { describe, expect, onTestFinished, test } from "vitest";
@@ -85,6 +86,12 @@ describe("detector connection over TLS (DetectorClient ↔ serveDetector)", () =
     const refused = await rejection(stranger.listSolutions({ deadlineMs: 3000 }));
     expect(refused.code).toBe("UNAVAILABLE");
     expect(refused.message).toContain(server.address);
+    expect(refused.message).toMatch(/certificate/); // the handshake's reason reaches the camera's status detail
+
+    // And no fall-back: a TLS client towards a cleartext detector gets nothing either.
+    const cleartext = await serveDetector(new ReferenceDetector(), { listen: "127.0.0.1:0" });
+    onTestFinished(() => cleartext.stop());
+    expect((await rejection(client(cleartext.address, { ca: pem(files.ca) }).listSolutions({ deadlineMs: 3000 }))).code).toBe("UNAVAILABLE");
 
     // The good client is unaffected by the others' failures.
     expect((await detect(good, 3)).detections.length).toBeGreaterThan(0);
@@ -95,7 +102,9 @@ describe("detector connection over TLS (DetectorClient ↔ serveDetector)", () =
     const server = await served({ cert: pem(files.serverCert), key: pem(files.serverKey), ca: pem(files.ca) });
 
     const anonymous = client(server.address, { ca: pem(files.ca) });
-    expect((await rejection(anonymous.listSolutions({ deadlineMs: 3000 }))).code).toBe("UNAVAILABLE");
+    const noCert = await rejection(anonymous.listSolutions({ deadlineMs: 3000 }));
+    expect(noCert.code).toBe("UNAVAILABLE");
+    expect(noCert.message).toMatch(/certificate required/);
     expect((await rejection(detect(anonymous, 0))).code).toBe("UNAVAILABLE");
 
     const foreign = client(server.address, { ca: pem(files.ca), cert: pem(other.clientCert), key: pem(other.clientKey) });
@@ -257,8 +266,56 @@ describe("a camera on a real node reaching a real `camfleet detector` over mutua
     // The same camera on a node that trusts the CA but has no client certificate: the detector refuses it.
     await node("anon-node", { AI_TLS_CA: files.ca });
     const refused = await waitStatus("secure", (s) => s.node === "anon-node" && s.error?.code === "DETECTOR_UNAVAILABLE", "secure on anon-node: DETECTOR_UNAVAILABLE", 30_000);
+    expect(refused.error?.detail).toMatch(/certificate required/);
     await waitStatus("secure", (s) => s.node === "anon-node" && s.state === "STREAMING" && s.frames.received >= refused.frames.received + 10, "video flows on anon-node");
     const after = await control.cameraStatus("secure");
     expect(after.frames.detections).toBe(0);
   }, 120_000);
+});
+
+describe("`camfleet up` with its own detector on mutual TLS", () => {
+  test("the gateway's GET / and a camera's analysis both reach the detector over TLS", async () => {
+    const { files } = await pki();
+    const dataDir = await mkdtemp(join(tmpdir(), "camfleet-up-tls-"));
+    onTestFinished(() => rm(dataDir, { recursive: true, force: true }));
+    const natsPort = await reservePort();
+    const up = runCamfleet(["up"], {
+      env: {
+        NODE_ID: "up-tls",
+        HTTP_PORT: "0",
+        CAMFLEET_NATS_PORT: String(natsPort),
+        // Not the default 50051: another detector on this machine would be taken for up's own.
+        DETECTOR_LISTEN: `127.0.0.1:${await reservePort()}`,
+        CAMFLEET_DATA_DIR: dataDir,
+        CAMFLEET_ACTOR_KIND: "camera",
+        WEBRTC_LOOPBACK_ONLY: "true",
+        DETECTOR_TLS_CERT: files.serverCert,
+        DETECTOR_TLS_KEY: files.serverKey,
+        DETECTOR_TLS_CA: files.ca,
+        AI_TLS_CA: files.ca,
+        AI_TLS_CERT: files.clientCert,
+        AI_TLS_KEY: files.clientKey,
+      },
+      onCleanup: onTestFinished,
+    });
+    const listening = await up.waitForLog((l) => l.msg === LOG_MESSAGES.detectorListening, 30_000);
+    expect(listening.tls).toEqual({ ca: files.ca, cert: files.serverCert, key: files.serverKey });
+    const ready = await up.waitForLog((l) => l.msg === LOG_MESSAGES.gatewayReady, 30_000);
+    await up.waitForLog((l) => l.msg === LOG_MESSAGES.nodeReady);
+
+    // GET / names what the detector offers: asked by the gateway, over TLS with the client certificate.
+    const info = (await (await fetch(`${ready.url as string}/`)).json()) as { capabilities: { solutions: string[] | null } };
+    expect(info.capabilities.solutions).toEqual(["motion"]);
+
+    const nc = await connect({ servers: `nats://127.0.0.1:${natsPort}` });
+    onTestFinished(() => nc.close());
+    const control = new ControlClient(nc);
+    await control.putCamera({ id: "up-secure", url: "testsrc:?size=320x240&rate=10", publish: "off", ai: { enabled: true, max_fps: 5 } });
+    const s = await waitFor(async () => {
+      const st = await control.cameraStatus("up-secure").catch(() => undefined);
+      return st !== undefined && st.frames.detections >= 3 ? st : undefined;
+    }, { timeoutMs: 30_000, intervalMs: 100, message: "up-secure: 3 detection events over TLS" });
+    expect(s.error).toBeUndefined();
+    expect(JSON.stringify(up.lines)).not.toContain("PRIVATE KEY");
+  }, 90_000);
 });
