@@ -151,7 +151,7 @@ function startNode(ctx: { config: Config; logger: Logger; signal: AbortSignal },
 
 async function runGateway(ctx: { config: Config; logger: Logger; signal: AbortSignal }) {
   const { startGateway } = await import("../gateway/index.ts");
-  const detector = await detectorSolutions(ctx.config.aiEndpoint);
+  const detector = await detectorSolutions(ctx.config);
   try {
     const gateway = await startGateway({
       config: ctx.config,
@@ -169,9 +169,9 @@ async function runGateway(ctx: { config: Config; logger: Logger; signal: AbortSi
 }
 
 /** Asks the detector at AI_ENDPOINT for its solutions (GET /'s capabilities), with a short deadline. */
-async function detectorSolutions(endpoint: string): Promise<{ ask: () => Promise<string[]>; close: () => void }> {
+async function detectorSolutions(config: Config): Promise<{ ask: () => Promise<string[]>; close: () => void }> {
   const { DetectorClient } = await import("../proto/index.ts");
-  const client = new DetectorClient({ endpoint });
+  const client = new DetectorClient({ endpoint: config.aiEndpoint, ...(config.aiTls !== undefined ? { tls: config.aiTls } : {}) });
   return { ask: async () => (await client.listSolutions({ deadlineMs: 1000 })).solutions, close: () => client.close() };
 }
 
@@ -181,9 +181,10 @@ async function startDetector(ctx: { config: Config; logger: Logger }): Promise<D
   const log = ctx.logger.child({ component: "detector" });
   const server = await serveDetector(new ReferenceDetector(), {
     listen: ctx.config.detectorListen,
+    ...(ctx.config.detectorTls !== undefined ? { tls: ctx.config.detectorTls } : {}),
     onError: (err, req) => log.error({ err, camera: req.cameraId, frame: req.frameId }, "detector failed on a frame"),
   });
-  log.info({ address: server.address, solutions: ["motion"], health: "grpc.health.v1" }, LOG_MESSAGES.detectorListening);
+  log.info({ address: server.address, solutions: ["motion"], health: "grpc.health.v1", tls: ctx.config.detectorTls?.paths ?? "off" }, LOG_MESSAGES.detectorListening);
   return server;
 }
 
@@ -212,7 +213,7 @@ async function startUp(ctx: { config: Config; logger: Logger; signal: AbortSigna
     node = await startNode(ctx, false, registry);
     const started = node;
     const { startGateway } = await import("../gateway/index.ts");
-    asker = await detectorSolutions(ctx.config.aiEndpoint);
+    asker = await detectorSolutions(ctx.config);
     const gateway = await startGateway({
       config: ctx.config,
       logger: ctx.logger.child({ role: "gateway" }),

@@ -78,6 +78,18 @@ export interface DetectorServerOptions {
   listen: string;
   /** Called for every request that ended in an error that is not the caller's fault. */
   onError?: (err: unknown, request: { cameraId?: string; frameId?: number }) => void;
+  /** Serve TLS instead of cleartext (DETECTOR_TLS_CERT/KEY/CA). PEM contents, already read: this folder reads no files of the config. */
+  tls?: DetectorServerTls;
+}
+
+/** The detector's TLS: its certificate and key, and optionally the CA client certificates must be signed by. */
+export interface DetectorServerTls {
+  /** PEM certificate chain of the detector, leaf first. */
+  cert: Buffer;
+  /** PEM private key of `cert`. */
+  key: Buffer;
+  /** PEM CA bundle: set = every client must present a certificate signed by it (mutual TLS). */
+  ca?: Buffer;
 }
 
 export interface DetectorServer {
@@ -129,7 +141,7 @@ export async function serveDetector(impl: DetectorService, options: DetectorServ
   });
 
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(options.listen, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
+    server.bindAsync(options.listen, serverCredentials(options.tls), (err, p) => (err ? reject(err) : resolve(p)));
   });
   const host = options.listen.slice(0, options.listen.lastIndexOf(":"));
   let stopping: Promise<void> | undefined;
@@ -150,6 +162,12 @@ export async function serveDetector(impl: DetectorService, options: DetectorServ
         });
       })),
   };
+}
+
+/** grpc-js's own TLS: with a CA, client certificates are requested and checked against it (checkClientCertificate). */
+function serverCredentials(tls: DetectorServerTls | undefined): grpc.ServerCredentials {
+  if (tls === undefined) return grpc.ServerCredentials.createInsecure();
+  return grpc.ServerCredentials.createSsl(tls.ca ?? null, [{ private_key: tls.key, cert_chain: tls.cert }], tls.ca !== undefined);
 }
 
 function requestFromWire(wire: WireDetectRequest): DetectRequest {
@@ -207,6 +225,18 @@ export interface DetectorClientOptions {
   endpoint: string;
   /** Longest wait between reconnect attempts, ms. Default 2000 (grpc-js's own default is 120 s). */
   maxReconnectBackoffMs?: number;
+  /** Connect with TLS instead of cleartext (AI_TLS_CA/CERT/KEY). PEM contents, already read. */
+  tls?: DetectorClientTls;
+}
+
+/** TLS towards the detector: the CA its certificate must chain to, and optionally a client certificate. */
+export interface DetectorClientTls {
+  /** PEM CA bundle the detector's certificate must chain to; its name must match the endpoint's host. */
+  ca: Buffer;
+  /** PEM client certificate chain (with `key`), for a detector that requires one. */
+  cert?: Buffer;
+  /** PEM private key of `cert`. */
+  key?: Buffer;
 }
 
 /**
@@ -223,7 +253,9 @@ export class DetectorClient {
   constructor(options: DetectorClientOptions) {
     this.endpoint = options.endpoint;
     const Ctor = grpc.makeGenericClientConstructor(withGarbleMarker(detectorDefinition()), "Detector");
-    this.#client = new Ctor(options.endpoint, grpc.credentials.createInsecure(), {
+    const tls = options.tls;
+    const credentials = tls === undefined ? grpc.credentials.createInsecure() : grpc.credentials.createSsl(tls.ca, tls.key ?? null, tls.cert ?? null);
+    this.#client = new Ctor(options.endpoint, credentials, {
       "grpc.initial_reconnect_backoff_ms": 200,
       "grpc.max_reconnect_backoff_ms": options.maxReconnectBackoffMs ?? 2000,
       "grpc.max_send_message_length": MAX_MESSAGE_BYTES,

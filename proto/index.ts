@@ -12,7 +12,7 @@ export type {
   SolutionList,
 } from "./contract.ts";
 export { DETECTOR_SERVICE_NAME, DetectorClient, PROTO_PATH, serveDetector } from "./grpc.ts";
-export type { DetectorClientOptions, DetectorServer, DetectorServerOptions } from "./grpc.ts";
+export type { DetectorClientOptions, DetectorClientTls, DetectorServer, DetectorServerOptions, DetectorServerTls } from "./grpc.ts";
 export { difference, downscale, MotionGate, regions, toGray } from "./motion.ts";
 export type { FrameDiff, GrayImage, MotionGateOptions, Region } from "./motion.ts";
 export { MOTION_SOLUTION, REFERENCE_MODEL, ReferenceDetector } from "./reference-detector.ts";

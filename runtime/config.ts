@@ -1,7 +1,9 @@
+import { readFileSync } from "node:fs";
 import { homedir, hostname } from "node:os";
 import { join } from "node:path";
 import { z } from "zod";
 import { redact } from "../subjects/index.ts";
+import { readDetectorClientTls, readDetectorServerTls, type DetectorClientTlsConfig, type DetectorServerTlsConfig } from "./detector-tls.ts";
 import { NatsAuthError, readNatsAuth, splitNatsUrls, type NatsAuth, type NatsAuthSettings } from "./nats-auth.ts";
 
 /**
@@ -31,6 +33,8 @@ export interface Config {
   whipUrl: string;
   /** gRPC detector address, host:port. Default DETECTOR_LISTEN, else 127.0.0.1:50051 (so `camfleet up` uses its own detector). */
   aiEndpoint: string;
+  /** TLS towards the detector (AI_TLS_CA, AI_TLS_CERT, AI_TLS_KEY), files read; unset = cleartext. Read for node, gateway and up. Holds a key: log describeConfig() only. */
+  aiTls?: DetectorClientTlsConfig;
   /** Frames per second sent to the detector at most, for cameras that do not say. Default 1. */
   aiMaxFps: number;
   /** Analyse every n-th frame instead (single-worker AI_PROCESS_EVERY_N); unset = use the rate. */
@@ -44,6 +48,8 @@ export interface Config {
   allowLocalSources: boolean;
   /** Where `camfleet detector` listens, host:port. Default 127.0.0.1:50051. */
   detectorListen: string;
+  /** TLS the detector serves (DETECTOR_TLS_CERT, DETECTOR_TLS_KEY, DETECTOR_TLS_CA), files read; unset = cleartext. Read for detector and up. Holds a key: log describeConfig() only. */
+  detectorTls?: DetectorServerTlsConfig;
   /** Bearer token the HTTP gateway requires; unset = no auth. Never logged. */
   apiToken?: string;
   /** Where the embedded nats-server keeps its JetStream store. */
@@ -188,6 +194,9 @@ const VARS = {
   MEDIAMTX_HLS: { schema: httpUrl },
   MEDIAMTX_RTSP: { schema: rtspUrl },
   AI_ENDPOINT: { schema: hostPort },
+  AI_TLS_CA: { schema: z.string().trim().min(1, "must be the path of a PEM CA file") },
+  AI_TLS_CERT: { schema: z.string().trim().min(1, "must be the path of a PEM certificate file") },
+  AI_TLS_KEY: { schema: z.string().trim().min(1, "must be the path of a PEM private key file") },
   AI_MAX_FPS: { schema: num(0, 60) },
   AI_PROCESS_EVERY_N: { schema: int(1, 10_000) },
   AI_TIMEOUT_MS: { schema: int(10, 60_000) },
@@ -195,6 +204,9 @@ const VARS = {
   LOG_LEVEL: { schema: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"], "must be one of fatal, error, warn, info, debug, trace, silent") },
   ALLOW_LOCAL_SOURCES: { schema: bool },
   DETECTOR_LISTEN: { schema: hostPort },
+  DETECTOR_TLS_CERT: { schema: z.string().trim().min(1, "must be the path of a PEM certificate file") },
+  DETECTOR_TLS_KEY: { schema: z.string().trim().min(1, "must be the path of a PEM private key file") },
+  DETECTOR_TLS_CA: { schema: z.string().trim().min(1, "must be the path of a PEM CA file") },
   CAMFLEET_API_TOKEN: { schema: z.string().min(1, "must not be empty") },
   CAMFLEET_DATA_DIR: { schema: z.string().trim().min(1, "must not be empty") },
   CAMFLEET_NATS_PORT: { schema: int(0, 65_535) },
@@ -244,6 +256,7 @@ export function loadConfig(env: Env, role: Role, natsOverride?: NatsOverride): C
     if (err instanceof NatsAuthError) throw new ConfigError(err.problems);
     throw err;
   }
+  const tls = detectorTlsOf(parsed, role);
 
   return {
     ...(nats.servers !== undefined ? { natsServers: nats.servers } : {}),
@@ -254,6 +267,7 @@ export function loadConfig(env: Env, role: Role, natsOverride?: NatsOverride): C
     httpHost: parsed.HTTP_HOST ?? "127.0.0.1",
     whipUrl: whipTemplate(parsed.WHIP_URL, parsed.MEDIAMTX_WHIP),
     aiEndpoint: parsed.AI_ENDPOINT ?? parsed.DETECTOR_LISTEN ?? "127.0.0.1:50051",
+    ...(tls.client !== undefined ? { aiTls: tls.client } : {}),
     aiMaxFps: parsed.AI_MAX_FPS ?? 1,
     ...(parsed.AI_PROCESS_EVERY_N !== undefined ? { aiEveryN: parsed.AI_PROCESS_EVERY_N } : {}),
     aiTimeoutMs: parsed.AI_TIMEOUT_MS ?? 2000,
@@ -261,6 +275,7 @@ export function loadConfig(env: Env, role: Role, natsOverride?: NatsOverride): C
     logLevel: parsed.LOG_LEVEL ?? "info",
     allowLocalSources: parsed.ALLOW_LOCAL_SOURCES ?? role === "up",
     detectorListen: parsed.DETECTOR_LISTEN ?? "127.0.0.1:50051",
+    ...(tls.server !== undefined ? { detectorTls: tls.server } : {}),
     ...(parsed.CAMFLEET_API_TOKEN !== undefined ? { apiToken: parsed.CAMFLEET_API_TOKEN } : {}),
     dataDir: parsed.CAMFLEET_DATA_DIR ?? join(env.XDG_DATA_HOME ?? join(homedir(), ".local", "share"), "camfleet"),
     embeddedNatsPort: parsed.CAMFLEET_NATS_PORT ?? 4222,
@@ -285,6 +300,28 @@ export function loadConfig(env: Env, role: Role, natsOverride?: NatsOverride): C
     ...(parsed.CAMFLEET_STORAGE !== undefined ? { storage: parsed.CAMFLEET_STORAGE } : {}),
     detectionsBuffer: parsed.CAMFLEET_DETECTIONS_BUFFER ?? 10_000,
   };
+}
+
+/**
+ * The detector connection's TLS files, read for the roles that use them: the
+ * client side where a DetectorClient runs (node, gateway, up), the server side
+ * where a detector is served (detector, up). In `up` the node talks to its own
+ * detector unless AI_ENDPOINT points elsewhere, so a TLS detector without the
+ * matching client settings would be a node that can never reach it: said here.
+ */
+function detectorTlsOf(parsed: Parsed, role: Role): { client?: DetectorClientTlsConfig; server?: DetectorServerTlsConfig } {
+  const problems: string[] = [];
+  const client = role === "node" || role === "gateway" || role === "up" ? readDetectorClientTls(parsed, readFileSync, problems) : undefined;
+  const server = role === "detector" || role === "up" ? readDetectorServerTls(parsed, readFileSync, problems) : undefined;
+  if (role === "up" && parsed.AI_ENDPOINT === undefined && problems.length === 0) {
+    if (server !== undefined && client === undefined) {
+      problems.push("DETECTOR_TLS_CERT makes the detector of `camfleet up` serve TLS, but AI_TLS_CA is unset, so its node would talk cleartext to it; set AI_TLS_CA to the CA that signed DETECTOR_TLS_CERT");
+    } else if (server?.ca !== undefined && client?.cert === undefined) {
+      problems.push("DETECTOR_TLS_CA makes the detector of `camfleet up` require client certificates, but AI_TLS_CERT is unset, so its node could not connect; set AI_TLS_CERT and AI_TLS_KEY to a certificate signed by DETECTOR_TLS_CA");
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return { ...(client !== undefined ? { client } : {}), ...(server !== undefined ? { server } : {}) };
 }
 
 /** Parses the named variables; every bad one is a line of the ConfigError. */
@@ -376,9 +413,12 @@ export function defaultNodeId(host: string = hostname()): string {
 
 /** The config as it may be logged: secrets out, URLs redacted. */
 export function describeConfig(config: Config): Record<string, unknown> {
-  const { apiToken, natsServers, natsAuth, ...rest } = config;
+  const { apiToken, natsServers, natsAuth, aiTls, detectorTls, ...rest } = config;
   return {
     ...rest,
+    // The PEM paths, never the bytes (a private key among them).
+    aiTls: aiTls?.paths ?? "off",
+    detectorTls: detectorTls?.paths ?? "off",
     natsServers: natsServers?.map(redact) ?? "embedded",
     natsAuth: natsAuth.summary,
     whipUrl: redact(config.whipUrl),

@@ -148,15 +148,7 @@ export function readNatsAuth(settings: NatsAuthSettings, read: (path: string) =>
   if (settings.creds !== undefined) methods.push(settings.creds.from);
   if (methods.length > 1) problems.push(`more than one NATS credential is set (${methods.join(", ")}); set one`);
 
-  const file = (f: SettingFile): Buffer | undefined => {
-    try {
-      return read(f.path);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      problems.push(`${f.from} names ${JSON.stringify(f.path)}, which cannot be read (${code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : code === "EISDIR" ? "it is a directory" : (code ?? "error")})`);
-      return undefined;
-    }
-  };
+  const file = (f: SettingFile): Buffer | undefined => readSettingFile(f, read, problems);
 
   let authenticator: Authenticator | undefined;
   let method: NatsAuth["method"] = "none";
@@ -236,14 +228,38 @@ function readSeed(f: SettingFile, file: (f: SettingFile) => Buffer | undefined, 
 }
 
 function checkPem(f: SettingFile, what: "certificate" | "private key", file: (f: SettingFile) => Buffer | undefined, problems: string[]): boolean {
-  const data = file(f);
-  if (data === undefined) return false;
+  return pemOf(f, what, file(f), problems) !== undefined;
+}
+
+/** The bytes of a file the settings name; a file that cannot be read is one line in `problems` naming the setting and the path. */
+export function readSettingFile(f: SettingFile, read: (path: string) => Buffer, problems: string[]): Buffer | undefined {
+  try {
+    return read(f.path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    problems.push(`${f.from} names ${JSON.stringify(f.path)}, which cannot be read (${code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : code === "EISDIR" ? "it is a directory" : (code ?? "error")})`);
+    return undefined;
+  }
+}
+
+/**
+ * Reads a PEM certificate (bundle) or private key the settings name and
+ * parses it with node:crypto, so a wrong path or a broken file is a start-up
+ * line naming the setting and the path, not a failed handshake later.
+ * Returns the bytes, or undefined after adding the problem.
+ */
+export function readPemFile(f: SettingFile, what: "certificate" | "private key", read: (path: string) => Buffer, problems: string[]): Buffer | undefined {
+  return pemOf(f, what, readSettingFile(f, read, problems), problems);
+}
+
+function pemOf(f: SettingFile, what: "certificate" | "private key", data: Buffer | undefined, problems: string[]): Buffer | undefined {
+  if (data === undefined) return undefined;
   try {
     if (what === "certificate") new X509Certificate(data);
     else createPrivateKey(data);
-    return true;
+    return data;
   } catch {
     problems.push(`${f.from} names ${JSON.stringify(f.path)}, which is not a PEM ${what}`);
-    return false;
+    return undefined;
   }
 }

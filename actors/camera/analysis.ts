@@ -1,5 +1,5 @@
 import type { Registry } from "prom-client";
-import { DetectorClient, DetectorError, MotionGate, toGray, type DetectResult } from "../../proto/index.ts";
+import { DetectorClient, DetectorError, MotionGate, toGray, type DetectorClientTls, type DetectResult } from "../../proto/index.ts";
 import { realClock, type Clock, type DetectionReport, type DetectionOutcome, type Logger, type Timer } from "../../runtime/index.ts";
 import type { CameraError, CameraSpec } from "../../subjects/index.ts";
 import type { AnalysisFrame } from "./ffmpeg-output.ts";
@@ -31,6 +31,8 @@ export interface AnalysisOptions {
   spec: CameraSpec;
   /** host:port of the detector (AI_ENDPOINT). */
   endpoint: string;
+  /** TLS towards it (AI_TLS_CA, AI_TLS_CERT, AI_TLS_KEY); unset = cleartext. */
+  tls?: DetectorClientTls;
   logger: Logger;
   registry: Registry;
   publish(report: DetectionReport): DetectionOutcome;
@@ -82,7 +84,7 @@ export class Analysis {
     this.#camera = options.spec.id;
     this.#wanted = options.spec.solutions.length > 0 ? [...options.spec.solutions] : DEFAULT_SOLUTIONS;
     this.#metrics = CameraMetrics.of(options.registry);
-    this.#client = new DetectorClient({ endpoint: options.endpoint });
+    this.#client = new DetectorClient({ endpoint: options.endpoint, ...(options.tls !== undefined ? { tls: options.tls } : {}) });
     void this.#probe();
   }
 

@@ -253,6 +253,7 @@ class CameraActor implements Actor {
     const analysis: Analysis = new AnalysisClass({
       spec: this.#spec,
       endpoint: this.#ctx.config.aiEndpoint,
+      ...(this.#ctx.config.aiTls !== undefined ? { tls: this.#ctx.config.aiTls } : {}),
       logger: this.#ctx.logger,
       registry: this.#ctx.registry,
       clock: this.#clock,
