@@ -7,6 +7,7 @@ import { ControlClient } from "../runtime/client/control-client.ts";
 import { CamfleetError, CONTROL_QUEUE, PREFIX, subjects, type CameraStatus } from "../subjects/index.ts";
 import { startNats } from "./helpers/nats-harness.ts";
 import { waitFor } from "./helpers/wait.ts";
+import { rejection as rejectionOf } from "./helpers/rejection.ts";
 
 const STATUS: CameraStatus = {
   camera: "cam-1",
@@ -44,14 +45,7 @@ async function respond(nc: NatsConnection, subject: string, answer: (m: Msg) => 
   await nc.flush();
 }
 
-async function rejection(p: Promise<unknown>): Promise<CamfleetError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(CamfleetError);
-  return err as CamfleetError;
-}
+const rejection = (p: Promise<unknown>) => rejectionOf(p, CamfleetError);
 
 test("an ok reply is parsed and returned without `ok`", async () => {
   const { client, server } = await setup();

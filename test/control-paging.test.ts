@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CAMERAS_LIST_DEFAULT_LIMIT, BUCKETS, control, kvKeys, subjects, type CameraSpecInput } from "../subjects/index.ts";
 import { LOG_MESSAGES, respondSafely, silentLogger } from "../runtime/index.ts";
 import { isAlive, runCamfleet, type CamfleetProcess } from "./helpers/camfleet-process.ts";
+import { startFleetNode } from "./helpers/fleet.ts";
 import { startNats, type NatsHandle } from "./helpers/nats-harness.ts";
 import { waitFor } from "./helpers/wait.ts";
 
@@ -28,11 +29,7 @@ const id = (i: number) => `cam-${String(i).padStart(5, "0")}`;
 beforeAll(async () => {
   const onCleanup = (fn: () => Promise<void>) => void teardown.push(fn);
   nats = await startNats({ onCleanup });
-  node = runCamfleet(["node"], {
-    env: { NATS_URL: nats.url, NODE_ID: "pg1", HTTP_PORT: "0", CAMFLEET_ACTOR_KIND: "sim", MAX_CAMERAS: "20", LOG_LEVEL: "info" },
-    onCleanup,
-  });
-  await node.waitForLog((l) => l.msg === LOG_MESSAGES.nodeReady);
+  node = (await startFleetNode({ id: "pg1", natsUrls: [nats.url], env: { MAX_CAMERAS: "20", LOG_LEVEL: "info" }, onCleanup })).proc;
   nc = await connect({ servers: nats.url });
   teardown.push(() => nc.close());
 

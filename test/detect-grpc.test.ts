@@ -20,6 +20,7 @@ import {
   type DetectorFrame,
   type DetectorService,
 } from "../proto/index.ts";
+import { rejection as rejectionOf } from "./helpers/rejection.ts";
 
 const run = promisify(execFile);
 
@@ -45,14 +46,7 @@ async function served(impl: DetectorService = new ReferenceDetector()) {
 const call = (client: DetectorClient, frame: DetectorFrame, frameId: number, cameraId = "cam1", solutions = ["motion"]) =>
   client.detect({ frame, cameraId, frameId, captureTs: Date.now(), solutions }, { deadlineMs: 5000 });
 
-async function rejection(p: Promise<unknown>): Promise<DetectorError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(DetectorError);
-  return err as DetectorError;
-}
+const rejection = (p: Promise<unknown>) => rejectionOf(p, DetectorError);
 
 describe("reference detector over gRPC", () => {
   test("a moving FFmpeg test pattern gives motion boxes inside the frame; a still one gives none, and the result is deterministic", async () => {

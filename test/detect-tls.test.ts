@@ -20,6 +20,7 @@ import { startNats } from "./helpers/nats-harness.ts";
 import { makeTlsFiles, secretsDir, type TlsFiles } from "./helpers/nats-secure.ts";
 import { reservePort } from "./helpers/ports.ts";
 import { waitFor } from "./helpers/wait.ts";
+import { rejection as rejectionOf } from "./helpers/rejection.ts";
 
 /** Two independent CAs with their certificates: `other` plays a detector (or client) nobody here trusts. */
 async function pki(): Promise<{ dir: string; files: TlsFiles; other: TlsFiles }> {
@@ -54,14 +55,7 @@ function frame(i: number): DetectorFrame {
 
 const detect = (c: DetectorClient, i: number) => c.detect({ frame: frame(i), cameraId: "tls-cam", frameId: i, captureTs: Date.now(), solutions: ["motion"] }, { deadlineMs: 3000 });
 
-async function rejection(p: Promise<unknown>): Promise<DetectorError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(DetectorError);
-  return err as DetectorError;
-}
+const rejection = (p: Promise<unknown>) => rejectionOf(p, DetectorError);
 
 describe("detector connection over TLS (DetectorClient ↔ serveDetector)", () => {
   test("server TLS: ListSolutions and Detect work with the CA; a cleartext client and one trusting another CA are refused", async () => {

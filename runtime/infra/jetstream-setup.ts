@@ -57,15 +57,17 @@ export interface JetStreamSetupOptions {
 
 type StreamKey = "status" | "detections";
 
-/** What camfleet knows about each of its streams: contract names, defaults, and the variables that set them. */
-const STREAM_PLANS: ReadonlyArray<{
+/** What camfleet knows about one of its streams: contract names, defaults, and the variables that set them. */
+interface StreamDefinition {
   key: StreamKey;
   name: string;
   subject: string;
   preferredBytes: number;
   defaultMaxAgeMs: number;
   vars: { maxBytes: string; maxAge?: string; replicas: string };
-}> = [
+}
+
+const STREAM_PLANS: ReadonlyArray<StreamDefinition> = [
   {
     key: "status",
     name: STREAMS.status,
@@ -147,13 +149,7 @@ export function describeChanges(changes: readonly FieldChange[]): string {
     .join(", ");
 }
 
-interface Plan {
-  key: StreamKey;
-  name: string;
-  subject: string;
-  preferredBytes: number;
-  defaultMaxAgeMs: number;
-  vars: { maxBytes: string; maxAge?: string; replicas: string };
+interface Plan extends StreamDefinition {
   configured: StreamLimits;
   replicas: number;
   /** Replicas came from a variable (so they are an opinion about an existing stream). */
