@@ -591,6 +591,40 @@ describe(`fuzz (seed ${SEED}): HTTP routes`, () => {
   });
 });
 
+describe(`fuzz (seed ${SEED}): the node's ops port`, () => {
+  it("an unknown path or a wrong method on the node's ops server is 404 or 405 with {error: {code, message}}; POST /drain is never reached", async () => {
+    const { nodes } = await controlRequest(nc, "nodesList", subjects.ctl.nodesList, {});
+    const ops = nodes.find((n) => n.node === NODE)?.http_url;
+    expect(ops, "the node's ops URL in its NodeInfo").toBeTruthy();
+    const known = ["/healthz", "/readyz", "/metrics", "/drain"];
+    const requests = fc.oneof(
+      // A wrong method on a known path (POST /drain would drain: the one request left out).
+      fc.tuple(fc.constantFrom("POST", "PUT", "DELETE", "PATCH"), fc.constantFrom(...known)).filter(([m, p]) => !(m === "POST" && p === "/drain")),
+      fc.tuple(fc.constantFrom("GET", "DELETE", "PUT"), fc.constantFrom("/drain")),
+      // Paths that are no route ("/drain/x", "/healthz/", "//drain", a query does not make a route).
+      fc.tuple(
+        fc.constantFrom("GET", "POST", "PUT", "DELETE"),
+        fc.oneof(
+          fc.array(fc.stringMatching(/^[A-Za-z0-9_~-]{1,12}$/), { minLength: 1, maxLength: 3 }).map((segs) => `/${segs.join("/")}`).filter((p) => !known.includes(p)),
+          fc.constantFrom(...known).map((p) => `${p}/x`),
+          fc.constantFrom("/drain/", "/healthz/", "//drain", "/DRAIN", "/drain%00", "/"),
+        ),
+      ),
+    );
+    await fc.assert(
+      fc.asyncProperty(requests, async ([method, p]) => {
+        const c: HttpCase = { what: "ops", method, path: p };
+        const res = await fetch(`${ops}${p}`, { method, signal: AbortSignal.timeout(REQUEST_DEADLINE_MS) });
+        const a = { status: res.status, text: await res.text(), headers: res.headers };
+        expect([404, 405], `${method} ${p} → ${a.status} ${a.text.slice(0, 200)}`).toContain(a.status);
+        expectHttpError({ ...c, alsoAllowed: [405] }, a);
+      }),
+      params(RUNS.notFound),
+    );
+    await expectNothingChanged();
+  });
+});
+
 // ---------------------------------------------------------------- SDP bodies
 
 type Mutation = (lines: string[]) => string[];
