@@ -36,6 +36,7 @@ import {
   subjects,
   type ControlErrorCode,
 } from "../subjects/index.ts";
+import { isAlive } from "./helpers/camfleet-process.ts";
 import { connectTestClient, controlRequest, putCamera, readOwnership, simSpec, startFleetNode, type FleetNodeProcess } from "./helpers/fleet.ts";
 import { startTestGateway } from "./helpers/gateway.ts";
 import { startNats, type NatsHandle } from "./helpers/nats-harness.ts";
@@ -64,7 +65,9 @@ let offers: { whep: string; whip: string };
 
 const teardown: Array<() => Promise<void>> = [];
 afterAll(async () => {
+  const pids = [node?.pid, nats?.server.pid].filter((p): p is number => p !== undefined);
   for (const fn of teardown.reverse()) await fn();
+  expect(pids.filter((pid) => isAlive(pid)), "processes still alive after teardown").toEqual([]);
 });
 
 beforeAll(async () => {
