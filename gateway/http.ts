@@ -27,7 +27,22 @@ export const MAX_JSON_BYTES = 128 * 1024;
 
 export function createHttp(options: { logger: Logger; apiToken?: string; corsOrigins?: "*" | "off" | string[] }): FastifyInstance {
   const log = options.logger.child({ component: "http" });
-  const app = Fastify({ logger: false, bodyLimit: MAX_JSON_BYTES, return503OnClosing: true, forceCloseConnections: true });
+  const app = Fastify({
+    logger: false,
+    bodyLimit: MAX_JSON_BYTES,
+    return503OnClosing: true,
+    forceCloseConnections: true,
+    // The router's own refusals (a path parameter over maxParamLength, 100 characters: 414; bad percent-encoding)
+    // would otherwise answer in fastify's shape: a bad id or URL is INVALID_ARGUMENT like any other.
+    frameworkErrors: (err, _req, reply) =>
+      sendError(
+        reply,
+        new CamfleetError(
+          "INVALID_ARGUMENT",
+          err.code === "FST_ERR_MAX_PARAM_LENGTH" ? "a path parameter is longer than 100 characters (ids have at most 64)" : "the URL is not valid (bad percent-encoding)",
+        ),
+      ),
+  });
 
   // Browsers on other origins (a WHEP player, a dashboard elsewhere) may call every route. Auth is a bearer
   // header, never a cookie, so no credentials mode: a page can only use a token it was given.
