@@ -60,6 +60,8 @@ export function createHttp(options: { logger: Logger; apiToken?: string; corsOri
     });
   }
 
+  // No route takes text/plain: without fastify's default parser such a body is refused (400), never ignored.
+  app.removeContentTypeParser("text/plain");
   app.addContentTypeParser("application/sdp", { parseAs: "string", bodyLimit: MAX_SDP_BYTES }, (_req, body, done) => done(null, body));
 
   if (options.apiToken !== undefined) {

@@ -27,8 +27,10 @@ export function checkOffer(sdp: string, direction: "send" | "receive"): OfferSum
   if (!lines.some((l) => l.startsWith("o="))) throw new CamfleetError("INVALID_ARGUMENT", "malformed SDP offer: no o= line");
   const media = lines.filter((l) => l.startsWith("m="));
   if (media.length === 0) throw new CamfleetError("INVALID_ARGUMENT", "malformed SDP offer: no media section (m=)");
-  if (!lines.some((l) => l.startsWith("a=ice-ufrag:")) || !lines.some((l) => l.startsWith("a=fingerprint:"))) {
-    throw new CamfleetError("INVALID_ARGUMENT", "malformed SDP offer: WebRTC needs a=ice-ufrag and a=fingerprint");
+  // Without any one of them the session dies right after its 201 (found by test/fuzz.test.ts): refuse it instead.
+  const missing = ["a=ice-ufrag:", "a=ice-pwd:", "a=fingerprint:"].filter((attr) => !lines.some((l) => l.startsWith(attr)));
+  if (missing.length > 0) {
+    throw new CamfleetError("INVALID_ARGUMENT", `malformed SDP offer: WebRTC needs a=ice-ufrag, a=ice-pwd and a=fingerprint (missing ${missing.map((m) => m.slice(0, -1)).join(", ")})`);
   }
 
   // Walk the video sections: H.264 by rtpmap, and a direction that fits.

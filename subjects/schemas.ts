@@ -355,6 +355,8 @@ export type ControlReply<N extends ControlName> = z.output<(typeof control)[N]["
 // ---------------------------------------------------------------- HTTP bodies
 
 export const http = {
+  /** The body of a route that takes none (stop, drain): absent or `{}`; anything else is 400, and nothing changes. */
+  noBody: z.strictObject({}).optional(),
   /** GET /cameras: without `limit` or `after` every camera (the worker's shape); with them one page and its `next`. */
   camerasListQuery: z.strictObject({
     tenant: IdSchema.optional(),

@@ -184,6 +184,19 @@ describe("legacy routes: the single worker's shapes", () => {
     expect(stats.body.gateway).toEqual({ id: expect.stringMatching(/^gw-/), url: gw.publicUrl, viewers: 0 });
   });
 
+  it("a stop with a body it does not take (text, a JSON array, unknown fields) is 400 and the camera keeps running", async () => {
+    const { gateway } = await cluster();
+    const gw = await gateway();
+    expect((await call(gw, "POST", "/cameras/s9/start", { stream_url: "rtsp://10.0.0.1/s9" })).status).toBe(200);
+    for (const [body, type] of [["garbage", "text/plain"], ["[1,2]", "application/json"], ['{"force":true}', "application/json"]] as const) {
+      const r = await call(gw, "POST", "/cameras/s9/stop", body, { "content-type": type });
+      expect(r.status, `${type} ${body}`).toBe(400);
+      expect(r.body.error.code).toBe("INVALID_ARGUMENT");
+    }
+    expect((await call(gw, "GET", "/cameras/s9")).body.enabled).toBe(true);
+    expect((await call(gw, "POST", "/cameras/s9/stop", "{}", { "content-type": "application/json" })).status).toBe(200);
+  });
+
   it("bad input: bad ids, missing or wrong fields, bad JSON, 2 MiB bodies, unknown cameras, local sources; nothing is created", async () => {
     const { gateway } = await cluster();
     const gw = await gateway();

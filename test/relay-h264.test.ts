@@ -13,6 +13,7 @@ const OFFER = [
   "t=0 0",
   "a=fingerprint:sha-256 AB:CD",
   "a=ice-ufrag:abcd",
+  "a=ice-pwd:0123456789abcdef012345",
   "m=audio 9 UDP/TLS/RTP/SAVPF 111",
   "a=recvonly",
   "a=rtpmap:111 opus/48000/2",
@@ -41,6 +42,7 @@ describe("checkOffer", () => {
     ["a line that is not type=value", OFFER.replace("s=-", "garbage"), "INVALID_ARGUMENT"],
     ["no media", OFFER.split("m=audio")[0]!, "INVALID_ARGUMENT"],
     ["no ICE credentials", OFFER.replace("a=ice-ufrag:abcd\r\n", ""), "INVALID_ARGUMENT"],
+    ["no ICE password", OFFER.replace(/a=ice-pwd:.*\r\n/, ""), "INVALID_ARGUMENT"],
     ["audio only", OFFER.split("m=video")[0]!, "UNSUPPORTED_MEDIA"],
     ["no H.264", OFFER.replace("H264/90000", "AV1/90000"), "UNSUPPORTED_MEDIA"],
   ])("refuses %s", (_what, sdp, code) => {

@@ -148,6 +148,19 @@ describe("relay: a real node behind two gateways with an API token", () => {
   });
 });
 
+describe("relay: offers", () => {
+  it("an offer without a=ice-pwd is 400 (it used to get a 201 for a session that died at once)", async () => {
+    const { putCamera, gw } = await cluster();
+    await putCamera({ id: "hall", url: "rtsp://127.0.0.1:1/x", publish: "always" });
+    const offer = await weriftOffer("recvonly");
+    onTestFinished(() => offer.close());
+    const res = await postSdp(`${gw.url}/whep/hall`, offer.sdp.split("\r\n").filter((l) => !l.startsWith("a=ice-pwd:")).join("\r\n"));
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(/missing a=ice-pwd/);
+    expect(await stats(gw, "hall")).toBeUndefined();
+  });
+});
+
 describe("relay: viewer limits and counts", () => {
   it("concurrent offers cannot pass RELAY_MAX_VIEWERS_PER_CAMERA", async () => {
     const { putCamera, gw } = await cluster({ RELAY_MAX_VIEWERS_PER_CAMERA: "2" });

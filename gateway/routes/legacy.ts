@@ -123,6 +123,7 @@ async function legacyScope(app: FastifyInstance, deps: LegacyDeps): Promise<void
 
   app.post<{ Params: { id: string } }>("/cameras/:id/stop", async (req) => {
     const id = assertId("camera", req.params.id);
+    parseOrThrow(httpBodies.noBody, req.body, "stop request");
     await control.stopCamera(id);
     return { camera_id: id, status: "stopped", message: `camera ${id} stopped` };
   });
