@@ -480,13 +480,21 @@ export class FleetNode {
     return parsed.success ? parsed.data.state : undefined;
   }
 
-  #leaseLost(camera: string, reason: LeaseLossReason, lease: Readonly<OwnedLease>): void {
+  /** The camera is no longer this node's: its subscriptions go, and its per-camera series with it (no stale series after a failover). */
+  #forget(camera: string): Owned | undefined {
     const owned = this.#owned.get(camera);
-    if (owned === undefined) return;
+    if (owned === undefined) return undefined;
     this.#owned.delete(camera);
     owned.statusSub.unsubscribe();
     owned.viewersSub.unsubscribe();
     owned.snapshotSub.unsubscribe();
+    this.#restarts.remove({ camera });
+    return owned;
+  }
+
+  #leaseLost(camera: string, reason: LeaseLossReason, lease: Readonly<OwnedLease>): void {
+    const owned = this.#forget(camera);
+    if (owned === undefined) return;
     this.metrics.camerasOwned.set(this.#owned.size);
     // revision and sinceRenewalMs let a reader check, on this node's clock alone, that the
     // fence fell before any takeover of that same revision (see the claim line's leaseAgeMs).
@@ -500,12 +508,8 @@ export class FleetNode {
 
   /** Stops a camera's actor, then gives its lease up. */
   async #release(camera: string, reason: StopReason): Promise<void> {
-    const owned = this.#owned.get(camera);
+    const owned = this.#forget(camera);
     if (owned === undefined) return;
-    this.#owned.delete(camera);
-    owned.statusSub.unsubscribe();
-    owned.viewersSub.unsubscribe();
-    owned.snapshotSub.unsubscribe();
     await owned.slot.stop(reason);
     await this.#leases?.release(camera);
     this.metrics.camerasOwned.set(this.#owned.size);
