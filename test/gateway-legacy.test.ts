@@ -10,7 +10,7 @@ import { describe, expect, it, onTestFinished } from "vitest";
 import type { Gateway } from "../gateway/index.ts";
 import { ConfigError, LOG_MESSAGES, loadConfig } from "../runtime/index.ts";
 import { runCamfleet } from "./helpers/camfleet-process.ts";
-import { startFleetNode } from "./helpers/fleet.ts";
+import { connectTestClient, readStatusEvents, startFleetNode } from "./helpers/fleet.ts";
 import { startTestGateway } from "./helpers/gateway.ts";
 import { startNats } from "./helpers/nats-harness.ts";
 import { callJson, type Json } from "./helpers/http.ts";
@@ -291,7 +291,7 @@ describe("legacy routes: the single worker's shapes", () => {
 
 describe("legacy routes: a real camera", () => {
   it("the status of a testsrc camera has its stream's size and rate and counts frames", async () => {
-    const { gateway } = await cluster({ CAMFLEET_ACTOR_KIND: "camera", ALLOW_LOCAL_SOURCES: "true" });
+    const { gateway, nats } = await cluster({ CAMFLEET_ACTOR_KIND: "camera", ALLOW_LOCAL_SOURCES: "true" });
     const gw = await gateway();
     const started = await call(gw, "POST", "/cameras/pattern/start", { stream_url: "testsrc:?size=320x240&rate=10", solutions: [] });
     expect(started.status).toBe(200);
@@ -310,6 +310,16 @@ describe("legacy routes: a real camera", () => {
 
     expect((await call(gw, "POST", "/cameras/pattern/stop")).status).toBe(200);
     await waitFor(async () => (await status(gw, "pattern")).body.active === false, { timeoutMs: 10_000, message: "pattern inactive" });
+    // Consumers of the status stream learn it stopped: its last event is STOPPED, said once, by its owner at its epoch.
+    const nc = await connectTestClient([nats.url], onTestFinished);
+    const events = await waitFor(async () => {
+      const all = (await readStatusEvents(nc)).filter((e) => e.camera === "pattern");
+      return all.at(-1)?.state === "STOPPED" ? all : undefined;
+    }, { timeoutMs: 10_000, message: "a STOPPED status event" });
+    expect(events.at(-1)).toMatchObject({ state: "STOPPED", trigger: "edge", node: "n1", epoch: s.body.epoch });
+    expect(events.filter((e) => e.state === "STOPPED" && e.epoch === s.body.epoch)).toHaveLength(1);
+    // …and nothing said STOPPED while it started: the first event of the epoch is CONNECTING.
+    expect(events.find((e) => e.epoch === s.body.epoch)?.state).toBe("CONNECTING");
   });
 });
 

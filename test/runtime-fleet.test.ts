@@ -331,6 +331,8 @@ describe("a fleet of sim nodes on one nats-server", () => {
     );
     expect(logLines(holder, LOG_MESSAGES.releasedCamera).filter((l) => l.camera === target).map((l) => l.reason)).toEqual(["disabled"]);
     expect(log.events.filter((e) => e.camera === target).at(-1)).toMatchObject({ state: "STOPPED", epoch: first.epoch });
+    // Said once: the sim actor says STOPPED itself, so the node does not add its own.
+    expect(log.events.filter((e) => e.camera === target && e.state === "STOPPED" && e.epoch === first.epoch)).toHaveLength(1);
 
     // Let time pass by events, not a sleep: two rounds of renewals of the other leases (TTL/4 each).
     await renewalRounds(leases, others, 2);

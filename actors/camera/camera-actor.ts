@@ -319,6 +319,8 @@ class CameraActor implements Actor {
     if (this.#stopping !== undefined && trigger === "periodic") return;
     const snap = this.#machine.getSnapshot();
     const state = stateName(snap.value);
+    // The machine starts in STOPPED on its way to CONNECTING: that is no news. STOPPED is said once, when the camera stops.
+    if (state === "STOPPED" && this.#stopping === undefined) return;
     if (stateEdge) this.#since = this.#clock.wallNow();
     const ctx = snap.context;
     const age = this.#lastFrameTs !== undefined ? (this.#clock.wallNow() - this.#lastFrameTs) / 1000 : undefined;

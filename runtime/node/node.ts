@@ -79,6 +79,8 @@ export class FleetNode {
   readonly #clock: Clock;
   readonly #startedTs: number;
   readonly #owned = new Map<string, Owned>();
+  /** The state each camera's last StatusEvent from here said, so a stop adds STOPPED only when the actor did not. */
+  readonly #lastState = new Map<string, { epoch: number; state: CameraState }>();
   readonly #claiming = new Set<string>();
   /** What reconcile rounds carry from one to the next (stagger starts, cooldowns, membership). */
   #memory: PlacementMemory;
@@ -404,7 +406,7 @@ export class FleetNode {
       ...(this.#options.backoff !== undefined ? { backoff: this.#options.backoff } : {}),
       clock: this.#clock,
       context: (current, fail) => this.#context(current, epoch, log, fail),
-      report: (report) => this.#publishStatus(slot.spec, epoch, report),
+      report: (report) => void this.#publishStatus(slot.spec, epoch, report),
       onRestart: () => this.#restarts.inc({ camera }),
     });
     const statusSub = serveCameraStatus(this.#nc!, camera, () => slot.status(), log);
@@ -424,7 +426,7 @@ export class FleetNode {
       registry: this.#options.registry,
       config: this.#options.config,
       summaryIntervalMs: this.#tuning.summaryIntervalMs,
-      publishStatus: (report) => this.#publishStatus(spec, epoch, report),
+      publishStatus: (report) => void this.#publishStatus(spec, epoch, report),
       publishDetection: (report) => this.#publishDetection(spec, epoch, report),
       fail,
       trustsOrigin: (origin) => this.#holdsRelay(spec.id, origin),
@@ -462,13 +464,16 @@ export class FleetNode {
   }
 
   /** Stamps and publishes a StatusEvent, unless this node's lease no longer covers it (fencing). */
-  #publishStatus(spec: CameraSpec, epoch: number, report: StatusReport): void {
+  /** Publishes a StatusEvent while this node holds the camera at `epoch`; settles once JetStream stored it (or it failed, logged). */
+  #publishStatus(spec: CameraSpec, epoch: number, report: StatusReport): Promise<void> {
     const js = this.#js;
-    if (js === undefined || !this.#holds(spec.id, epoch)) return;
+    if (js === undefined || !this.#holds(spec.id, epoch)) return Promise.resolve();
     const event: StatusEvent = { type: "status", ...this.#origin(spec, epoch), ...report };
-    js.publish(subjects.status(spec.id, spec.tenant, spec.site), JSON.stringify(event)).catch((err: unknown) => {
-      this.#options.logger.debug({ camera: spec.id, err }, "status publish failed");
-    });
+    this.#lastState.set(spec.id, { epoch, state: report.state });
+    return js.publish(subjects.status(spec.id, spec.tenant, spec.site), JSON.stringify(event)).then(
+      () => undefined,
+      (err: unknown) => this.#options.logger.debug({ camera: spec.id, err }, "status publish failed"),
+    );
   }
 
   async #stateOf(spec: CameraSpec): Promise<CameraState | undefined> {
@@ -511,6 +516,13 @@ export class FleetNode {
     const owned = this.#forget(camera);
     if (owned === undefined) return;
     await owned.slot.stop(reason);
+    // Stopped for good (not handed over): say so while the lease still lets us speak for the camera,
+    // unless the actor's own last word was STOPPED already.
+    const last = this.#lastState.get(camera);
+    this.#lastState.delete(camera);
+    if ((reason === "disabled" || reason === "deleted") && !(last?.epoch === owned.slot.epoch && last.state === "STOPPED")) {
+      await this.#publishStatus(owned.slot.spec, owned.slot.epoch, { state: "STOPPED", trigger: "edge" });
+    }
     await this.#leases?.release(camera);
     this.metrics.camerasOwned.set(this.#owned.size);
     this.#options.logger.info({ camera, reason }, LOG_MESSAGES.releasedCamera);
