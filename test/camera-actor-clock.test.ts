@@ -57,6 +57,10 @@ async function camera(spec: Partial<CameraSpecInput> = {}): Promise<Harness> {
       throw err;
     },
     trustsOrigin: async () => false,
+    nextFrameId: (() => {
+      let n = 0;
+      return () => n++;
+    })(),
   };
   // No frames arrive from this ingest: a stall timeout longer than any test keeps STREAMING.
   const actor = await cameraKind({ startIngest, startWhip, clock, timing: { stallTimeoutMs: 24 * 3_600_000 } }).start(ctx);

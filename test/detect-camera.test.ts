@@ -43,6 +43,26 @@ async function detectionNode(aiEndpoint: string) {
 const AI = { enabled: true, max_fps: 5 };
 
 describe("detections from a running camera", () => {
+  test("frame ids never repeat within an epoch when the analysis restarts: new detections are stored, none dropped as a duplicate", async () => {
+    const port = await reservePort();
+    await startDetectorProcess(port);
+    const { nc, client, waitStatus } = await detectionNode(`127.0.0.1:${port}`);
+    await client.putCamera({ id: "pan", url: "testsrc:?size=320x240&rate=10", publish: "off", ai: AI });
+    const first = await waitStatus("pan", (s) => s.state === "STREAMING" && s.frames.detections >= 4, "pan: 4 detection events");
+    // New AI settings: the camera keeps its lease (same epoch) and starts a new analysis.
+    const { camera } = await client.getCamera("pan");
+    await client.putCamera({ ...camera, url: "testsrc:?size=320x240&rate=10", ai: { ...camera.ai, max_fps: 4 } });
+    const before = (await readDetections(nc, { camera: "pan" })).length;
+    await waitFor(async () => (await readDetections(nc, { camera: "pan" })).length >= before + 4, { timeoutMs: 20_000, message: "detections of the new analysis stored" });
+    const stored = (await readDetections(nc, { camera: "pan" })).filter((d) => d.event.epoch === first.epoch);
+    const ids = stored.map((d) => d.event.frame_id);
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(new Set(stored.map((d) => d.msgId)).size).toBe(stored.length);
+    // Counting went on from where the first analysis stopped, not from 0 again.
+    expect(ids).toEqual([...ids].sort((a, b) => a - b));
+    expect((await client.cameraStatus("pan")).epoch).toBe(first.epoch);
+  });
+
   test("moving pattern → motion events in JetStream; a still scene barely reaches the detector; detector killed and restarted → DETECTOR_UNAVAILABLE while video flows, then recovery", async () => {
     const port = await reservePort(); // named up front: the detector is restarted on it
     let detector = await startDetectorProcess(port);

@@ -36,6 +36,8 @@ export interface AnalysisOptions {
   logger: Logger;
   registry: Registry;
   publish(report: DetectionReport): DetectionOutcome;
+  /** Frame ids that never repeat within the camera's epoch (ActorContext.nextFrameId). Default: a counter of this analysis, from 0. */
+  nextFrameId?: () => number;
   /** The analysis error changed (a new code, or cleared). */
   onErrorChange(error: CameraError | undefined): void;
   /** Between ListSolutions attempts while the detector is away, ms. Default 1000. */
@@ -100,7 +102,7 @@ export class Analysis {
   onFrame(frame: AnalysisFrame): void {
     if (this.#stopped) return;
     const arrived = performance.now();
-    const frameId = this.#nextFrameId++;
+    const frameId = this.#o.nextFrameId !== undefined ? this.#o.nextFrameId() : this.#nextFrameId++;
     let motionScore: number | undefined;
     if (this.#o.spec.ai.motion_gate) {
       const gate = this.#gate.check(toGray(frame.data, frame.width, frame.height, frame.pixFmt === "gray" ? 1 : 3));

@@ -258,6 +258,8 @@ class CameraActor implements Actor {
       registry: this.#ctx.registry,
       clock: this.#clock,
       publish: (report) => this.#ctx.publishDetection(report),
+      // From the node, not this analysis: a new analysis (changed AI settings) or actor goes on counting.
+      nextFrameId: () => this.#ctx.nextFrameId(),
       onErrorChange: (error) => {
         if (this.#analysis !== analysis) return;
         if (error !== undefined) this.#metrics.countError(this.#spec.id, error.code);

@@ -49,6 +49,13 @@ export interface ActorContext {
   /** The actor reached a failure state it cannot leave by itself: the runtime restarts it with backoff. */
   fail(error: unknown): void;
   /**
+   * The next frame id of this camera at this epoch. Ids never repeat within
+   * an epoch, whatever restarts the analysis or the actor (the supervisor
+   * restarts it under the same lease), so a DetectionEvent's Nats-Msg-Id
+   * never collides with an earlier one's.
+   */
+  nextFrameId(): number;
+  /**
    * Whether `origin` is the gateway that holds this camera's relay (as
    * camfleet_relays says): a WHIP redirect there may carry the API token.
    */

@@ -81,6 +81,7 @@ export class FleetNode {
   readonly #owned = new Map<string, Owned>();
   /** The state each camera's last StatusEvent from here said, so a stop adds STOPPED only when the actor did not. */
   readonly #lastState = new Map<string, { epoch: number; state: CameraState }>();
+  readonly #frameIds = new Map<string, { epoch: number; next: number }>();
   readonly #claiming = new Set<string>();
   /** What reconcile rounds carry from one to the next (stagger starts, cooldowns, membership). */
   #memory: PlacementMemory;
@@ -430,7 +431,18 @@ export class FleetNode {
       publishDetection: (report) => this.#publishDetection(spec, epoch, report),
       fail,
       trustsOrigin: (origin) => this.#holdsRelay(spec.id, origin),
+      nextFrameId: () => this.#nextFrameId(spec.id, epoch),
     };
+  }
+
+  /** Frame ids per camera, kept by the node so that a restarted actor at the same epoch goes on counting. */
+  #nextFrameId(camera: string, epoch: number): number {
+    const ids = this.#frameIds.get(camera);
+    if (ids === undefined || ids.epoch !== epoch) {
+      this.#frameIds.set(camera, { epoch, next: 1 });
+      return 0;
+    }
+    return ids.next++;
   }
 
   /** True when the gateway at `origin` holds the camera's relay: a camfleet gateway, which the API token is meant for. */
@@ -494,6 +506,7 @@ export class FleetNode {
     owned.viewersSub.unsubscribe();
     owned.snapshotSub.unsubscribe();
     this.#restarts.remove({ camera });
+    this.#frameIds.delete(camera);
     return owned;
   }
 
