@@ -50,4 +50,32 @@ describe("buffered detection publisher", () => {
     expect((await jsm.streams.info(STREAMS.detections)).state.messages).toBe(25); // …is de-duplicated by JetStream
     expect(publisher.stats.duplicates).toBeGreaterThanOrEqual(1);
   });
+
+  test("an event whose sender lost the right to speak while NATS was away is never sent late: dropped and counted", async () => {
+    const nats = await startNats({ onCleanup: onTestFinished });
+    const nc = await connect({ servers: nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+    onTestFinished(() => nc.close());
+    await ensureJetStream(nc);
+    const jsm = await jetstreamManager(nc);
+    const registry = createRegistry({ node: "pub" }, { processMetrics: false });
+    const publisher = new BufferedPublisher({ js: jetstream(nc), capacity: 100, ackTimeoutMs: 500, logger: createLogger({ node: "pub", level: "silent" }), registry, metricPrefix: "camfleet_detections" });
+    onTestFinished(() => publisher.stop());
+
+    // Two cameras; the node keeps the lease of one and fences itself on the other while NATS is down.
+    let holdsB = true;
+    await nats.server.stop();
+    for (let i = 0; i < 5; i++) {
+      publisher.publish(subjects.detections("a"), JSON.stringify({ i }), `a:1:${i}`, () => true);
+      publisher.publish(subjects.detections("b"), JSON.stringify({ i }), `b:1:${i}`, () => holdsB);
+    }
+    await waitFor(() => publisher.stats.retried > 0, { timeoutMs: 5000, message: "attempts failing while NATS is down" });
+    holdsB = false;
+    await nats.server.start();
+    expect(await publisher.flush(20_000)).toBe(true);
+    const stored = (await jsm.streams.info(STREAMS.detections, { subjects_filter: ">" })).state.subjects ?? {};
+    expect(stored[subjects.detections("a")]).toBe(5);
+    expect(stored[subjects.detections("b")]).toBeUndefined();
+    expect(publisher.stats.fenced).toBe(5);
+    expect(await registry.getSingleMetricAsString("camfleet_detections_fenced_total")).toMatch(/camfleet_detections_fenced_total\{node="pub"\} 5/);
+  });
 });

@@ -46,6 +46,8 @@ interface Item {
   data: Uint8Array;
   msgId: string;
   refusals: number;
+  /** Asked before every attempt: false drops the event (its publisher may no longer speak for it, e.g. it fenced itself). */
+  stillValid?: () => boolean;
 }
 
 export type PublishOutcome = "queued" | "overflow";
@@ -65,8 +67,8 @@ export class BufferedPublisher {
   #lastOverflowLog: number | undefined;
   #overflowSinceLog = 0;
   readonly #idle = new Set<() => void>();
-  readonly #metrics?: { dropped: Counter; retried: Counter; failed: Counter; buffered: Gauge };
-  readonly stats = { published: 0, duplicates: 0, retried: 0, dropped: 0, failed: 0 };
+  readonly #metrics?: { dropped: Counter; retried: Counter; failed: Counter; fenced: Counter; buffered: Gauge };
+  readonly stats = { published: 0, duplicates: 0, retried: 0, dropped: 0, failed: 0, fenced: 0 };
 
   constructor(options: BufferedPublisherOptions) {
     const { clock, registry: _registry, metricPrefix: _prefix, ...rest } = options;
@@ -80,6 +82,7 @@ export class BufferedPublisher {
         dropped: new Counter({ name: `${prefix}_dropped_total`, help: "Events dropped because the publish buffer was full (NATS away too long)", registers: [registry] }),
         retried: new Counter({ name: `${prefix}_publish_retries_total`, help: "Publishes sent again with the same Nats-Msg-Id after a failed attempt", registers: [registry] }),
         failed: new Counter({ name: `${prefix}_publish_failed_total`, help: "Events JetStream refused for good (e.g. no stream for the subject)", registers: [registry] }),
+        fenced: new Counter({ name: `${prefix}_fenced_total`, help: "Buffered events given up unsent because their node no longer held the camera's lease", registers: [registry] }),
         buffered: new Gauge({
           name: `${prefix}_buffered`,
           help: "Events waiting for or awaiting a JetStream ack",
@@ -96,15 +99,20 @@ export class BufferedPublisher {
     return this.#queue.length - this.#head + this.#inFlight;
   }
 
-  /** Queues one event; "overflow" when the buffer is full (the event is dropped and counted). */
-  publish(subject: string, data: Uint8Array | string, msgId: string): PublishOutcome {
+  /**
+   * Queues one event; "overflow" when the buffer is full (the event is dropped
+   * and counted). `stillValid` is asked before each attempt: an event whose
+   * sender lost the right to speak meanwhile (a fenced node) is dropped and
+   * counted, never sent late.
+   */
+  publish(subject: string, data: Uint8Array | string, msgId: string, stillValid?: () => boolean): PublishOutcome {
     if (this.#stopped || this.pending >= this.#o.capacity) {
       this.stats.dropped++;
       this.#metrics?.dropped.inc();
       this.#logOverflow();
       return "overflow";
     }
-    this.#queue.push({ subject, data: typeof data === "string" ? Buffer.from(data) : data, msgId, refusals: 0 });
+    this.#queue.push({ subject, data: typeof data === "string" ? Buffer.from(data) : data, msgId, refusals: 0, ...(stillValid !== undefined ? { stillValid } : {}) });
     if (this.#inFlight < this.#o.window) this.#pump();
     return "queued";
   }
@@ -149,6 +157,12 @@ export class BufferedPublisher {
       } else if (this.#head > 4096 && this.#head * 2 > this.#queue.length) {
         this.#queue = this.#queue.slice(this.#head);
         this.#head = 0;
+      }
+      if (item.stillValid !== undefined && !item.stillValid()) {
+        this.stats.fenced++;
+        this.#metrics?.fenced.inc();
+        if (this.pending === 0) for (const fn of [...this.#idle]) fn();
+        continue;
       }
       this.#inFlight++;
       this.#o.js.publish(item.subject, item.data, { msgID: item.msgId, timeout: this.#o.ackTimeoutMs }).then(

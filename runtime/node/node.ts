@@ -472,10 +472,10 @@ export class FleetNode {
     if (publisher === undefined || !this.#holds(spec.id, epoch)) return "fenced";
     const id = detectionMsgId(spec.id, epoch, report.frame_id);
     const event: DetectionEvent = { type: "detection", id, ...this.#origin(spec, epoch), ...report };
-    return publisher.publish(subjects.detections(spec.id, spec.tenant, spec.site), JSON.stringify(event), id);
+    // Asked again before each attempt: a node that fenced itself while NATS was away never sends them late.
+    return publisher.publish(subjects.detections(spec.id, spec.tenant, spec.site), JSON.stringify(event), id, () => this.#holds(spec.id, epoch));
   }
 
-  /** Stamps and publishes a StatusEvent, unless this node's lease no longer covers it (fencing). */
   /** Publishes a StatusEvent while this node holds the camera at `epoch`; settles once JetStream stored it (or it failed, logged). */
   #publishStatus(spec: CameraSpec, epoch: number, report: StatusReport): Promise<void> {
     const js = this.#js;
@@ -529,6 +529,8 @@ export class FleetNode {
     const owned = this.#forget(camera);
     if (owned === undefined) return;
     await owned.slot.stop(reason);
+    // What the actor queued goes out while the lease still covers it (afterwards it would count as fenced).
+    await this.#detections?.flush(1000);
     // Stopped for good (not handed over): say so while the lease still lets us speak for the camera,
     // unless the actor's own last word was STOPPED already.
     const last = this.#lastState.get(camera);
