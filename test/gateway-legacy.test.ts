@@ -331,6 +331,9 @@ describe("legacy routes: the single worker's Python client", () => {
     const run = await promisify(execFile)("/usr/bin/python3", [CLIENT, gw.url, "front", "rtsp://op:pw9@10.0.0.7/front", "motion"], {
       env: { PATH: process.env.PATH ?? "/usr/bin:/bin", CAMFLEET_API_TOKEN: "tok-py-7" },
       timeout: 60_000,
+    }).catch((err: Error & { stdout?: string; stderr?: string }) => {
+      // Which step did not answer 2xx is in the client's own lines.
+      throw new Error(`${err.message}\nstdout:\n${err.stdout ?? ""}\nstderr:\n${err.stderr ?? ""}`);
     });
     const steps = Object.fromEntries(
       run.stdout

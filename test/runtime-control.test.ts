@@ -131,6 +131,40 @@ describe("control over NATS: the happy paths", () => {
     for (const spec of specs) await call(subjects.ctl.camerasDelete, { id: spec.id });
   });
 
+  it("status requests racing a stop are all answered at once (a reply or no responders), none left to time out", async () => {
+    await call(subjects.ctl.camerasPut, { id: "race", url: "rtsp://10.0.0.9/race" });
+    await waitFor(async () => (await call(subjects.ctl.cameraStatus("race"), {}).catch(() => undefined))?.state === "STREAMING", { timeoutMs: 10_000, message: "race STREAMING" });
+    const slow: number[] = [];
+    let answered = 0;
+    let running = true;
+    const ask = async () => {
+      while (running) {
+        const t0 = performance.now();
+        await nc.request(subjects.ctl.cameraStatus("race"), "{}", { timeout: 3000 }).then(
+          () => answered++,
+          () => undefined, // no responders once it is gone
+        );
+        const ms = performance.now() - t0;
+        if (ms > 1500) slow.push(Math.round(ms));
+      }
+    };
+    const askers = Array.from({ length: 8 }, () => ask());
+    await call(subjects.ctl.cameraStop("race"), {});
+    await waitFor(async () => {
+      try {
+        await nc.request(subjects.ctl.cameraStatus("race"), "{}", { timeout: 3000 });
+        return false;
+      } catch {
+        return true;
+      }
+    }, { timeoutMs: 10_000, message: "race released" });
+    running = false;
+    await Promise.all(askers);
+    expect(answered).toBeGreaterThan(0);
+    expect(slow).toEqual([]);
+    await call(subjects.ctl.camerasDelete, { id: "race" });
+  });
+
   it("put, get, list, status, stop, start, delete — never returning credentials", async () => {
     const put = await call(subjects.ctl.camerasPut, { id: "door", url: "rtsp://admin:hunter2@10.0.0.5/live", site: "hq" });
     expect(control.camerasPut.reply.parse(put)).toMatchObject({ ok: true, camera: { id: "door", url: "rtsp://***@10.0.0.5/live", site: "hq" } });

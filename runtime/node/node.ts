@@ -502,9 +502,9 @@ export class FleetNode {
     const owned = this.#owned.get(camera);
     if (owned === undefined) return undefined;
     this.#owned.delete(camera);
-    owned.statusSub.unsubscribe();
-    owned.viewersSub.unsubscribe();
-    owned.snapshotSub.unsubscribe();
+    // drain, not unsubscribe: a request the server routed here before it saw the UNSUB is still
+    // answered (unsubscribe would drop it, and its caller would wait out its whole timeout).
+    for (const sub of [owned.statusSub, owned.viewersSub, owned.snapshotSub]) void sub.drain().catch(() => undefined);
     this.#restarts.remove({ camera });
     this.#frameIds.delete(camera);
     return owned;
