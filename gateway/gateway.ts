@@ -114,16 +114,20 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       notReadyReason: () => (conn.isClosed() ? "NATS connection closed" : options.notReadyReason?.()),
       control,
     });
-    app.get("/openapi.json", async (_req, reply) =>
-      reply.header("cache-control", "no-store").send(openApiDocument({ version: packageVersion(), serverUrl: c.publicUrl, authRequired: config.apiToken !== undefined })),
-    );
+    // Built once, on first request (the public URL is known only after listen): it cannot change while the gateway runs.
+    let openApi: Record<string, unknown> | undefined;
+    app.get("/openapi.json", async (_req, reply) => {
+      openApi ??= openApiDocument({ version: packageVersion(), serverUrl: c.publicUrl, authRequired: config.apiToken !== undefined });
+      return reply.header("cache-control", "no-store").send(openApi);
+    });
     mediaRoutes(app, c);
     registerEventMetrics(options.registry, eventRoutes(app, { nc: conn, logger: log }));
     legacyRoutes(app, { core: c, control, ...(options.detectorSolutions !== undefined ? { detectorSolutions: options.detectorSolutions } : {}) });
     cameraRoutes(app, { core: c, control });
     pictureRoutes(app, { core: c, control, logger: log, registry: options.registry });
     await app.listen({ port: config.httpPort, host: config.httpHost });
-    const undocumented = routes.filter((r) => !documentedRoutes().includes(r));
+    const documented = new Set(documentedRoutes());
+    const undocumented = routes.filter((r) => !documented.has(r));
     if (undocumented.length > 0) log.warn({ routes: undocumented }, "routes missing from /openapi.json");
     const { port } = app.server.address() as AddressInfo;
     const host = config.httpHost.includes(":") ? `[${config.httpHost}]` : config.httpHost;

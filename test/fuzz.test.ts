@@ -230,20 +230,7 @@ function badJsonBody(schema: z.ZodType, base: Record<string, unknown>, idFields:
 }
 
 /** A full, valid spec of cam01 as a client would write it back. */
-const CAM01_SPEC = {
-  id: "cam01",
-  url: "rtsp://127.0.0.1/sim/cam01",
-  name: "front door",
-  tenant: "default",
-  site: "default",
-  enabled: true,
-  solutions: [],
-  publish: "on-demand",
-  rtsp_transport: "tcp",
-  transcode: false,
-  ai: { enabled: false, max_fps: 1, timeout_ms: 2000, motion_gate: true },
-  labels: { floor: "1" },
-};
+const CAM01_SPEC = CameraSpecSchema.parse({ id: "cam01", url: "rtsp://127.0.0.1/sim/cam01", name: "front door", labels: { floor: "1" } });
 
 // ---------------------------------------------------------------- NATS side
 

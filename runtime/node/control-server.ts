@@ -382,7 +382,7 @@ export function serveCameraSnapshot(
       const req = parseOrThrow(control.cameraSnapshot.request, parseBody(msg), "snapshot request");
       const jpeg = await snapshot(req.width);
       // Room for the reply subject and the header block next to the JPEG.
-      const limit = nc.info?.max_payload ?? 1024 * 1024;
+      const limit = nc.info?.max_payload ?? DEFAULT_MAX_PAYLOAD;
       if (jpeg.length + 1024 > limit) {
         throw new CamfleetError("PAYLOAD_TOO_LARGE", `the snapshot of camera ${camera} is ${jpeg.length} bytes, more than this NATS server carries (max_payload ${limit}); ask for a smaller width`);
       }
@@ -393,11 +393,7 @@ export function serveCameraSnapshot(
       const ce = ensureCamfleetError(e);
       outcome = ce.code;
       if (ce.code === "INTERNAL") deps.logger.error({ err: e, camera }, "camera snapshot failed");
-      try {
-        msg.respond(JSON.stringify({ ok: false, error: ce.toJSON() }));
-      } catch (err) {
-        deps.logger.warn({ err, camera }, "could not answer a snapshot request");
-      }
+      respondSafely(nc, msg, { ok: false, error: ce.toJSON() }, deps.logger);
     } finally {
       deps.metrics.snapshotRequests.inc({ outcome });
     }
