@@ -69,8 +69,10 @@ type Handler = (body: unknown, msg: Msg) => Promise<Record<string, unknown>>;
  * `{ok: true, …}` or `{ok: false, error: {code, message}}`; bad input changes
  * nothing.
  */
-export function serveControl(deps: ControlDeps): { stop(): void } {
+export function serveControl(deps: ControlDeps): { stop(): Promise<void> } {
   const subs: Subscription[] = [];
+  // Requests being handled: stop() waits for their replies before the connection closes.
+  const inFlight = new Set<Promise<void>>();
   const log = deps.logger.child({ component: "control" });
 
   const serve = (subject: string, op: ControlName, handler: Handler, queue: string | undefined = CONTROL_QUEUE) => {
@@ -82,7 +84,9 @@ export function serveControl(deps: ControlDeps): { stop(): void } {
             log.error({ err, subject }, "control subscription failed");
             return;
           }
-          void handle(op, handler, msg);
+          const handling = handle(op, handler, msg);
+          inFlight.add(handling);
+          void handling.finally(() => inFlight.delete(handling));
         },
       }),
     );
@@ -291,8 +295,11 @@ export function serveControl(deps: ControlDeps): { stop(): void } {
   );
 
   return {
-    stop: () => {
-      for (const sub of subs) sub.unsubscribe();
+    // Drain, never unsubscribe: the queue group's other members take new
+    // requests at once, and the ones this node already took are answered.
+    stop: async () => {
+      await Promise.all(subs.map((sub) => sub.drain().catch(() => undefined)));
+      await Promise.allSettled([...inFlight]);
     },
   };
 }

@@ -99,7 +99,7 @@ export class FleetNode {
   #nodesKv?: KV;
   /** camfleet_relays: which gateway holds a camera's relay (trustsOrigin). */
   #relaysKv?: KV;
-  #control?: { stop(): void };
+  #control?: { stop(): Promise<void> };
   #timers: Repeating[] = [];
   #ready = false;
   #draining = false;
@@ -560,7 +560,8 @@ export class FleetNode {
       const log = this.#options.logger;
       for (const t of this.#timers) t.stop();
       this.#clock.clearTimeout(this.#wakeTimer);
-      this.#control?.stop();
+      // New control requests go to other nodes from here on; the ones taken are answered below.
+      const controlStopped = this.#control?.stop();
       const owned = [...this.#owned.entries()];
       const cameras = owned.map(([camera]) => camera);
       const released = Promise.all(cameras.map((camera) => this.#release(camera, "shutdown")));
@@ -572,6 +573,7 @@ export class FleetNode {
       // in all: a lease we could not delete simply expires.
       const told = (async () => {
         await released;
+        await controlStopped;
         // Detections the actors published before they stopped reach JetStream if NATS lets them.
         const left = await this.#detections?.flush(SHUTDOWN_NATS_DEADLINE_MS / 2);
         if (left === false) log.warn({ pending: this.#detections?.pending }, "detections still unacknowledged at shutdown; given up");
