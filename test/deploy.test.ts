@@ -292,6 +292,10 @@ describe("deploy/monitoring: queried metrics exist", () => {
     expect(badLabels).toEqual([]);
     // The check can fail: a made-up name is not among them.
     expect(scraped.names.has("camfleet_cameras_streaming")).toBe(false);
+    // And the contract documents every camfleet metric these processes export (prom-client's process metrics aside).
+    const contract = await readFile(join(ROOT, "docs", "contract.md"), "utf8");
+    const undocumented = [...scraped.names].filter((n) => n.startsWith("camfleet_") && !n.startsWith("camfleet_process_") && !/_(bucket|sum|count)$/.test(n) && !contract.includes(n));
+    expect(undocumented, "metrics missing from docs/contract.md").toEqual([]);
   });
 });
 
