@@ -8,7 +8,8 @@
 // - every metric a Grafana panel or an alert rule queries is exported by a
 //   real node (with a real camera from the RTSP helper, so the per-camera
 //   series exist) or a real gateway, scraped here;
-// - the compose services and host ports are the ones the README lists;
+// - the compose files are valid Compose (the spec's JSON Schema), and their
+//   services and host ports are the ones the README lists;
 // - the image's file set (the Dockerfile's COPY lines) runs without the
 //   TypeScript sources.
 
@@ -19,6 +20,7 @@ import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { connect } from "@nats-io/transport-node";
+import { Ajv } from "ajv";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { parseAllDocuments, parse as parseYaml } from "yaml";
 import { CONFIG_VARIABLES, ConfigError, ControlClient, LOG_MESSAGES, loadConfig, superviseSpawn, type Role } from "../runtime/index.ts";
@@ -162,6 +164,22 @@ describe("deploy/: every file parses", () => {
       for (const d of docs) expect(d.errors.map((e) => `${relative(ROOT, file)}: ${e.message}`)).toEqual([]);
       expect(docs.length, relative(ROOT, file)).toBeGreaterThan(0);
     }
+  });
+});
+
+describe("deploy/compose: the Compose Specification", () => {
+  it("both compose files validate against the spec's JSON Schema, and a broken one does not", async () => {
+    const schema = JSON.parse(await readFile(join(ROOT, "test", "fixtures", "compose-spec", "compose-spec.json"), "utf8")) as object;
+    // The schema declares draft-07 by URL (not bundled with ajv 8) and uses formats ajv does not know: checked structurally.
+    const validate = new Ajv({ strict: false, allErrors: true, validateSchema: false, validateFormats: false }).compile(schema);
+    for (const file of ["compose.yaml", "compose.mediamtx.yaml"]) {
+      const doc = await yamlOf(`compose/${file}`);
+      validate(doc);
+      expect((validate.errors ?? []).map((e) => `${file}${e.instancePath} ${e.message}`)).toEqual([]);
+    }
+    const broken = await yamlOf("compose/compose.yaml");
+    broken.services["node-1"].depends_on.streams.condition = "service_done";
+    expect(validate(broken)).toBe(false);
   });
 });
 
