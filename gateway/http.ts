@@ -9,7 +9,7 @@ import { MAX_SDP_BYTES } from "../media/index.ts";
  * The gateway's HTTP server: fastify with camfleet's error shape
  * (`{error: {code, message}}`, statuses from subjects/errors.ts), an
  * `application/sdp` body parser, a body limit, and bearer-token auth.
- * Route modules (media, ops, later legacy REST, SSE, dashboard) register on it.
+ * Route modules (gateway/routes/: ops, legacy, cameras, events, media, pictures) register on it.
  */
 
 /** Routes that answer without a token: liveness and readiness probes. */

@@ -4,7 +4,7 @@ import { redact } from "../subjects/index.ts";
 export type { Logger } from "pino";
 
 export interface LoggerOptions {
-  /** Put on every line; DESIGN asks for `node` on each. */
+  /** Put on every line; the contract (docs/contract.md, "Metrics and logs") asks for `node` on each. */
   node: string;
   level?: string;
   /** Default: stdout. Tests pass a stream to read lines back. */

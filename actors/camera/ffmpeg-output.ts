@@ -183,7 +183,7 @@ const DETAIL_TAIL_LINES = 6;
 const NOISE = [/^\s*$/, /Timestamps are unset in a packet/, /^Exiting normally, received signal/, /^\s+/];
 
 /**
- * Turns how FFmpeg ended into a DESIGN error code (pure). Credentials in the
+ * Turns how FFmpeg ended into a camera error code of the contract (docs/contract.md; pure). Credentials in the
  * detail are redacted. Order: credentials rejected, codec, unreachable, the
  * stream ending, anything else (FFMPEG_EXITED with the exit and the last lines).
  */

@@ -226,7 +226,7 @@ export const cameraMachine = setup({
   },
 });
 
-/** The DESIGN state name of a snapshot. */
+/** The contract's state name of a snapshot (docs/contract.md). */
 export function stateName(value: unknown): "STOPPED" | "CONNECTING" | "STREAMING" | "ERROR" {
   const top = typeof value === "string" ? value : Object.keys(value as object)[0];
   return top as "STOPPED" | "CONNECTING" | "STREAMING" | "ERROR";

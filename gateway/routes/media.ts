@@ -4,7 +4,7 @@ import type { GatewayCore, PublisherIdentity } from "../core.ts";
 import type { SessionKind } from "../relay.ts";
 
 /**
- * Media routes (DESIGN "HTTP gateway", Media):
+ * Media routes (docs/contract.md, "HTTP gateway" and "Media"):
  *   POST /whip/{id}, POST /whep/{id}     application/sdp offer → 201, Location, answer
  *   DELETE /whip/{id}/{session}, DELETE /whep/{id}/{session}
  *   POST /cameras/{id}/webrtc/offer      JSON {sdp, type: "offer"} → {sdp, type: "answer", location}

@@ -33,7 +33,7 @@ export interface ActorContext {
   readonly logger: Logger;
   readonly registry: Registry;
   readonly config: Config;
-  /** Interval of the periodic StatusEvent summary while running, ms (DESIGN: 5 s). */
+  /** Interval of the periodic StatusEvent summary while running, ms (the contract: 5 s). */
   readonly summaryIntervalMs: number;
   /**
    * Publishes a StatusEvent. Dropped, never sent, once this node's lease on
