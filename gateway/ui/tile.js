@@ -40,10 +40,11 @@ function useWhep(camera, videoRef, active) {
     let session;
     let gone = false;
     let retry;
-    const again = (why) => {
+    const again = (why, final = false) => {
       if (gone) return;
+      console.warn(`camfleet: WHEP for ${camera}: ${why}`);
       setProblem(why);
-      retry = setTimeout(() => setAttempt((a) => a + 1), RETRY_WHEP_MS);
+      if (!final) retry = setTimeout(() => setAttempt((a) => a + 1), RETRY_WHEP_MS);
     };
     watch(camera, video, again).then(
       (s) => {
@@ -52,7 +53,8 @@ function useWhep(camera, videoRef, active) {
         setProblem(undefined);
         store.videos.set(camera, video);
       },
-      (err) => again(err.code ? `${err.code}: ${err.message}` : String(err)),
+      // A camera that does not publish (409) or has no such video (406) will not by asking again; a new state will.
+      (err) => again(err.code ? `${err.code}: ${err.message}` : String(err), err.code === "CONFLICT" || err.code === "UNSUPPORTED_MEDIA"),
     );
     return () => {
       gone = true;
@@ -100,10 +102,8 @@ export function Badge({ cam }) {
     ${cam.node && html`<span class=${moving ? "node moved" : "node"}>${moving ? `${cam.movedFrom} → ` : ""}${cam.node}${cam.epoch !== undefined ? ` · epoch ${cam.epoch}` : ""}</span>`}
     ${cam.viewers !== undefined && html`<span>${cam.viewers} viewer${cam.viewers === 1 ? "" : "s"}</span>`}
     ${cam.publishing && html`<span class="pub">publishing</span>`}
-    ${cam.error && html`<span class="error" role="status">
-      <strong class="code">${cam.error.code}</strong> ${cam.error.detail}
-      ${cam.state === "ERROR" && retryIn !== undefined && html` <span class="countdown">retrying in ${retryIn} s</span>`}
-    </span>`}
+    ${cam.error && html`<span class="error" role="status" title=${cam.error.detail}><strong class="code">${cam.error.code}</strong> ${cam.error.detail}</span>`}
+    ${cam.state === "ERROR" && retryIn !== undefined && html`<span class="countdown">retrying in ${retryIn} s</span>`}
   </div>`;
 }
 

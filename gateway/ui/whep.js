@@ -34,10 +34,11 @@ export async function watch(camera, video, onEnd) {
     if (closed) return;
     closed = true;
     if (peers.get(camera) === pc) peers.delete(camera);
+    // The relay would notice in 5 s without RTCP; telling it frees the session (and an on-demand camera's publishing) at once.
+    // Sent before the close: once the peer connection is gone the relay may end the session itself, and the DELETE would be a 404.
+    if (location !== undefined) void fetch(location, { method: "DELETE", headers: authHeaders(), keepalive: true }).catch(() => undefined);
     pc.close();
     video.srcObject = null;
-    // The relay would notice in 5 s without RTCP; telling it frees the session (and an on-demand camera's publishing) at once.
-    if (location !== undefined) void fetch(location, { method: "DELETE", headers: authHeaders(), keepalive: true }).catch(() => undefined);
   };
   try {
     pc.addTransceiver("video", { direction: "recvonly" });
