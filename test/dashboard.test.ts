@@ -163,6 +163,13 @@ describe.skipIf(!hasChromium)("the dashboard in Chromium against camfleet up and
     const label = await tile("door").locator(".box span").first().textContent();
     expect(label).toMatch(/^motion \d+%$/);
     await shot("1-grid-streaming-detection");
+    // The detail's timeline: door's state changes, the periodic repeats left out.
+    const hist = await callJson({ url }, "GET", "/cameras/door/status/history?since=10m", undefined, { authorization: `Bearer ${TOKEN}` });
+    expect(hist.status).toBe(200);
+    expect(hist.body.events.length).toBeGreaterThan(0);
+    expect(hist.body.events.every((e: { trigger: string; camera: string }) => e.trigger === "edge" && e.camera === "door")).toBe(true);
+    expect(hist.body.events.map((e: { state: string }) => e.state)).toContain("STREAMING");
+    expect((await callJson({ url }, "GET", "/cameras/door/status/history?since=soon", undefined, { authorization: `Bearer ${TOKEN}` })).status).toBe(400);
     // Asked once: a reload keeps the token (sessionStorage) and shows no prompt.
     await page.reload();
     await tile("door").waitFor({ timeout: 10_000 });
@@ -170,7 +177,9 @@ describe.skipIf(!hasChromium)("the dashboard in Chromium against camfleet up and
   }, 90_000);
 
   it("adds a camera through the form (a bad field is shown at the field, nothing created), which plays; stopping it shows STOPPED", async () => {
-    await page.getByRole("button", { name: "Add camera" }).click();
+    // By keyboard: the button takes the focus and Enter opens the dialog.
+    await page.getByRole("button", { name: "Add camera" }).focus();
+    await page.keyboard.press("Enter");
     const form = page.locator("dialog[open]");
     await form.getByLabel("Id").fill("porch");
     await form.getByLabel("Stream URL").fill(front.url("/porch"));
@@ -223,6 +232,10 @@ describe.skipIf(!hasChromium)("the dashboard in Chromium against camfleet up and
     await page.locator(`.node-card[data-node="${from}"] .flag`).waitFor({ timeout: 10_000 });
     expect(await ownerOf("door")).toBe(to);
     await shot("6-drained");
+    // A narrow window: one column, the fleet view under the grid.
+    await page.setViewportSize({ width: 420, height: 900 });
+    await shot("7-narrow-window");
+    await page.setViewportSize({ width: 1280, height: 720 });
     await expectPlaying("door");
     // Nothing else is on the drained node.
     await waitFor(async () => (await page.locator(`.node-card[data-node="${from}"] li`).count()) === 0, { timeoutMs: 15_000, message: `no camera left on ${from}` });
