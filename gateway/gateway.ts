@@ -13,6 +13,7 @@ import { documentedRoutes, openApiDocument } from "./openapi.ts";
 import { mediaRoutes } from "./routes/media.ts";
 import { opsRoutes } from "./routes/ops.ts";
 import { pictureRoutes } from "./routes/pictures.ts";
+import { uiRoutes } from "./routes/ui.ts";
 
 /**
  * `camfleet gateway`: the HTTP gateway of the contract (docs/contract.md) on HTTP_PORT (8080),
@@ -125,6 +126,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     legacyRoutes(app, { core: c, control, ...(options.detectorSolutions !== undefined ? { detectorSolutions: options.detectorSolutions } : {}) });
     cameraRoutes(app, { core: c, control });
     pictureRoutes(app, { core: c, control, logger: log, registry: options.registry });
+    uiRoutes(app, { nc: conn });
     await app.listen({ port: config.httpPort, host: config.httpHost });
     const documented = new Set(documentedRoutes());
     const undocumented = routes.filter((r) => !documented.has(r));

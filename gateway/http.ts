@@ -20,6 +20,22 @@ const OPEN_PATHS = new Set(["/health", "/healthz", "/readyz"]);
  * query (fastify's own logger is off; our logs name the path only).
  */
 const QUERY_TOKEN_PATHS = new Set(["/events", "/ws"]);
+/**
+ * The dashboard's page and its static files (routes/ui.ts) hold no data, and a
+ * browser must load them before it can ask its user for the token: they are
+ * open. Everything the page then shows comes from routes that need the token.
+ */
+export function isDashboardPage(method: string, path: string, accept: string | undefined): boolean {
+  if (method !== "GET" && method !== "HEAD") return false;
+  if (path === "/ui" || path.startsWith("/ui/")) return true;
+  // `/` is the capabilities JSON for API clients and the page for browsers (which ask for text/html first).
+  return path === "/" && prefersHtml(accept);
+}
+
+/** A browser's navigation (`Accept: text/html,…`); API clients send application/json, `*\/*` or nothing. */
+export function prefersHtml(accept: string | undefined): boolean {
+  return accept !== undefined && /(^|,)\s*text\/html\s*(;|,|$)/i.test(accept);
+}
 /** Pictures, which browsers open as an <img src>: the same `?token=`. */
 const QUERY_TOKEN_PICTURES = /^\/cameras\/[^/]+\/(snapshot\.jpg|stream\/feed)$/;
 /** Largest JSON body any route takes, bytes. */
@@ -68,7 +84,7 @@ export function createHttp(options: { logger: Logger; apiToken?: string; corsOri
     const want = Buffer.from(`Bearer ${options.apiToken}`);
     app.addHook("onRequest", async (req, reply) => {
       const path = req.url.split("?")[0] ?? "";
-      if (OPEN_PATHS.has(path)) return;
+      if (OPEN_PATHS.has(path) || isDashboardPage(req.method, path, req.headers.accept)) return;
       const queryToken = (QUERY_TOKEN_PATHS.has(path) || QUERY_TOKEN_PICTURES.test(path)) && req.headers.authorization === undefined ? (req.query as Record<string, unknown> | undefined)?.["token"] : undefined;
       const got = Buffer.from(typeof queryToken === "string" ? `Bearer ${queryToken}` : (req.headers.authorization ?? ""));
       if (got.length !== want.length || !timingSafeEqual(got, want)) {

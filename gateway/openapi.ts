@@ -12,6 +12,7 @@ import {
   type ControlErrorCode,
 } from "../subjects/index.ts";
 import { FeedQuerySchema, FleetHistoryQuerySchema, HistoryQuerySchema } from "./routes/events.ts";
+import { StatusHistoryQuerySchema } from "./routes/ui.ts";
 
 /**
  * GET /openapi.json: the gateway's HTTP API as an OpenAPI 3.1 document, its
@@ -81,7 +82,10 @@ const ROUTES: Record<string, Partial<Record<Method, RouteDoc>>> = {
   "/metrics": { get: { summary: "Prometheus metrics", tags: ["operations"], ok: { 200: { type: "text/plain", description: "Prometheus text format" } }, errors: [] } },
   "/openapi.json": { get: { summary: "This document", tags: ["operations"], ok: { 200: { type: "application/json", description: "OpenAPI 3.1" } }, errors: [] } },
   "/nodes/{node}/drain": { post: { summary: "Make a node hand every camera over and claim no more", tags: ["operations"], ok: { 200: z.object({ node: IdSchema, draining: z.literal(true), released: z.number().int() }) }, errors: ["INVALID_ARGUMENT", "NOT_FOUND", "UNAVAILABLE"] } },
-  "/": { get: { summary: "Worker information and capabilities", tags: ["legacy"], ok: { 200: Info }, errors: [] } },
+  "/": { get: { summary: "Worker information and capabilities (a browser's `Accept: text/html` gets the dashboard instead)", tags: ["legacy"], ok: { 200: Info }, errors: [] } },
+  "/ui/*": { get: { summary: "The dashboard: its page (/ui/) and static files", tags: ["dashboard"], ok: { 200: { type: "text/html", description: "the page, its script and style sheet" } }, errors: ["NOT_FOUND"], open: true } },
+  "/ui/vendor/{file}": { get: { summary: "The dashboard's ES modules (Preact, htm, eventsource-parser), served from the gateway's own packages", tags: ["dashboard"], ok: { 200: { type: "text/javascript", description: "an ES module" } }, errors: ["NOT_FOUND"], open: true } },
+  "/cameras/{id}/status/history": { get: { summary: "A camera's state changes (status edge events) since `since` (default 1h), oldest first", tags: ["events"], query: StatusHistoryQuerySchema, ok: { 200: z.object({ camera: IdSchema, since_ts: z.number().int(), events: z.array(StatusEventSchema), truncated: z.boolean() }) }, errors: ["INVALID_ARGUMENT", "UNAVAILABLE"] } },
   "/cameras": {
     get: { summary: "Every camera with its state (or one page)", tags: ["legacy"], query: http.camerasListQuery, ok: { 200: z.object({ cameras: z.array(LegacyCamera), total: z.number().int(), next: z.string().optional() }) }, errors: ["INVALID_ARGUMENT", "UNAVAILABLE"] },
     post: { summary: "Create a camera", tags: ["config"], body: CameraSpecSchema, ok: { 201: CameraSpecSchema }, errors: ["INVALID_ARGUMENT", "CONFLICT", "PAYLOAD_TOO_LARGE", "UNAVAILABLE"] },

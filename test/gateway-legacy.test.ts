@@ -55,7 +55,8 @@ describe("legacy routes: the single worker's shapes", () => {
     expect((await call(plain, "POST", "/cameras/a1/start", { stream_url: "rtsp://10.0.0.1/a", solutions: [] })).status).toBe(200);
     expect((await call(plain, "GET", "/")).body.cameras).toBe(1);
 
-    const mtx = await call(withMtx, "GET", "/", undefined, { accept: "text/html,application/xhtml+xml" });
+    // A browser (Accept: text/html) gets the dashboard there (test/dashboard.test.ts); API clients the JSON.
+    const mtx = await call(withMtx, "GET", "/", undefined, { accept: "application/json" });
     expect(mtx.status).toBe(200);
     expect(mtx.headers.get("content-type")).toMatch(/^application\/json/);
     expect(mtx.body.capabilities).toEqual({ solutions: null, webrtc: true, hls: true, rtsp: true });
