@@ -59,7 +59,7 @@ export async function startBench(opts: { natsUrls?: string[] } = {}): Promise<Be
         onCleanup: (fn) => void cleanups.push(fn),
       });
       nodes.set(id, proc);
-      await waitUntil(async () => (await nc.request(subjects.ctl.nodesList, "{}", { timeout: 2000 }).then((m) => m.string().includes(`"${id}"`)).catch(() => false)), 20_000, `node ${id} ready`);
+      await waitUntil(async () => (await nc.request(subjects.ctl.nodesList, "{}", { timeout: 2000 }).then((m) => m.string().includes(`"${id}"`)).catch(() => false)), 60_000, `node ${id} ready`);
       return proc;
     },
     async watchLeases() {
