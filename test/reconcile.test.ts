@@ -378,8 +378,8 @@ describe("a node found gone by its presence probe", () => {
     expect(run(TTL + 2 * TUNING.claimStaggerMs, false).claims.length).toBeGreaterThan(0);
   });
 
-  it("keeps the holder's fence ahead of the fast takeover by a sixth of the TTL", () => {
-    expect(TIMING.fastTakeoverAfterMs - TIMING.fenceAfterMs).toBe(TTL / 6);
+  it("keeps the holder's fence ahead of the fast takeover by a tenth of the TTL", () => {
+    expect(TIMING.fastTakeoverAfterMs - TIMING.fenceAfterMs).toBe(TTL / 10);
     expect(TIMING.takeoverAfterMs - TIMING.fenceAfterMs).toBe(TTL / 2);
   });
 });

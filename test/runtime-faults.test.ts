@@ -64,9 +64,9 @@ function fenceCount(nodes: readonly FleetNodeProcess[]): number {
   return nodes.reduce((sum, n) => sum + logLines(n, LOG_MESSAGES.leaseLost).length, 0);
 }
 
-/** Lease timing of the sim nodes (LEASE_TTL_MS 3000): renew every TTL/6, fence at TTL/2, takeover after a TTL, or TTL/2 + TTL/6 from a node gone from the cluster. */
+/** Lease timing of the sim nodes (LEASE_TTL_MS 3000): renew every TTL/6, fence at TTL/2, takeover after a TTL, or TTL/2 + TTL/10 from a node gone from the cluster. */
 const TTL_MS = 3000;
-const FAST_TAKEOVER_MS = TTL_MS / 2 + TTL_MS / 6;
+const FAST_TAKEOVER_MS = TTL_MS / 2 + TTL_MS / 10;
 
 function clusterPids(cluster: NatsClusterHandle): Array<number | undefined> {
   return cluster.servers.map((s) => s.pid);

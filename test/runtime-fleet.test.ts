@@ -38,8 +38,8 @@ import { LOG_MESSAGES } from "../runtime/index.ts";
 const TTL_MS = 3000;
 /** Renewals come every TTL/6: a lease is last renewed at most this long before its holder dies. */
 const RENEW_EVERY_MS = TTL_MS / 6;
-/** A lease of a node gone from the cluster (its presence subject has no responder) is taken over this long unchanged: TTL/6 past its holder's fence at TTL/2. */
-const FAST_TAKEOVER_MS = TTL_MS / 2 + TTL_MS / 6;
+/** A lease of a node gone from the cluster (its presence subject has no responder) is taken over this long unchanged: TTL/10 past its holder's fence at TTL/2. */
+const FAST_TAKEOVER_MS = TTL_MS / 2 + TTL_MS / 10;
 
 /** One nats-server, `count` sim nodes, a test client, the live event log and the leases bucket. */
 async function fleet(count: number) {

@@ -14,11 +14,11 @@ import type { NodeMetrics } from "../metrics.ts";
  *   proof that nobody can write the bucket (an "outage hold", below);
  * - others take a lease over once they saw it unchanged for a full TTL of
  *   time in which their own KV writes worked;
- * - or for TTL/2 + TTL/6 when the holder is provably not connected (its
- *   presence subject has no responder): TTL/6 past the holder's own fence.
+ * - or for TTL/2 + TTL/10 when the holder is provably not connected (its
+ *   presence subject has no responder): TTL/10 past the holder's own fence.
  */
 export function leaseTiming(ttlMs: number): { renewEveryMs: number; fenceAfterMs: number; fastTakeoverAfterMs: number; takeoverAfterMs: number } {
-  return { renewEveryMs: ttlMs / 6, fenceAfterMs: ttlMs / 2, fastTakeoverAfterMs: ttlMs / 2 + ttlMs / 6, takeoverAfterMs: ttlMs };
+  return { renewEveryMs: ttlMs / 6, fenceAfterMs: ttlMs / 2, fastTakeoverAfterMs: ttlMs / 2 + ttlMs / 10, takeoverAfterMs: ttlMs };
 }
 
 export interface OwnedLease {
