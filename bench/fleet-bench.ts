@@ -10,7 +10,9 @@ import { BUCKETS, LeaseSchema, StatusEventSchema, subjects } from "../subjects/i
 import { runCamfleet, type CamfleetProcess } from "../test/helpers/camfleet-process.ts";
 
 export interface Bench {
-  nats: NatsServerProcess;
+  /** The bench's own one-server NATS; undefined when it was given servers (`natsUrls`). */
+  nats: NatsServerProcess | undefined;
+  natsUrls: string[];
   nc: NatsConnection;
   cameras: KV;
   nodes: Map<string, CamfleetProcess>;
@@ -18,24 +20,34 @@ export interface Bench {
   owners: Map<string, { node: string; epoch: number }>;
   /** camera → {node, epoch, state} of the last status event. */
   states: Map<string, { node: string; epoch: number; state: string }>;
+  /** Called with each status event as it arrives (performance.now() of arrival). */
+  onStatus?: (ev: { camera: string; node: string; epoch: number; state: string }, at: number) => void;
+  /** Called with each lease write as it arrives (performance.now() of arrival). */
+  onLease?: (camera: string, lease: { node: string; epoch: number }, at: number) => void;
   startNode(id: string, env?: Record<string, string>): Promise<CamfleetProcess>;
   /** Starts watching leases; call once a node has created the buckets. */
   watchLeases(): Promise<void>;
   close(): Promise<void>;
 }
 
-export async function startBench(): Promise<Bench> {
+/** A bench fleet: on its own nats-server, or on the servers given (e.g. a cluster). */
+export async function startBench(opts: { natsUrls?: string[] } = {}): Promise<Bench> {
   const dir = await mkdtemp(join(tmpdir(), "camfleet-bench-"));
   const cleanups: Array<() => Promise<void>> = [];
-  const nats = new NatsServerProcess({ name: "bench", storeDir: join(dir, "store") });
-  await nats.start();
-  const nc = await connect({ servers: nats.url });
+  let nats: NatsServerProcess | undefined;
+  if (opts.natsUrls === undefined) {
+    nats = new NatsServerProcess({ name: "bench", storeDir: join(dir, "store") });
+    await nats.start();
+  }
+  const natsUrls = opts.natsUrls ?? [nats!.url];
+  const nc = await connect({ servers: natsUrls, noAsyncTraces: true });
   const nodes = new Map<string, CamfleetProcess>();
   const owners = new Map<string, { node: string; epoch: number }>();
   const states = new Map<string, { node: string; epoch: number; state: string }>();
 
   const bench: Bench = {
     nats,
+    natsUrls,
     nc,
     cameras: undefined as unknown as KV,
     nodes,
@@ -43,11 +55,11 @@ export async function startBench(): Promise<Bench> {
     states,
     async startNode(id, env = {}) {
       const proc = runCamfleet(["node"], {
-        env: { NATS_URL: nats.url, NODE_ID: id, HTTP_PORT: "0", CAMFLEET_ACTOR_KIND: "sim", LOG_LEVEL: "warn", ...env },
+        env: { NATS_URL: natsUrls.join(","), NODE_ID: id, HTTP_PORT: "0", CAMFLEET_ACTOR_KIND: "sim", LOG_LEVEL: "warn", ...env },
         onCleanup: (fn) => void cleanups.push(fn),
       });
       nodes.set(id, proc);
-      await waitUntil(async () => (await nc.request(subjects.ctl.nodesList, "{}", { timeout: 2000 }).then((m) => m.string().includes(`"${id}"`)).catch(() => false)), 20_000, `node ${id} ready`);
+      await waitUntil(async () => (await nc.request(subjects.ctl.nodesList, "{}", { timeout: 2000 }).then((m) => m.string().includes(`"${id}"`)).catch(() => false)), 60_000, `node ${id} ready`);
       return proc;
     },
     async watchLeases() {
@@ -61,7 +73,10 @@ export async function startBench(): Promise<Bench> {
           if (e.operation !== "PUT") owners.delete(e.key);
           else {
             const lease = LeaseSchema.safeParse(e.json());
-            if (lease.success && lease.data.epoch > 0) owners.set(e.key, { node: lease.data.node, epoch: lease.data.epoch });
+            if (lease.success && lease.data.epoch > 0) {
+              owners.set(e.key, { node: lease.data.node, epoch: lease.data.epoch });
+              bench.onLease?.(e.key, { node: lease.data.node, epoch: lease.data.epoch }, performance.now());
+            }
           }
         }
       })();
@@ -69,14 +84,17 @@ export async function startBench(): Promise<Bench> {
     async close() {
       for (const fn of cleanups.reverse()) await fn();
       await nc.close().catch(() => undefined);
-      await nats.stop();
+      await nats?.stop();
       await rm(dir, { recursive: true, force: true });
     },
   };
   nc.subscribe(subjects.statusAll, {
     callback: (_err, msg) => {
       const ev = StatusEventSchema.safeParse(msg.json());
-      if (ev.success) states.set(ev.data.camera, { node: ev.data.node, epoch: ev.data.epoch, state: ev.data.state });
+      if (!ev.success) return;
+      const state = { camera: ev.data.camera, node: ev.data.node, epoch: ev.data.epoch, state: ev.data.state };
+      states.set(ev.data.camera, state);
+      bench.onStatus?.(state, performance.now());
     },
   });
   return bench;

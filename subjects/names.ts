@@ -103,6 +103,8 @@ export const subjects = {
     /** The owner's latest frame of a camera as a JPEG (the reply is the JPEG itself, see SNAPSHOT_CONTENT_TYPE). */
     cameraSnapshot: (camera: string) => `${PREFIX}.ctl.camera.${assertId("camera", camera)}.snapshot`,
     nodeDrain: (node: string) => `${PREFIX}.ctl.node.${assertId("node", node)}.drain`,
+    /** Each node answers here while it is connected; "no responders" says it is not (fast failover, docs/architecture.md). */
+    nodePresence: (node: string) => `${PREFIX}.ctl.node.${assertId("node", node)}.presence`,
     /** Wildcards a node subscribes to; the id token is validated on receipt. */
     cameraStartAny: `${PREFIX}.ctl.camera.*.start`,
     cameraStopAny: `${PREFIX}.ctl.camera.*.stop`,

@@ -164,3 +164,24 @@ describe("camera actor on a ManualClock: on-demand publishing", () => {
     expect(periodic()).toBe(3);
   });
 });
+
+describe("state edges", () => {
+  it("each edge's StatusEvent names the state entered, at once: CONNECTING on start, STREAMING on the source's first packet, ERROR and CONNECTING again with the retry", async () => {
+    const h = await camera({ publish: "off" });
+    const edges = () => h.statuses.filter((s) => s.trigger === "edge").map((s) => s.state);
+    // No periodic summary has run (no time passed): the STREAMING seen here is the edge itself.
+    expect(edges()).toEqual(["CONNECTING", "STREAMING"]);
+    expect(h.statuses.find((s) => s.state === "STREAMING")?.stream).toEqual(STREAM);
+    h.ingest().onFailed({ code: "SOURCE_UNREACHABLE", detail: "gone" });
+    const error = h.statuses.at(-1)!;
+    expect(error.state).toBe("ERROR");
+    // The reconnect comes after the jittered delay the event announced: 0.25–0.5 s for the first.
+    const retry = error.error!.retry_in_ms;
+    expect(retry).toBeGreaterThanOrEqual(250);
+    expect(retry).toBeLessThanOrEqual(500);
+    h.clock.advance(retry - 1);
+    expect(edges().at(-1)).toBe("ERROR");
+    h.clock.advance(1);
+    expect(edges()).toEqual(["CONNECTING", "STREAMING", "ERROR", "CONNECTING"]);
+  });
+});

@@ -10,6 +10,7 @@ import { describe, expect, onTestFinished, test } from "vitest";
 import {
   buildFfmpegArgs,
   IngestSourceError,
+  RTSP_FAST_PROBE,
   startIngest,
   type AnalysisFrame,
   type IngestFailure,
@@ -45,7 +46,7 @@ describe("buildFfmpegArgs", () => {
     const url = "rtsp://admin:pw@10.0.0.5:554/stream1";
     expect(buildFfmpegArgs(spec(url), opts)).toEqual([
       ...HEAD,
-      ...["-rtsp_transport", "tcp", "-timeout", "5000000", "-allowed_media_types", "video", "-i", url],
+      ...["-rtsp_transport", "tcp", "-timeout", "5000000", "-allowed_media_types", "video", ...RTSP_FAST_PROBE, "-i", url],
       ...RTP_OUT,
     ]);
     const udp = buildFfmpegArgs(spec(url.replace("rtsp:", "rtsps:"), { rtsp_transport: "udp" }), { ...opts, ioTimeoutMs: 2500 });
@@ -106,7 +107,7 @@ describe("buildFfmpegArgs", () => {
     const args = buildFfmpegArgs(spec(url, { ai: { enabled: true, max_fps: 2 } }), opts);
     expect(args).toEqual([
       ...HEAD,
-      ...["-rtsp_transport", "tcp", "-timeout", "5000000", "-allowed_media_types", "video", "-i", url],
+      ...["-rtsp_transport", "tcp", "-timeout", "5000000", "-allowed_media_types", "video", ...RTSP_FAST_PROBE, "-i", url],
       ...RTP_OUT,
       ...["-map", "0:v:0", "-vf", "fps=2,scale=w=min(320\\,iw):h=-2", "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "gray", "pipe:3"],
     ]);

@@ -88,7 +88,7 @@ describe("candidates and hand-over", () => {
 
 describe("timing", () => {
   it("lease timing leaves a quarter TTL between self-fencing and takeover", () => {
-    expect(leaseTiming(3000)).toEqual({ renewEveryMs: 750, fenceAfterMs: 2250, takeoverAfterMs: 3000 });
+    expect(leaseTiming(3000)).toEqual({ renewEveryMs: 500, fenceAfterMs: 1500, fastTakeoverAfterMs: 1800, takeoverAfterMs: 3000 });
   });
 
   it("restart backoff doubles with jitter up to the cap", () => {

@@ -340,3 +340,46 @@ describe("reconcile: hand-overs", () => {
     expect(d.updates).toEqual([{ camera: "keep", revision: world.cameras.get("keep")!.revision }]);
   });
 });
+
+describe("a node found gone by its presence probe", () => {
+  // 6 cameras, 3 nodes, 2 each: b and c are at their fair ceiling, so while a
+  // counts as live nobody but a may claim a's cameras.
+  function world(): { w: World; aCams: string[]; self: (id: string, owned: string[]) => Parameters<typeof reconcile>[0]["self"] } {
+    const w = new World();
+    const cams = ["c0", "c1", "c2", "c3", "c4", "c5"];
+    for (const c of cams) w.camera(c);
+    for (const n of ["a", "b", "c"]) w.node(n, 0);
+    cams.forEach((c, i) => w.lease(c, ["a", "b", "c"][i % 3]!, 0));
+    const aCams = cams.filter((_, i) => i % 3 === 0);
+    const self = (id: string, owned: string[]) => ({ id, capacity: 32, draining: false, owned: new Map(owned.map((c) => [c, 1])), claiming: new Set<string>() });
+    return { w, aCams, self };
+  }
+
+  it("has its leases taken over after the fast expiry (past its own fence), not the TTL, and is no candidate meanwhile", () => {
+    const { w, aCams, self } = world();
+    const bOwned = [...w.leases.values()].filter((l) => l.value.node === "b").map((l) => l.value.camera);
+    const run = (now: number, gone: boolean) =>
+      reconcile({
+        view: { ...w.snapshot(), ...(gone ? { gone: new Set(["a"]), fastTakeoverMs: TIMING.fastTakeoverAfterMs } : {}) },
+        self: self("b", bOwned),
+        memory: initialMemory(0),
+        tuning: TUNING,
+        now,
+      });
+    // Just before the fast expiry nothing moves, gone or not; the round wakes at the expiry.
+    expect(run(TIMING.fastTakeoverAfterMs - 1, true).claims).toEqual([]);
+    expect(run(TIMING.fastTakeoverAfterMs - 1, true).wakeAt).toBe(TIMING.fastTakeoverAfterMs);
+    // At it, a gone holder's cameras are claimable (b ranks without a); a merely late one's are not.
+    const claims = run(TIMING.fastTakeoverAfterMs + 2 * TUNING.claimStaggerMs, true).claims.map((c) => c.camera).sort();
+    expect(claims.length).toBeGreaterThan(0);
+    expect(claims.every((c) => aCams.includes(c))).toBe(true);
+    expect(run(TIMING.fastTakeoverAfterMs + 2 * TUNING.claimStaggerMs, false).claims).toEqual([]);
+    // The fast expiry never exceeds the TTL's verdict.
+    expect(run(TTL + 2 * TUNING.claimStaggerMs, false).claims.length).toBeGreaterThan(0);
+  });
+
+  it("keeps the holder's fence ahead of the fast takeover by a tenth of the TTL", () => {
+    expect(TIMING.fastTakeoverAfterMs - TIMING.fenceAfterMs).toBe(TTL / 10);
+    expect(TIMING.takeoverAfterMs - TIMING.fenceAfterMs).toBe(TTL / 2);
+  });
+});

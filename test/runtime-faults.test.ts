@@ -64,8 +64,9 @@ function fenceCount(nodes: readonly FleetNodeProcess[]): number {
   return nodes.reduce((sum, n) => sum + logLines(n, LOG_MESSAGES.leaseLost).length, 0);
 }
 
-/** Lease timing of the sim nodes (LEASE_TTL_MS 3000): renew every TTL/4, fence at 3/4 TTL, takeover after a TTL. */
+/** Lease timing of the sim nodes (LEASE_TTL_MS 3000): renew every TTL/6, fence at TTL/2, takeover after a TTL, or TTL/2 + TTL/10 from a node gone from the cluster. */
 const TTL_MS = 3000;
+const FAST_TAKEOVER_MS = TTL_MS / 2 + TTL_MS / 10;
 
 function clusterPids(cluster: NatsClusterHandle): Array<number | undefined> {
   return cluster.servers.map((s) => s.pid);
@@ -171,32 +172,52 @@ describe("the fleet under NATS faults", () => {
     expect(await stopEverything(nodes, [cluster], pids)).toEqual([]);
   }, 270_000);
 
-  it("kill -9 of the leases leader: no camera lost or doubled, all 30 run again", async () => {
-    const { cluster, pids, nodes, nc, leases, cameras, before } = await clusterFleet();
+  it("kill -9 of the leases leader: the election fences nothing, every epoch stays, nothing is doubled", async () => {
+    // Each node knows two servers of three, no two the same pair, and the servers do not
+    // advertise each other: whichever server dies, the nodes stay spread over the other
+    // two, which is what a node's outage proof needs (a peer answering from another server).
+    const cluster = await startNatsCluster({ onCleanup: onTestFinished, noAdvertise: true });
+    const pids = clusterPids(cluster);
+    const setup = await connectTestClient(cluster.urls, onTestFinished);
+    await ensureJetStream(setup, { replicas: 3 });
+    await setup.close();
+    const u = cluster.urls;
+    const pairs = [[u[0]!, u[1]!], [u[1]!, u[2]!], [u[2]!, u[0]!]];
+    const nodes = await startFleet({ count: 3, natsUrls: (i) => pairs[i]!, env: { CAMFLEET_REPLICAS: "3" }, onCleanup: onTestFinished });
+    const nc = await connectTestClient(cluster.urls, onTestFinished);
+    const leases = await openLeases(nc);
+    const cameras = await putCameras(nc, cameraIds(30));
+    const before = await waitFor(() => balanced(leases, nc, nodes, cameras), { timeoutMs: 40_000, intervalMs: 200, message: "30 cameras owned, STREAMING, 10 per node" });
     const leaders = await jetStreamLeaders(nc, cluster.servers);
     const victim = cluster.servers.find((s) => s.name === leaders.leases)!;
     expect(victim).toBeDefined();
 
     const killedAt = Date.now();
     await victim.kill();
-    // Renewals stall until a new leader is elected (5–9 s on 2.9), longer than the fence: cameras get fenced and must be re-claimed.
+    // Renewals find no leader until one is elected (5–9 s on 2.9): the nodes hold their
+    // leases meanwhile, so once writes work the same leases are renewed at the same epochs.
+    await renewalRounds(leases, cameras, 3, 30_000);
+    const renewedMs = Date.now() - killedAt;
+    // Past a full TTL more, so a late takeover or fence would show too.
+    await renewalRounds(leases, cameras, 8, 10_000);
     const after = await explainUnsettled(
-      waitFor(() => settled(leases, nc, nodes, cameras), { timeoutMs: 45_000, intervalMs: 250, message: "30 cameras owned once and STREAMING after the kill" }),
+      waitFor(() => settled(leases, nc, nodes, cameras), { timeoutMs: 20_000, intervalMs: 250, message: "30 cameras owned once and STREAMING after the kill" }),
       nodes,
     );
-    const recoveredMs = Date.now() - killedAt;
     const { moved, reclaimed } = changes(before, after, cameras);
     console.log(
-      `kill -9 of leases leader ${victim.name} (leaders ${JSON.stringify(leaders)}): settled after ${recoveredMs} ms; ` +
+      `kill -9 of leases leader ${victim.name} (leaders ${JSON.stringify(leaders)}): renewed again ${renewedMs} ms after; ` +
         `${fenceCount(nodes)} leases fenced, ${reclaimed.length}/30 re-claimed, ${moved.length}/30 moved to another node`,
     );
     expect(nodes.every((n) => n.alive())).toBe(true);
-    for (const c of reclaimed) expect(after.get(c)!.epoch).toBeGreaterThan(before.get(c)!.epoch);
+    expect(fenceCount(nodes)).toBe(0);
+    expect(reclaimed).toEqual([]);
+    expect(moved).toEqual([]);
     const events = await waitFor(() => readStatusEvents(nc), { timeoutMs: 20_000, message: "the whole status stream" });
     expect(await ownershipViolations(events, nodes)).toEqual([]);
 
     expect(await stopEverything(nodes, [cluster], pids)).toEqual([]);
-  }, 180_000);
+  }, 200_000);
 
   it("a node cut off from NATS fences each camera before another node claims it", async () => {
     // Servers that do not advertise each other, so a node given one URL cannot
@@ -252,9 +273,10 @@ describe("the fleet under NATS faults", () => {
       // at a's last acknowledged renewal or later (a's renewal can land with its reply lost), so both
       // durations count from that renewal or later: a's from sending it, the claimer's from seeing it.
       // a stopped sinceRenewalMs after sending; the claimer claimed at least leaseAgeMs after seeing.
+      // a's server is gone, so a's presence subject has no responder: the fast takeover, past a's fence.
       expect(takeover!.takeover).toBe(true);
       expect(takeover!.takeoverRevision).toBeGreaterThanOrEqual(Number(fence!.revision));
-      expect(takeover!.leaseAgeMs).toBeGreaterThanOrEqual(TTL_MS);
+      expect(takeover!.leaseAgeMs).toBeGreaterThanOrEqual(FAST_TAKEOVER_MS);
       expect(Number(fence!.sinceRenewalMs)).toBeLessThan(takeover!.leaseAgeMs!);
       timeline.push(
         `${camera}: a fenced ${String(fence!.sinceRenewalMs)} ms after its renewal at revision ${String(fence!.revision)}; ` +

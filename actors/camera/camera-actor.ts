@@ -92,6 +92,8 @@ export function cameraKind(options: CameraKindOptions): ActorKind {
 }
 
 class CameraActor implements Actor {
+  /** A state edge happened in the transition being taken: reported once the snapshot shows the new state. */
+  #edgePending = false;
   #spec: CameraSpec;
   readonly #ctx: ActorContext;
   readonly #media: CameraKindOptions;
@@ -149,7 +151,13 @@ class CameraActor implements Actor {
         stopIngest: () => this.#stopIngest(),
         startPublish: () => this.#startPublish(),
         stopPublish: () => this.#stopPublish(),
-        reportEdge: () => this.#report("edge"),
+        // xstate runs entry actions before the actor's snapshot moves to the new state, so a report
+        // made right here would name the state being left (STREAMING went out as CONNECTING, and
+        // the real STREAMING only with the next periodic summary, seconds later). The edge is noted
+        // here and reported from the subscription below, which sees the new snapshot.
+        reportEdge: () => {
+          this.#edgePending = true;
+        },
       },
     });
     this.#machine = createActor(machine, {
@@ -158,6 +166,10 @@ class CameraActor implements Actor {
     });
     this.#machine.subscribe((snapshot) => {
       const state = stateName(snapshot.value);
+      if (this.#edgePending) {
+        this.#edgePending = false;
+        this.#report("edge");
+      }
       if (this.#stopping !== undefined) return; // its series are gone with the actor
       this.#metrics.up.set({ camera: this.#spec.id }, state === "STREAMING" ? 1 : 0);
     });

@@ -32,7 +32,7 @@ import { ANALYSIS_FD, buildFfmpegArgs, IngestSourceError, RTP_PAYLOAD_TYPE, type
 import { classifyFfmpegExit, cleanDetail, FfmpegStderr, FrameAssembler, lineSplitter, progressParser, type AnalysisFrame, type IngestFailure } from "./ffmpeg-output.ts";
 
 // Names other modules (and tests) import from here, whichever file they live in.
-export { buildFfmpegArgs, FRAME_BYTES_PER_PIXEL, IngestSourceError, testsrcParams } from "./ffmpeg-args.ts";
+export { buildFfmpegArgs, FRAME_BYTES_PER_PIXEL, IngestSourceError, RTSP_FAST_PROBE, testsrcParams } from "./ffmpeg-args.ts";
 export type { AnalysisPixFmt, FfmpegArgsOptions, IngestSpec, VideoMode } from "./ffmpeg-args.ts";
 export { classifyFfmpegExit, parseVideoStreamLine } from "./ffmpeg-output.ts";
 export type { AnalysisFrame, FfmpegExit, IngestFailure, ParsedVideoStream } from "./ffmpeg-output.ts";

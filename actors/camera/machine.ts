@@ -18,9 +18,14 @@ import type { CameraError, CameraErrorCode, StreamInfo } from "../../subjects/in
  */
 
 export interface CameraTiming {
-  /** First reconnect delay after an error, ms. Default 1000. */
+  /** First reconnect delay after an error, ms, before jitter. Default 500. */
   backoffBaseMs: number;
-  /** Longest reconnect delay, ms. Default 30000. */
+  /**
+   * Longest reconnect delay, ms, before jitter. Default 2000: a source that
+   * answers again is STREAMING within this plus the ~0.5 s FFmpeg needs to
+   * start (the 3 s recovery target), while a dead source sees one connection
+   * attempt every 1–2 s (equal jitter), spread out across a fleet.
+   */
   backoffMaxMs: number;
   /** STREAMING this long resets the attempt count, ms. Default 60000. */
   resetAfterMs: number;
@@ -31,8 +36,8 @@ export interface CameraTiming {
 }
 
 export const DEFAULT_CAMERA_TIMING: CameraTiming = {
-  backoffBaseMs: 1000,
-  backoffMaxMs: 30_000,
+  backoffBaseMs: 500,
+  backoffMaxMs: 2_000,
   resetAfterMs: 60_000,
   stallTimeoutMs: 5_000,
   connectTimeoutMs: 15_000,

@@ -62,6 +62,10 @@ export class ClusterView {
   readonly #watched: Array<Watched<CameraSpec> | Watched<Lease> | Watched<NodeInfo>>;
   #healthTimer?: Repeating;
   #stopped = false;
+  /** The leases stream's leader at the last health check. */
+  #leasesLeader?: string;
+  /** Nodes a presence probe found without a responder, and when the probe was sent. */
+  readonly #gone = new Map<string, number>();
 
   constructor(private readonly options: ClusterViewOptions) {
     this.#clock = options.clock ?? realClock;
@@ -94,9 +98,40 @@ export class ClusterView {
     this.#connectedAt = this.#clock.now();
   }
 
+  /**
+   * Call when this node's KV writes work again after failing: while they
+   * failed, others' could not renew either (a leader election stops every
+   * writer), so no age counts from before. Same effect as a reconnect.
+   */
+  kvRegained(): void {
+    this.#connectedAt = this.#clock.now();
+  }
+
+  /** A presence probe sent at `sentAt` found no responder for `node`. */
+  markGone(node: string, sentAt: number): void {
+    this.#gone.set(node, sentAt);
+  }
+
+  /** `node` answered its presence probe. */
+  markPresent(node: string): void {
+    this.#gone.delete(node);
+  }
+
+  /** Nodes found gone by a probe sent within the last `freshMs` whose heartbeat did not change since. */
+  goneNodes(freshMs: number): Set<string> {
+    const now = this.#clock.now();
+    const out = new Set<string>();
+    for (const [node, sentAt] of this.#gone) {
+      const beat = this.nodes.get(node);
+      if (now - sentAt > freshMs || (beat !== undefined && beat.observedAt > sentAt)) this.#gone.delete(node);
+      else out.add(node);
+    }
+    return out;
+  }
+
   /** The view as one reconcile round reads it (the live maps, not copies: read it synchronously). */
-  snapshot(): ClusterSnapshot {
-    return { cameras: this.cameras, leases: this.leases, nodes: this.nodes, connectedAt: this.#connectedAt, ttlMs: this.options.ttlMs };
+  snapshot(extra: Pick<ClusterSnapshot, "gone" | "fastTakeoverMs"> = {}): ClusterSnapshot {
+    return { cameras: this.cameras, leases: this.leases, nodes: this.nodes, connectedAt: this.#connectedAt, ttlMs: this.options.ttlMs, ...extra };
   }
 
   /** Milliseconds since the entry last changed, as far as this node can judge. */
@@ -192,7 +227,9 @@ export class ClusterView {
         if (w.restarting !== undefined) return;
         let last: number;
         try {
-          last = (await w.kv.status()).streamInfo.state.last_seq;
+          const info = (await w.kv.status()).streamInfo;
+          last = info.state.last_seq;
+          if (w.name === "lease") this.#noteLeasesLeader(info.cluster?.leader);
         } catch {
           return; // NATS away: nothing to judge by
         }
@@ -204,6 +241,20 @@ export class ClusterView {
         w.lastTarget = last;
       }),
     );
+  }
+
+  /**
+   * A new leader of the leases stream means there was a moment with none, in
+   * which nobody could renew: ages restart, as after kvRegained(). Catches a
+   * short election that none of this node's own writes happened to meet.
+   */
+  #noteLeasesLeader(leader: string | undefined): void {
+    if (leader === undefined) return;
+    if (this.#leasesLeader !== undefined && leader !== this.#leasesLeader) {
+      this.options.logger.debug({ from: this.#leasesLeader, to: leader }, "leases stream has a new leader; lease ages restart");
+      this.kvRegained();
+    }
+    this.#leasesLeader = leader;
   }
 
   #restart<T>(w: Watched<T>, why: string): Promise<void> {

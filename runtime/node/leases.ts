@@ -1,19 +1,24 @@
 import type { KV } from "@nats-io/kv";
 import { kvKeys, LeaseSchema, type Lease } from "../../subjects/index.ts";
 import { every, realClock, type Clock, type Repeating } from "../clock.ts";
-import { KvClaims } from "../infra/index.ts";
+import { isNoLeader, KvClaims } from "../infra/index.ts";
 import type { Logger } from "../logger.ts";
 import type { NodeMetrics } from "../metrics.ts";
 
 /**
- * Lease timing, all derived from the TTL so one knob tunes failover:
- * renew every TTL/4; the holder stops its actor (self-fencing) when its last
- * successful renewal was sent more than TTL - TTL/4 ago; other nodes take a
- * lease over only after seeing no change to it for a full TTL on their own
- * clock. The quarter TTL between the two is the fence margin.
+ * Lease timing, all derived from the TTL so one knob tunes failover (the
+ * argument is in docs/architecture.md, "Leases and fencing"):
+ * - renew every TTL/6;
+ * - the holder fences itself (stops publishing, stops its actor) when its
+ *   last successful renewal was sent more than TTL/2 ago, unless it holds a
+ *   proof that nobody can write the bucket (an "outage hold", below);
+ * - others take a lease over once they saw it unchanged for a full TTL of
+ *   time in which their own KV writes worked;
+ * - or for TTL/2 + TTL/10 when the holder is provably not connected (its
+ *   presence subject has no responder): TTL/10 past the holder's own fence.
  */
-export function leaseTiming(ttlMs: number): { renewEveryMs: number; fenceAfterMs: number; takeoverAfterMs: number } {
-  return { renewEveryMs: ttlMs / 4, fenceAfterMs: ttlMs - ttlMs / 4, takeoverAfterMs: ttlMs };
+export function leaseTiming(ttlMs: number): { renewEveryMs: number; fenceAfterMs: number; fastTakeoverAfterMs: number; takeoverAfterMs: number } {
+  return { renewEveryMs: ttlMs / 6, fenceAfterMs: ttlMs / 2, fastTakeoverAfterMs: ttlMs / 2 + ttlMs / 10, takeoverAfterMs: ttlMs };
 }
 
 export interface OwnedLease {
@@ -39,6 +44,15 @@ export interface LeaseKeeperOptions {
   metrics: NodeMetrics;
   /** Called once per lost lease, before anyone else can claim it. The actor must stop. */
   onLost(camera: string, reason: LeaseLossReason, lease: Readonly<OwnedLease>): void;
+  /**
+   * After a renewal found no stream leader (isNoLeader): resolves true when
+   * this node can show that its NATS server is in the cluster's majority, so
+   * that no leader exists anywhere and nobody can take a lease over. Without
+   * it, a renewal that finds no leader is a failure like any other.
+   */
+  outageProof?: () => Promise<boolean>;
+  /** Each renewal's outcome as far as KV health goes: true when the bucket answered (a lost compare-and-set included). */
+  onKvWrite?: (ok: boolean) => void;
   clock?: Clock;
 }
 
@@ -56,6 +70,8 @@ export class LeaseKeeper {
   readonly #claims: KvClaims;
   #renewTimer?: Repeating;
   #fenceTimer?: Repeating;
+  /** The latest outage proof asked for, shared by the renewals of one round. */
+  #proof?: { startedAt: number; result: Promise<boolean> };
 
   constructor(private readonly options: LeaseKeeperOptions) {
     this.#timing = leaseTiming(options.ttlMs);
@@ -67,7 +83,7 @@ export class LeaseKeeper {
   start(): void {
     this.#renewTimer = every(this.#clock, this.#timing.renewEveryMs, () => void this.renewAll());
     // Checked often: the fence must fall well inside the margin.
-    this.#fenceTimer = every(this.#clock, Math.min(100, this.#timing.renewEveryMs / 4), () => this.#fenceExpired());
+    this.#fenceTimer = every(this.#clock, Math.min(50, this.#timing.renewEveryMs / 4), () => this.#fenceExpired());
   }
 
   stop(): void {
@@ -127,6 +143,7 @@ export class LeaseKeeper {
     const value: Lease = { camera: lease.camera, node: this.options.node, epoch: lease.epoch, acquired_ts: lease.acquiredTs, renewed_ts: this.#clock.wallNow() };
     try {
       const revision = await this.#claims.renew(kvKeys.lease(lease.camera), JSON.stringify(value), lease.revision);
+      this.options.onKvWrite?.(true);
       if (revision === undefined) {
         this.options.metrics.leaseRenewFailures.inc();
         await this.#resolveConflict(lease);
@@ -136,11 +153,32 @@ export class LeaseKeeper {
         lease.renewedAt = sentAt;
       }
     } catch (err) {
+      this.options.onKvWrite?.(false);
       this.options.metrics.leaseRenewFailures.inc();
-      this.options.logger.debug({ camera: lease.camera, err }, "lease renewal failed; retrying until the fence");
+      if (isNoLeader(err) && (await this.#outageProven(sentAt)) && this.#leases.get(lease.camera) === lease) {
+        // No leader, and our server is in the majority: nobody can write the bucket, so
+        // nobody can take this lease over before sentAt + fenceAfter (docs/architecture.md).
+        const until = sentAt + this.#timing.fenceAfterMs;
+        if (until > lease.validUntil) {
+          lease.validUntil = until;
+          this.options.logger.debug({ camera: lease.camera }, "lease renewal found no leader while our server is in the majority; holding");
+        }
+      } else {
+        this.options.logger.debug({ camera: lease.camera, err }, "lease renewal failed; retrying until the fence");
+      }
     } finally {
       this.#renewing.delete(lease.camera);
     }
+  }
+
+  /** An outage proof asked for at or after `since` (so it speaks of a moment after that renewal was sent). */
+  #outageProven(since: number): Promise<boolean> {
+    const ask = this.options.outageProof;
+    if (ask === undefined) return Promise.resolve(false);
+    if (this.#proof === undefined || this.#proof.startedAt < since) {
+      this.#proof = { startedAt: this.#clock.now(), result: ask().catch(() => false) };
+    }
+    return this.#proof.result;
   }
 
   /**

@@ -33,6 +33,7 @@ import { NodeMetrics } from "../metrics.ts";
 import { startOpsServer, type OpsServer } from "./ops-http.ts";
 import { DEFAULT_PLACEMENT, initialMemory, reconcile, type PlacementMemory, type PlacementTuning } from "./reconcile.ts";
 import { ActorSlot, type BackoffPolicy } from "./supervisor.ts";
+import { probePresence, servePresence } from "./presence.ts";
 
 
 export interface FleetNodeOptions {
@@ -105,6 +106,12 @@ export class FleetNode {
   #draining = false;
   #stopping?: Promise<void>;
   #reconcileQueued = false;
+  /** This node's last KV write (heartbeat or renewal) failed: others' ages restart once one works again. */
+  #kvFailing = false;
+  /** Nodes with a presence probe in flight. */
+  readonly #probing = new Set<string>();
+  /** The most NATS servers this node has known the cluster to have (never shrinks: a cut-off minority must not think itself the whole). */
+  #clusterSize = 1;
 
   private constructor(options: FleetNodeOptions) {
     this.#options = options;
@@ -185,6 +192,7 @@ export class FleetNode {
       ...(this.#options.signal !== undefined ? { signal: this.#options.signal } : {}),
     });
     this.#nc = nc;
+    servePresence(nc, this.id, log);
     const { replicas } = await this.#retryTransient("setting up JetStream streams and buckets", () =>
       ensureJetStream(nc, jetStreamOptions(config, log)),
     );
@@ -213,6 +221,8 @@ export class FleetNode {
       logger: log,
       metrics: this.metrics,
       onLost: (camera, reason, lease) => this.#leaseLost(camera, reason, lease),
+      outageProof: () => this.#outageProof(),
+      onKvWrite: (ok) => this.#kvWrite(ok),
       clock: this.#clock,
     });
     this.#view = new ClusterView({ cameras, leases, nodes, ttlMs: config.leaseTtlMs, logger: log, clock: this.#clock });
@@ -293,8 +303,76 @@ export class FleetNode {
     };
     try {
       await this.#nodesKv.put(kvKeys.node(this.id), JSON.stringify(info));
+      this.#kvWrite(true);
     } catch (err) {
+      this.#kvWrite(false);
       this.#options.logger.debug({ err }, "heartbeat failed");
+    }
+  }
+
+  /**
+   * KV health as this node's own writes see it. While they fail, nobody else
+   * could renew either (or we cannot see them do it): once one works again,
+   * every lease and heartbeat age restarts (docs/architecture.md).
+   */
+  #kvWrite(ok: boolean): void {
+    if (!ok) {
+      this.#kvFailing = true;
+      return;
+    }
+    if (this.#kvFailing) {
+      this.#kvFailing = false;
+      this.#view?.kvRegained();
+      this.#options.logger.debug("KV writes work again; lease ages restart");
+    }
+  }
+
+  /** Servers of the cluster as the connection knows them, remembered at their most. */
+  #knownClusterSize(): number {
+    const urls = this.#nc?.info?.connect_urls?.length ?? 0;
+    this.#clusterSize = Math.max(this.#clusterSize, urls, this.#options.config.natsServers?.length ?? 1);
+    return this.#clusterSize;
+  }
+
+  /**
+   * Proof that our NATS server is in the cluster's majority: the other nodes
+   * that answer their presence probes are, with us, connected to more than
+   * half of the servers the cluster has had. A renewal that found no stream
+   * leader from inside the majority means no leader exists anywhere, so
+   * nobody can take a lease over (docs/architecture.md).
+   */
+  async #outageProof(): Promise<boolean> {
+    const nc = this.#nc;
+    const own = nc?.info?.server_id;
+    if (nc === undefined || own === undefined || nc.isClosed()) return false;
+    const need = Math.floor(this.#knownClusterSize() / 2) + 1;
+    const servers = new Set([own]);
+    if (servers.size >= need) return true;
+    const peers = [...(this.#view?.nodes.keys() ?? [])].filter((n) => n !== this.id);
+    const answers = await Promise.all(peers.map((peer) => probePresence(nc, peer, this.#timing.renewEveryMs / 2)));
+    for (const a of answers) if (a.state === "present" && a.server !== undefined) servers.add(a.server);
+    return servers.size >= need;
+  }
+
+  /**
+   * Probes nodes whose heartbeat is a renewal or more late: one whose
+   * presence subject has no responder is gone from the cluster, and its
+   * leases expire past its own fence instead of after the full TTL.
+   */
+  #probeLateNodes(view: ClusterView): void {
+    const nc = this.#nc;
+    if (nc === undefined || nc.isClosed()) return;
+    for (const [node, info] of view.nodes) {
+      if (node === this.id || this.#probing.has(node) || view.age(info) < 2 * this.#timing.renewEveryMs) continue;
+      this.#probing.add(node);
+      const sentAt = this.#clock.now();
+      void probePresence(nc, node, this.#timing.renewEveryMs).then((p) => {
+        this.#probing.delete(node);
+        if (p.state === "gone") {
+          view.markGone(node, sentAt);
+          this.#queueReconcile();
+        } else if (p.state === "present") view.markPresent(node);
+      });
     }
   }
 
@@ -327,8 +405,10 @@ export class FleetNode {
     if (view === undefined || this.#leases === undefined || !this.#ready || this.#stopping !== undefined) return;
     const owned = new Map<string, number>();
     for (const [camera, o] of this.#owned) owned.set(camera, o.specRevision);
+    this.#probeLateNodes(view);
     const decision = reconcile({
-      view: view.snapshot(),
+      // A probe result is good for one renewal period; late nodes are probed again each round.
+      view: view.snapshot({ gone: view.goneNodes(this.#timing.renewEveryMs), fastTakeoverMs: this.#timing.fastTakeoverAfterMs }),
       self: { id: this.id, capacity: this.#options.config.maxCameras, draining: this.#draining, owned, claiming: this.#claiming },
       memory: this.#memory,
       tuning: this.#tuning,

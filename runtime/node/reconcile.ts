@@ -47,6 +47,14 @@ export interface ClusterSnapshot {
   connectedAt: number;
   /** Lease and heartbeat TTL, ms: an entry unchanged this long is expired. */
   ttlMs: number;
+  /**
+   * Nodes provably not connected to the cluster right now: a request to their
+   * presence subject just found no responder. Their leases and heartbeats
+   * expire after `fastTakeoverMs` instead of the TTL. Default none.
+   */
+  gone?: ReadonlySet<string>;
+  /** Expiry for entries of `gone` nodes, ms: past the holder's own fence (leaseTiming). Default: the TTL. */
+  fastTakeoverMs?: number;
 }
 
 /** Milliseconds since the entry last changed, as far as this node can judge at `now`. */
@@ -54,13 +62,19 @@ export function ageOf(view: Pick<ClusterSnapshot, "connectedAt">, entry: { obser
   return now - Math.max(entry.observedAt, view.connectedAt);
 }
 
-/** When the entry expires (monotonic ms), unless it changes first. */
-function expiresAt(view: ClusterSnapshot, entry: { observedAt: number }): number {
-  return Math.max(entry.observedAt, view.connectedAt) + view.ttlMs;
+/** How long an entry written by `node` lives unchanged: the TTL, or less once the node is provably gone. */
+export function lifetimeOf(view: Pick<ClusterSnapshot, "ttlMs" | "gone" | "fastTakeoverMs">, node: string | undefined): number {
+  return node !== undefined && view.gone?.has(node) === true ? Math.min(view.ttlMs, view.fastTakeoverMs ?? view.ttlMs) : view.ttlMs;
 }
 
-export function isExpired(view: ClusterSnapshot, entry: { observedAt: number } | undefined, now: number): boolean {
-  return entry === undefined || ageOf(view, entry, now) >= view.ttlMs;
+/** When the entry expires (monotonic ms), unless it changes first. */
+function expiresAt(view: ClusterSnapshot, entry: { observedAt: number }, node?: string): number {
+  return Math.max(entry.observedAt, view.connectedAt) + lifetimeOf(view, node);
+}
+
+/** `node`: who wrote the entry (a lease's holder, a heartbeat's node), for the faster expiry of a gone node. */
+export function isExpired(view: ClusterSnapshot, entry: { observedAt: number } | undefined, now: number, node?: string): boolean {
+  return entry === undefined || ageOf(view, entry, now) >= lifetimeOf(view, node);
 }
 
 /** This node, as the round sees it. */
@@ -166,7 +180,7 @@ export function reconcile(input: ReconcileInput): ReconcileDecision {
     }
     if (self.claiming.has(camera)) continue;
     const lease = view.leases.get(camera);
-    if (lease !== undefined && !isExpired(view, lease, now)) {
+    if (lease !== undefined && !isExpired(view, lease, now, lease.value.node)) {
       unownedSince.delete(camera);
       continue;
     }
@@ -218,15 +232,16 @@ export function reconcile(input: ReconcileInput): ReconcileDecision {
 function nodeLoads(view: ClusterSnapshot, self: SelfState, selfCount: number, now: number, wake: (at: number) => void): NodeLoad[] {
   const counts = new Map<string, number>();
   for (const lease of view.leases.values()) {
-    if (isExpired(view, lease, now)) continue;
-    wake(expiresAt(view, lease));
+    if (isExpired(view, lease, now, lease.value.node)) continue;
+    wake(expiresAt(view, lease, lease.value.node));
     counts.set(lease.value.node, (counts.get(lease.value.node) ?? 0) + 1);
   }
   const loads: NodeLoad[] = [];
   for (const info of view.nodes.values()) {
-    if (isExpired(view, info, now)) continue;
-    wake(expiresAt(view, info));
-    if (info.value.draining === true || info.value.node === self.id) continue;
+    if (isExpired(view, info, now, info.value.node)) continue;
+    wake(expiresAt(view, info, info.value.node));
+    // A gone node claims nothing: the others rank without it at once, not when its heartbeat ages out.
+    if (info.value.draining === true || info.value.node === self.id || view.gone?.has(info.value.node) === true) continue;
     loads.push({ node: info.value.node, capacity: info.value.capacity, count: counts.get(info.value.node) ?? 0 });
   }
   loads.push({ node: self.id, capacity: self.capacity, count: selfCount });
