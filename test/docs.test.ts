@@ -76,7 +76,7 @@ describe("docs/contract.md", () => {
 
   const ctl = Object.entries(subjects.ctl).flatMap(([key, s]) => {
     if (typeof s === "string") return key.endsWith("Any") ? [] : [s];
-    return [(s as (id: string) => string)("X1").replace(".X1.", key === "nodeDrain" ? ".<node>." : ".<id>.")];
+    return [(s as (id: string) => string)("X1").replace(".X1.", key.startsWith("node") ? ".<node>." : ".<id>.")];
   });
   it.each(ctl)("lists control subject %s", (subject) => {
     expect(contract).toContain(`\`${subject}\``);
