@@ -5,6 +5,7 @@
 #   - openssl: the TLS tests make their CA and certificates at test time (test/helpers/nats-secure.ts)
 #   - GStreamer's RTSP server for Python, the tests' stand-in camera (test/fixtures/rtsp-server.py)
 #   - python3-requests: the single worker's Python client flow (test/fixtures/legacy-client.py)
+#   - zsh: the zsh completion script is loaded and run (test/cli-commands.test.ts)
 # Safe to run again: every step checks first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,7 @@ say() { printf 'camfleet setup-test: %s\n' "$*" >&2; }
 declare -A APT_FOR=(
   [chromium]=chromium
   [openssl]=openssl
+  [zsh]=zsh
 )
 APT_PKGS=(
   python3-gi
