@@ -188,7 +188,8 @@ const POLL_MS = 250;
 /** Polls `camera.<id>.status` until STREAMING or the deadline; the progress line is a spinner on a terminal, one line per change otherwise. */
 export async function waitForStreaming(client: ControlClient, id: string, waitMs: number): Promise<WaitOutcome> {
   const deadline = Date.now() + waitMs;
-  const tty = process.stderr.isTTY === true;
+  // A terminal that reports no width (some pseudo-terminals) sends nanospinner into a loop redrawing: plain lines there.
+  const tty = process.stderr.isTTY === true && (process.stderr.columns ?? 0) > 0;
   const spinner = tty ? createSpinner(`camera ${id}: waiting for a node`, { stream: process.stderr }).start() : undefined;
   let lastText = "";
   const show = (text: string) => {
