@@ -44,6 +44,8 @@ export interface Config {
   /** Lease time-to-live, ms. Default 3000: failover in about 3 s, fence margin 750 ms. */
   leaseTtlMs: number;
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+  /** LOG_FORMAT: json lines, readable lines (pino-pretty), or auto: readable when stdout is a terminal. Default auto. */
+  logFormat: "auto" | "json" | "pretty";
   /** Allow `file:` and `testsrc:` sources. Default off; on for `camfleet up`. */
   allowLocalSources: boolean;
   /** Where `camfleet detector` listens, host:port. Default 127.0.0.1:50051. */
@@ -202,6 +204,7 @@ const VARS = {
   AI_TIMEOUT_MS: { schema: int(10, 60_000) },
   LEASE_TTL_MS: { schema: int(1_000, 600_000) },
   LOG_LEVEL: { schema: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"], "must be one of fatal, error, warn, info, debug, trace, silent") },
+  LOG_FORMAT: { schema: z.enum(["auto", "json", "pretty"], "must be one of auto, json, pretty") },
   ALLOW_LOCAL_SOURCES: { schema: bool },
   DETECTOR_LISTEN: { schema: hostPort },
   DETECTOR_TLS_CERT: { schema: z.string().trim().min(1, "must be the path of a PEM certificate file") },
@@ -273,6 +276,7 @@ export function loadConfig(env: Env, role: Role, natsOverride?: NatsOverride): C
     aiTimeoutMs: parsed.AI_TIMEOUT_MS ?? 2000,
     leaseTtlMs: parsed.LEASE_TTL_MS ?? 3000,
     logLevel: parsed.LOG_LEVEL ?? "info",
+    logFormat: parsed.LOG_FORMAT ?? "auto",
     allowLocalSources: parsed.ALLOW_LOCAL_SOURCES ?? role === "up",
     detectorListen: parsed.DETECTOR_LISTEN ?? "127.0.0.1:50051",
     ...(tls.server !== undefined ? { detectorTls: tls.server } : {}),

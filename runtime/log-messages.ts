@@ -18,6 +18,8 @@ export const LOG_MESSAGES = {
   natsNotReachableYet: "NATS not reachable yet; retrying until it is",
   embeddedNatsReady: "embedded nats-server ready",
   gatewayReady: "gateway ready",
+  /** `camfleet up` runs: its fields say where (dashboard, whep, whip, nats, metrics, detector, demo). */
+  upReady: "camfleet up ready",
   detectorListening: "reference detector listening",
   /** Warn: an existing stream differs from this process's configuration; it is left as it is. */
   streamSettingsDiffer: "stream settings differ from this process's configuration; left as they are (camfleet streams apply changes them)",

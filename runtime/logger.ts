@@ -1,4 +1,5 @@
 import { pino, type DestinationStream, type Logger } from "pino";
+import { prettyFactory } from "pino-pretty";
 import { redact } from "../subjects/index.ts";
 
 export type { Logger } from "pino";
@@ -9,6 +10,13 @@ export interface LoggerOptions {
   level?: string;
   /** Default: stdout. Tests pass a stream to read lines back. */
   destination?: DestinationStream;
+  /**
+   * `json` (default): one JSON line per entry, for machines. `pretty`: the same
+   * entries as readable lines (pino-pretty), for a person at a terminal.
+   */
+  format?: "json" | "pretty";
+  /** Colours in the pretty format (ANSI). Default: when stdout is a terminal. */
+  colorize?: boolean;
 }
 
 /** Field names whose values are secrets whatever they look like. */
@@ -30,15 +38,31 @@ export function createLogger(options: LoggerOptions): Logger {
       redact: { paths: SECRET_KEYS.flatMap((k) => [k, `*.${k}`]), censor: "***" },
       formatters: { level: (label) => ({ level: label }) },
     },
-    redactingStream(destination),
+    redactingStream(destination, options.format === "pretty" ? prettyLines(options.colorize ?? process.stdout.isTTY === true) : undefined),
   );
 }
 
+/**
+ * pino-pretty's formatter, called in line on each entry rather than as its
+ * transport stream: the write stays synchronous, so the lines keep their
+ * order with what the CLI prints itself and a flush before exit loses none.
+ */
+function prettyLines(colorize: boolean): (line: string) => string {
+  return prettyFactory({
+    colorize,
+    translateTime: "SYS:HH:MM:ss.l",
+    // One machine, one node: its id on every line is noise to a reader (the JSON format keeps it).
+    ignore: "pid,hostname,node",
+    singleLine: true,
+  });
+}
+
 /** Wraps a destination so every serialized line is redacted before it is written. */
-function redactingStream(inner: DestinationStream): DestinationStream & { flush?: () => void } {
+function redactingStream(inner: DestinationStream, format?: (line: string) => string): DestinationStream & { flush?: () => void } {
   const flushable = inner as DestinationStream & { flush?: (cb?: () => void) => void; flushSync?: () => void };
   return {
-    write: (line: string) => inner.write(redact(line)),
+    // Redacted before formatting: the pretty format prints what the JSON line says, no more.
+    write: format === undefined ? (line: string) => inner.write(redact(line)) : (line: string) => inner.write(format(redact(line))),
     // pino's logger.flush() calls this; keep buffered destinations (SonicBoom) flushable.
     flush: () => {
       if (typeof flushable.flushSync === "function") flushable.flushSync();

@@ -4,7 +4,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/setup.sh || exit 1
+bash scripts/setup-test.sh || exit 1
 echo "camfleet test: type check" >&2
 ./node_modules/.bin/tsc --noEmit || exit 1
 

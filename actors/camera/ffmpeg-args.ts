@@ -52,7 +52,17 @@ const PROGRESS_PERIOD_S = "0.5";
  * the camera's last known stream parameters for what is missing.
  */
 export const RTSP_FAST_PROBE = ["-probesize", "32", "-analyzeduration", "0", "-fpsprobesize", "0"];
-const TESTSRC_DEFAULT = { width: 640, height: 360, rate: 15 };
+const TESTSRC_DEFAULT = { width: 640, height: 360, rate: 15, pattern: "testsrc" as TestsrcPattern };
+
+/**
+ * Pictures a `testsrc:` source can show (`?pattern=`), all FFmpeg lavfi
+ * sources, so a demo needs nothing but FFmpeg: `testsrc` (FFmpeg's test
+ * pattern; its counter and gradient change every frame), `bars` (SMPTE colour
+ * bars: a still picture), `ball` (a square gliding over a dark background: one
+ * moving object, for the motion detector's boxes).
+ */
+export const TESTSRC_PATTERNS = ["testsrc", "bars", "ball"] as const;
+export type TestsrcPattern = (typeof TESTSRC_PATTERNS)[number];
 /** Seconds between key frames we encode; a new viewer waits at most this long for a picture. */
 const ENCODE_KEYFRAME_S = 2;
 export const FRAME_BYTES_PER_PIXEL: Record<AnalysisPixFmt, number> = { gray: 1, rgb24: 3 };
@@ -102,7 +112,7 @@ export function buildFfmpegArgs(spec: IngestSpec, opts: FfmpegArgsOptions): stri
       break;
     case "testsrc": {
       const t = testsrcParams(spec.url);
-      args.push("-re", "-f", "lavfi", "-i", `testsrc=size=${t.width}x${t.height}:rate=${t.rate}`);
+      args.push("-re", "-f", "lavfi", "-i", lavfiGraph(t));
       break;
     }
     default:
@@ -149,8 +159,27 @@ function filePath(url: string): string {
   }
 }
 
-/** `testsrc:?size=WxH&rate=R`; strict, because the values go into a filter graph. */
-export function testsrcParams(url: string): { width: number; height: number; rate: number } {
+/** The lavfi input graph of a `testsrc:` source; its values come from testsrcParams only. */
+function lavfiGraph(t: { width: number; height: number; rate: number; pattern: TestsrcPattern }): string {
+  const size = `${t.width}x${t.height}`;
+  switch (t.pattern) {
+    case "testsrc":
+      return `testsrc=size=${size}:rate=${t.rate}`;
+    case "bars":
+      return `smptebars=size=${size}:rate=${t.rate}`;
+    case "ball": {
+      // A square of a sixth of the height on a Lissajous path: always moving, never leaving the frame.
+      const side = Math.max(8, Math.round(t.height / 6 / 2) * 2);
+      return (
+        `color=c=0x203040:size=${size}:rate=${t.rate}[bg];color=c=0xf0c020:size=${side}x${side}:rate=${t.rate}[ball];` +
+        `[bg][ball]overlay=x='(W-w)*(0.5+0.5*sin(t*0.9))':y='(H-h)*(0.5+0.5*cos(t*0.6))':shortest=1`
+      );
+    }
+  }
+}
+
+/** `testsrc:?size=WxH&rate=R&pattern=P`; strict, because the values go into a filter graph. */
+export function testsrcParams(url: string): { width: number; height: number; rate: number; pattern: TestsrcPattern } {
   const out = { ...TESTSRC_DEFAULT };
   const query = url.slice(url.indexOf(":") + 1).replace(/^\/*\??/, "");
   for (const [key, value] of new URLSearchParams(query)) {
@@ -166,8 +195,12 @@ export function testsrcParams(url: string): { width: number; height: number; rat
       const r = /^\d{1,3}(\.\d{1,3})?$/.test(value) ? Number(value) : NaN;
       if (!(r > 0 && r <= 120)) throw new IngestSourceError("SOURCE_UNREACHABLE", `testsrc: rate must be a number in (0, 120]; got "${value}"`);
       out.rate = r;
+    } else if (key === "pattern") {
+      const pattern = TESTSRC_PATTERNS.find((p) => p === value);
+      if (pattern === undefined) throw new IngestSourceError("SOURCE_UNREACHABLE", `testsrc: pattern must be one of ${TESTSRC_PATTERNS.join(", ")}; got "${value}"`);
+      out.pattern = pattern;
     } else {
-      throw new IngestSourceError("SOURCE_UNREACHABLE", `testsrc: unknown parameter "${key}" (size and rate are known)`);
+      throw new IngestSourceError("SOURCE_UNREACHABLE", `testsrc: unknown parameter "${key}" (size, rate and pattern are known)`);
     }
   }
   return out;

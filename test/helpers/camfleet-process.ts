@@ -29,7 +29,7 @@ export interface CamfleetProcess {
 const OUTPUT_DRAIN_MS = 5_000;
 
 /** The environment a test's camfleet gets: the runner's, less every camfleet and NATS setting a developer's shell may carry. */
-function testEnv(extra: Record<string, string | undefined> | undefined): NodeJS.ProcessEnv {
+export function testEnv(extra: Record<string, string | undefined> | undefined): NodeJS.ProcessEnv {
   // Inherit the rest: the suite's leak check follows a variable every child carries (CAMFLEET_TEST_RUN).
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const { name, alias } of CONFIG_VARIABLES) {
