@@ -29,6 +29,7 @@ APT_PKGS=(
   gstreamer1.0-plugins-ugly
   gstreamer1.0-plugins-bad
   python3-requests # the single worker's Python client flow (test/fixtures/legacy-client.py)
+  opencv-doc # OpenCV's sample photographs and pedestrian clip vtest.avi: the object detector's tests (test/object-detector.test.ts)
 )
 missing=()
 for pkg in "${APT_PKGS[@]}"; do
