@@ -1,7 +1,7 @@
 import { createRequire } from "node:module";
 import { pathToFileURL } from "node:url";
 import { Worker } from "node:worker_threads";
-import { DetectorError, type DetectedObject, type DetectRequest, type FrameFormat } from "./contract.ts";
+import { DetectorError, type DetectedObject, type DetectOptions, type DetectRequest, type FrameFormat } from "./contract.ts";
 
 /**
  * Solutions `person_detection` and `object_detection`: a pretrained COCO
@@ -221,4 +221,18 @@ function clipBox([x, y, w, h]: [number, number, number, number]): DetectedObject
 
 function round(v: number): number {
   return Math.floor(v * 1000 + 0.5) / 1000;
+}
+
+/**
+ * A camera's ai settings as the DetectOptions each frame carries (for the
+ * node's analysis path): unset settings are left out, so the detector's
+ * defaults apply.
+ */
+export function detectOptionsFor(ai: { min_score?: number; labels?: string[]; nms_iou?: number }): DetectOptions | undefined {
+  const options: DetectOptions = {
+    ...(ai.min_score !== undefined ? { minScore: ai.min_score } : {}),
+    ...(ai.labels !== undefined && ai.labels.length > 0 ? { labels: ai.labels } : {}),
+    ...(ai.nms_iou !== undefined ? { nmsIou: ai.nms_iou } : {}),
+  };
+  return Object.keys(options).length > 0 ? options : undefined;
 }
