@@ -19,6 +19,8 @@ import {
   type DetectorServer,
   type DetectRequest,
 } from "../proto/index.ts";
+import { CameraSpecSchema } from "../subjects/index.ts";
+import { detectOptionsFor } from "../proto/index.ts";
 import { rejection as rejectionOf } from "./helpers/rejection.ts";
 
 const run = promisify(execFile);
@@ -174,5 +176,16 @@ describe("the object model behind the gRPC contract", () => {
     // the bound is relative because the two cores are shared with other tests.
     expect(perFrameMs).toBeGreaterThan(100);
     expect(worstLag).toBeLessThan(perFrameMs / 2);
+  });
+});
+
+describe("a camera's ai settings for the model", () => {
+  test("ai.min_score, ai.labels, ai.nms_iou are accepted in range and refused outside it", () => {
+    const ok = CameraSpecSchema.parse({ id: "c1", url: "rtsp://cam/x", ai: { min_score: 0.5, labels: ["car", "dog"], nms_iou: 0.3 } });
+    expect(detectOptionsFor(ok.ai)).toEqual({ minScore: 0.5, labels: ["car", "dog"], nmsIou: 0.3 });
+    expect(detectOptionsFor(CameraSpecSchema.parse({ id: "c2", url: "rtsp://cam/x" }).ai)).toBeUndefined();
+    for (const ai of [{ min_score: 1.2 }, { nms_iou: -0.1 }, { labels: [""] }, { labels: "car" }]) {
+      expect(CameraSpecSchema.safeParse({ id: "c3", url: "rtsp://cam/x", ai }).success, JSON.stringify(ai)).toBe(false);
+    }
   });
 });
