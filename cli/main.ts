@@ -138,17 +138,34 @@ async function detectorSolutions(config: Config): Promise<{ ask: () => Promise<s
   return { ask: async () => (await client.listSolutions({ deadlineMs: 1000 })).solutions, close: () => client.close() };
 }
 
-/** The reference detector on DETECTOR_LISTEN. */
+/** The reference detector on DETECTOR_LISTEN; with DETECTOR_OBJECTS (default) also the object model, in its own thread. */
 async function startDetector(ctx: { config: Config; logger: Logger }): Promise<DetectorServer> {
-  const { ReferenceDetector, serveDetector } = await import("../proto/index.ts");
+  const { ObjectDetector, ReferenceDetector, serveDetector } = await import("../proto/index.ts");
   const log = ctx.logger.child({ component: "detector" });
-  const server = await serveDetector(new ReferenceDetector(), {
-    listen: ctx.config.detectorListen,
-    ...(ctx.config.detectorTls !== undefined ? { tls: ctx.config.detectorTls } : {}),
-    onError: (err, req) => log.error({ err, camera: req.cameraId, frame: req.frameId }, "detector failed on a frame"),
-  });
-  log.info({ address: server.address, solutions: ["motion"], health: "grpc.health.v1", tls: ctx.config.detectorTls?.paths ?? "off" }, LOG_MESSAGES.detectorListening);
-  return server;
+  const objects = ctx.config.detectorObjects ? new ObjectDetector() : undefined;
+  const reference = new ReferenceDetector(objects !== undefined ? { objects } : {});
+  let server: DetectorServer;
+  try {
+    server = await serveDetector(reference, {
+      listen: ctx.config.detectorListen,
+      ...(ctx.config.detectorTls !== undefined ? { tls: ctx.config.detectorTls } : {}),
+      onError: (err, req) => log.error({ err, camera: req.cameraId, frame: req.frameId }, "detector failed on a frame"),
+    });
+  } catch (err) {
+    await objects?.close();
+    throw err;
+  }
+  // The model loads in the background (a second or more); frames that come sooner wait for it.
+  objects?.start().catch((err: unknown) => log.error({ err }, "the object model did not load; person_detection and object_detection fail until it does"));
+  const { solutions } = reference.listSolutions();
+  log.info({ address: server.address, solutions, health: "grpc.health.v1", tls: ctx.config.detectorTls?.paths ?? "off" }, LOG_MESSAGES.detectorListening);
+  if (objects === undefined) return server;
+  return {
+    address: server.address,
+    port: server.port,
+    setServing: (serving) => server.setServing(serving),
+    stop: (graceMs) => server.stop(graceMs).finally(() => objects.close()),
+  };
 }
 
 /**

@@ -26,6 +26,18 @@ export interface DetectRequest {
   captureTs: number;
   /** Analyses wanted, e.g. ["motion"]. */
   solutions: string[];
+  /** The camera's tuning of model solutions; unset = the server's defaults. */
+  options?: DetectOptions;
+}
+
+/** A camera's ai.min_score, ai.labels and ai.nms_iou, as sent with each frame. */
+export interface DetectOptions {
+  /** Boxes scoring below this (0..1) are dropped. */
+  minScore?: number;
+  /** Classes object_detection reports; empty or unset = all. */
+  labels?: string[];
+  /** IoU (0..1) above which non-maximum suppression drops the weaker of two boxes. */
+  nmsIou?: number;
 }
 
 /** Normalised to the frame: 0..1 from the top-left corner. */

@@ -8,6 +8,7 @@ import {
   type DetectedObject,
   type DetectorErrorCode,
   type DetectorService,
+  type DetectOptions,
   type DetectRequest,
   type DetectResult,
   type FrameFormat,
@@ -45,6 +46,13 @@ interface WireDetectRequest {
   frame_id?: number | string;
   capture_ts_ms?: number | string;
   solutions?: string[];
+  options?: WireDetectOptions | null;
+}
+interface WireDetectOptions {
+  /** Unset optional fields arrive as null (proto3 `optional`, oneofs: true). */
+  min_score?: number | null;
+  labels?: string[];
+  nms_iou?: number | null;
 }
 interface WireDetection {
   label?: string;
@@ -190,8 +198,25 @@ function requestFromWire(wire: WireDetectRequest): DetectRequest {
     captureTs: Number(wire.capture_ts_ms ?? 0),
     solutions,
   };
+  const options = optionsFromWire(wire.options);
+  if (options !== undefined) request.options = options;
   checkFrame(request.frame);
   return request;
+}
+
+/** A camera's tuning, checked: out of range is INVALID_ARGUMENT, as a bad frame is. */
+function optionsFromWire(wire: WireDetectOptions | null | undefined): DetectOptions | undefined {
+  if (wire === undefined || wire === null) return undefined;
+  const options: DetectOptions = {};
+  for (const [field, key] of [["min_score", "minScore"], ["nms_iou", "nmsIou"]] as const) {
+    const v = wire[field];
+    if (v === undefined || v === null) continue;
+    if (!unit(v)) throw new DetectorError("INVALID_ARGUMENT", `options.${field} must be in 0..1, got ${v}`);
+    // float on the wire: 0.3 arrives as 0.30000001192…
+    options[key] = r4(v);
+  }
+  if (wire.labels !== undefined && wire.labels.length > 0) options.labels = [...wire.labels];
+  return Object.keys(options).length > 0 ? options : undefined;
 }
 
 function resultToWire(result: DetectResult): WireDetectResponse {
@@ -273,6 +298,15 @@ export class DetectorClient {
       frame_id: request.frameId,
       capture_ts_ms: request.captureTs,
       solutions: request.solutions,
+      ...(request.options !== undefined
+        ? {
+            options: {
+              ...(request.options.minScore !== undefined ? { min_score: request.options.minScore } : {}),
+              labels: request.options.labels ?? [],
+              ...(request.options.nmsIou !== undefined ? { nms_iou: request.options.nmsIou } : {}),
+            },
+          }
+        : {}),
     };
     return this.#unary<WireDetectResponse>("Detect", wire, options).then(resultFromWire);
   }

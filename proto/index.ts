@@ -6,6 +6,7 @@ export type {
   DetectorErrorCode,
   DetectorFrame,
   DetectorService,
+  DetectOptions,
   DetectRequest,
   DetectResult,
   FrameFormat,
@@ -15,5 +16,7 @@ export { DETECTOR_SERVICE_NAME, DetectorClient, PROTO_PATH, serveDetector } from
 export type { DetectorClientOptions, DetectorClientTls, DetectorServer, DetectorServerOptions, DetectorServerTls } from "./grpc.ts";
 export { difference, downscale, MotionGate, regions, toGray } from "./motion.ts";
 export type { FrameDiff, GrayImage, MotionGateOptions, Region } from "./motion.ts";
+export { detectOptionsFor, OBJECT_MODEL, OBJECT_SOLUTION, OBJECT_SOLUTIONS, ObjectDetector, PERSON_SOLUTION } from "./object-detector.ts";
+export type { ObjectDetectorOptions, ObjectQuery } from "./object-detector.ts";
 export { MOTION_SOLUTION, REFERENCE_MODEL, ReferenceDetector } from "./reference-detector.ts";
 export type { ReferenceDetectorOptions } from "./reference-detector.ts";

@@ -1,6 +1,7 @@
 import jpeg from "jpeg-js";
 import { BYTES_PER_PIXEL, DetectorError, type DetectorService, type DetectRequest, type DetectResult, type SolutionList } from "./contract.ts";
 import { difference, downscale, regions, toGray, type GrayImage } from "./motion.ts";
+import { OBJECT_MODEL, OBJECT_SOLUTIONS, type ObjectDetector } from "./object-detector.ts";
 
 /**
  * The reference detector (`camfleet detector`): solution "motion". Per
@@ -13,6 +14,9 @@ import { difference, downscale, regions, toGray, type GrayImage } from "./motion
  * The first frame of a camera (or the first after its size changed) only
  * seeds the background and gives no boxes. JPEG frames are decoded with
  * jpeg-js (pure JavaScript), raw gray and rgb24 are used as they are.
+ *
+ * With `objects` (an ObjectDetector) it also serves person_detection and
+ * object_detection; a frame asking for motion and objects gets both.
  */
 
 export const REFERENCE_MODEL = "camfleet-motion/1";
@@ -33,6 +37,8 @@ export interface ReferenceDetectorOptions {
   maxCameras?: number;
   /** Largest JPEG accepted, megapixels. Default 40. */
   maxJpegMegapixels?: number;
+  /** The pretrained model behind person_detection and object_detection; unset = motion only. */
+  objects?: ObjectDetector;
 }
 
 interface CameraModel {
@@ -42,7 +48,8 @@ interface CameraModel {
 }
 
 export class ReferenceDetector implements DetectorService {
-  readonly #opts: Required<ReferenceDetectorOptions>;
+  readonly #opts: Required<Omit<ReferenceDetectorOptions, "objects">>;
+  readonly #objects: ObjectDetector | undefined;
   /** Map order is recency: a camera seen is moved to the end. */
   readonly #models = new Map<string, CameraModel>();
 
@@ -57,19 +64,49 @@ export class ReferenceDetector implements DetectorService {
       maxJpegMegapixels: 40,
       ...options,
     };
+    this.#objects = options.objects;
     const a = this.#opts.alpha;
     if (!(a > 0 && a <= 1)) throw new RangeError(`ReferenceDetectorOptions.alpha must be in (0, 1], got ${a}`);
   }
 
   listSolutions(): SolutionList {
-    return { solutions: [MOTION_SOLUTION], model: REFERENCE_MODEL };
+    if (this.#objects === undefined) return { solutions: [MOTION_SOLUTION], model: REFERENCE_MODEL };
+    return { solutions: [MOTION_SOLUTION, ...OBJECT_SOLUTIONS], model: `${REFERENCE_MODEL}+${OBJECT_MODEL}` };
   }
 
-  detect(request: DetectRequest): DetectResult {
-    const started = performance.now();
-    if (!request.solutions.includes(MOTION_SOLUTION)) {
-      throw new DetectorError("UNIMPLEMENTED", `this detector offers only "${MOTION_SOLUTION}"; asked for ${request.solutions.join(", ")}`);
+  detect(request: DetectRequest): DetectResult | Promise<DetectResult> {
+    const objects = this.#objects;
+    const wantObjects = objects === undefined ? [] : request.solutions.filter((s) => OBJECT_SOLUTIONS.includes(s));
+    const wantMotion = request.solutions.includes(MOTION_SOLUTION);
+    if (!wantMotion && wantObjects.length === 0) {
+      const offered = this.listSolutions().solutions.map((s) => `"${s}"`).join(", ");
+      throw new DetectorError("UNIMPLEMENTED", `this detector offers ${offered}; asked for ${request.solutions.join(", ")}`);
     }
+    if (objects === undefined || wantObjects.length === 0) return this.#motion(request);
+    return this.#withObjects(objects, request, wantObjects, wantMotion);
+  }
+
+  /** The model's boxes (in its thread), plus motion's when asked for too. */
+  async #withObjects(objects: ObjectDetector, request: DetectRequest, solutions: string[], wantMotion: boolean): Promise<DetectResult> {
+    const started = performance.now();
+    // Motion first and synchronously: its background must see frames in the order they came.
+    const motion = wantMotion ? this.#motion(request) : undefined;
+    const o = request.options;
+    const found = await objects.detect(request, solutions, {
+      ...(o?.minScore !== undefined ? { minScore: o.minScore } : {}),
+      ...(o?.nmsIou !== undefined ? { iou: o.nmsIou } : {}),
+      ...(o?.labels !== undefined ? { labels: o.labels } : {}),
+    });
+    return {
+      detections: [...found, ...(motion?.detections ?? [])],
+      model: motion !== undefined ? `${REFERENCE_MODEL}+${OBJECT_MODEL}` : OBJECT_MODEL,
+      ...(motion?.motionScore !== undefined ? { motionScore: motion.motionScore } : {}),
+      inferenceMs: performance.now() - started,
+    };
+  }
+
+  #motion(request: DetectRequest): DetectResult {
+    const started = performance.now();
     const gray = this.#gray(request);
     const small = downscale(gray, this.#opts.analysisWidth);
     const model = this.#models.get(request.cameraId);

@@ -50,6 +50,8 @@ export interface Config {
   allowLocalSources: boolean;
   /** Where `camfleet detector` listens, host:port. Default 127.0.0.1:50051. */
   detectorListen: string;
+  /** The reference detector also serves person_detection and object_detection (a pretrained model in a worker thread). Default on; DETECTOR_OBJECTS=false leaves motion only. */
+  detectorObjects: boolean;
   /** TLS the detector serves (DETECTOR_TLS_CERT, DETECTOR_TLS_KEY, DETECTOR_TLS_CA), files read; unset = cleartext. Read for detector and up. Holds a key: log describeConfig() only. */
   detectorTls?: DetectorServerTlsConfig;
   /** Bearer token the HTTP gateway requires; unset = no auth. Never logged. */
@@ -207,6 +209,7 @@ const VARS = {
   LOG_FORMAT: { schema: z.enum(["auto", "json", "pretty"], "must be one of auto, json, pretty") },
   ALLOW_LOCAL_SOURCES: { schema: bool },
   DETECTOR_LISTEN: { schema: hostPort },
+  DETECTOR_OBJECTS: { schema: bool },
   DETECTOR_TLS_CERT: { schema: z.string().trim().min(1, "must be the path of a PEM certificate file") },
   DETECTOR_TLS_KEY: { schema: z.string().trim().min(1, "must be the path of a PEM private key file") },
   DETECTOR_TLS_CA: { schema: z.string().trim().min(1, "must be the path of a PEM CA file") },
@@ -279,6 +282,7 @@ export function loadConfig(env: Env, role: Role, natsOverride?: NatsOverride): C
     logFormat: parsed.LOG_FORMAT ?? "auto",
     allowLocalSources: parsed.ALLOW_LOCAL_SOURCES ?? role === "up",
     detectorListen: parsed.DETECTOR_LISTEN ?? "127.0.0.1:50051",
+    detectorObjects: parsed.DETECTOR_OBJECTS ?? true,
     ...(tls.server !== undefined ? { detectorTls: tls.server } : {}),
     ...(parsed.CAMFLEET_API_TOKEN !== undefined ? { apiToken: parsed.CAMFLEET_API_TOKEN } : {}),
     dataDir: parsed.CAMFLEET_DATA_DIR ?? join(env.XDG_DATA_HOME ?? join(homedir(), ".local", "share"), "camfleet"),

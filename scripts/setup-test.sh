@@ -5,6 +5,7 @@
 #   - openssl: the TLS tests make their CA and certificates at test time (test/helpers/nats-secure.ts)
 #   - GStreamer's RTSP server for Python, the tests' stand-in camera (test/fixtures/rtsp-server.py)
 #   - python3-requests: the single worker's Python client flow (test/fixtures/legacy-client.py)
+#   - opencv-doc: photographs with people and the pedestrian clip vtest.avi (test/object-detector*.test.ts)
 #   - zsh: the zsh completion script is loaded and run (test/cli-commands.test.ts)
 # Safe to run again: every step checks first.
 set -euo pipefail
@@ -30,5 +31,6 @@ APT_PKGS=(
   gstreamer1.0-plugins-ugly
   gstreamer1.0-plugins-bad
   python3-requests
+  opencv-doc # OpenCV's sample photographs and the pedestrian clip vtest.avi: the object detector's tests
 )
 apt_install_missing

@@ -52,6 +52,12 @@ const aiFields = {
   timeout_ms: z.number().int().min(10).max(60_000),
   /** Skip frames without motion before calling the detector. */
   motion_gate: z.boolean(),
+  /** Model solutions (person_detection, object_detection): boxes scoring below this are dropped; unset = the detector's default. */
+  min_score: z.number().min(0).max(1).optional(),
+  /** object_detection reports only these classes (e.g. "car", "dog"); unset or empty = all. */
+  labels: z.array(z.string().min(1).max(64)).max(100).optional(),
+  /** Non-maximum suppression IoU: of two overlapping boxes the weaker is dropped above this; unset = the detector's default. */
+  nms_iou: z.number().min(0).max(1).optional(),
 };
 
 export const AiSettingsSchema = z.strictObject({

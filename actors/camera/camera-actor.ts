@@ -10,6 +10,9 @@ import { CameraMetrics } from "./metrics.ts";
 import { decodeSnapshot as ffmpegSnapshot, type DecodeSnapshot } from "./snapshot.ts";
 
 let analysisModule: Promise<typeof Analysis> | undefined;
+/** Solutions of a pretrained model (proto/object-detector.ts), which get rgb24 frames instead of gray. */
+const MODEL_SOLUTIONS = new Set(["person_detection", "object_detection"]);
+
 /** The Analysis class, imported on first use. */
 function loadAnalysis(): Promise<typeof Analysis> {
   analysisModule ??= import("./analysis.ts").then((m) => m.Analysis);
@@ -45,6 +48,8 @@ export type StartIngest = (
     logger: ActorContext["logger"];
     /** FFmpeg's socket timeout, ms: longer than the stall timeout, so a frozen source reads as STREAM_STALLED. */
     ioTimeoutMs?: number;
+    /** Pixels of the analysed frames: gray (default) or rgb24 for a model. */
+    analysisPixFmt?: "gray" | "rgb24";
   },
 ) => Promise<Ingest>;
 
@@ -200,6 +205,8 @@ class CameraActor implements Actor {
       .startIngest(this.#spec, {
         allowLocalSources: this.#ctx.config.allowLocalSources,
         transcode: this.#spec.transcode,
+        // A model sees colour (COCO classes are told apart by it too); motion needs only gray, a third of the bytes.
+        analysisPixFmt: this.#spec.solutions.some((s) => MODEL_SOLUTIONS.has(s)) ? "rgb24" : "gray",
         logger: this.#ctx.logger,
         ioTimeoutMs: this.#machine.getSnapshot().context.timing.stallTimeoutMs * 2,
         onReady: (stream) => {
