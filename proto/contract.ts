@@ -40,12 +40,54 @@ export interface DetectOptions {
   nmsIou?: number;
 }
 
-/** Normalised to the frame: 0..1 from the top-left corner. */
+/** Normalised to the frame: 0..1 from the top-left corner; x + w and y + h at most 1 (see BOX_EDGE_SLACK). */
 export interface DetectBox {
   x: number;
   y: number;
   w: number;
   h: number;
+}
+
+/**
+ * How far past the frame's right or bottom edge (x + w or y + h above 1) a
+ * detector's box may reach and still be taken, clamped back onto the frame.
+ * Boxes cross the wire as float32 (0.963 becomes 0.96299999952…), and a
+ * server that rounds x and w to three decimals each may round both up. More
+ * than this is a box out of contract (BAD_RESPONSE).
+ */
+export const BOX_EDGE_SLACK = 0.002;
+
+const unit = (v: unknown): v is number => typeof v === "number" && Number.isFinite(v) && v >= 0 && v <= 1;
+
+/** What is wrong with a box from a detector, or undefined when it is within the contract. */
+export function boxProblem(b: { x?: unknown; y?: unknown; w?: unknown; h?: unknown }): string | undefined {
+  for (const k of ["x", "y", "w", "h"] as const) if (!unit(b[k])) return `box.${k} must be 0..1, got ${String(b[k])}`;
+  const { x, y, w, h } = b as DetectBox;
+  if (x + w > 1 + BOX_EDGE_SLACK || y + h > 1 + BOX_EDGE_SLACK) return `box reaches past the frame (x + w = ${x + w}, y + h = ${y + h})`;
+  return undefined;
+}
+
+/** Four decimals (all a float32 box means), and w, h cut so the box ends on the frame. For a box boxProblem accepted. */
+export function clampBox(b: DetectBox): DetectBox {
+  const r4 = (v: number) => Math.round(v * 10_000) / 10_000;
+  const x = r4(b.x);
+  const y = r4(b.y);
+  // In ten-thousandths: integer arithmetic, so x + w never exceeds 1 by a float hair.
+  return { x, y, w: Math.min(Math.round(b.w * 10_000), 10_000 - Math.round(x * 10_000)) / 10_000, h: Math.min(Math.round(b.h * 10_000), 10_000 - Math.round(y * 10_000)) / 10_000 };
+}
+
+/**
+ * The box of a pixel region `[x0, x1) × [y0, y1)` of a `width` × `height`
+ * image, in three decimals rounded outwards (the box covers the region) and
+ * never past the frame: what a detector should send.
+ */
+export function boxFromPixels(x0: number, y0: number, x1: number, y1: number, width: number, height: number): DetectBox {
+  // Thousandths as integers: the edges are exact, so x + w is ≤ 1 exactly, not up to a float hair.
+  const left = Math.floor((x0 * 1000) / width);
+  const top = Math.floor((y0 * 1000) / height);
+  const right = Math.min(1000, Math.ceil((x1 * 1000) / width));
+  const bottom = Math.min(1000, Math.ceil((y1 * 1000) / height));
+  return { x: left / 1000, y: top / 1000, w: (right - left) / 1000, h: (bottom - top) / 1000 };
 }
 
 export interface DetectedObject {

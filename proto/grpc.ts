@@ -3,8 +3,11 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { HealthImplementation } from "grpc-health-check";
 import {
+  boxProblem,
   checkFrame,
+  clampBox,
   DetectorError,
+  type DetectBox,
   type DetectedObject,
   type DetectorErrorCode,
   type DetectorService,
@@ -403,11 +406,10 @@ function resultFromWire(wire: WireDetectResponse): DetectResult {
     if (!unit(d.score)) throw bad(`detections[${i}].score must be 0..1, got ${d.score}`);
     const b = d.box;
     if (b === undefined || b === null) throw bad(`detections[${i}].box is missing`);
-    for (const k of ["x", "y", "w", "h"] as const) if (!unit(b[k])) throw bad(`detections[${i}].box.${k} must be 0..1, got ${b[k]}`);
-    if (b.x! + b.w! > 1.001 || b.y! + b.h! > 1.001) throw bad(`detections[${i}].box reaches past the frame`);
-    const x = r4(b.x!);
-    const y = r4(b.y!);
-    const box = { x, y, w: Math.min(r4(b.w!), r4(1 - x)), h: Math.min(r4(b.h!), r4(1 - y)) };
+    // The same rule the reference detector's boxes are built to (contract.ts).
+    const problem = boxProblem(b);
+    if (problem !== undefined) throw bad(`detections[${i}].${problem}`);
+    const box = clampBox(b as DetectBox);
     detections.push({ label: d.label, score: r4(d.score), box, ...(d.solution ? { solution: d.solution } : {}) });
   }
   const motion = wire.motion_score;

@@ -81,6 +81,8 @@ export interface Region {
   y: number;
   w: number;
   h: number;
+  /** The region's bounding rectangle in pixels of the analysed image: [x0, x1) × [y0, y1). */
+  px: { x0: number; y0: number; x1: number; y1: number };
   /** Pixels of the region in the mask. */
   pixels: number;
   /** Mean |difference| over the region's pixels, 0..255. */
@@ -128,51 +130,156 @@ export function regions(d: FrameDiff, minPixels: number, maxRegions: number): Re
       }
     }
     if (pixels >= minPixels) {
-      found.push({ x: minX / w, y: minY / h, w: (maxX - minX + 1) / w, h: (maxY - minY + 1) / h, pixels, meanDiff: sum / pixels });
+      found.push({
+        x: minX / w,
+        y: minY / h,
+        w: (maxX - minX + 1) / w,
+        h: (maxY - minY + 1) / h,
+        px: { x0: minX, y0: minY, x1: maxX + 1, y1: maxY + 1 },
+        pixels,
+        meanDiff: sum / pixels,
+      });
     }
   }
   found.sort((a, b) => b.pixels - a.pixels || a.y - b.y || a.x - b.x);
   return found.slice(0, maxRegions);
 }
 
+/**
+ * While the noise is being learned (after the first frame or a size change)
+ * the base bar starts at `threshold` × LEARNING_BAR_FACTOR, above any camera
+ * noise seen here (≤ 45 grey levels per cell: the SMPTE pattern's noise patch
+ * over H.264), and comes down to `threshold` over LEARNING_COMPARISONS
+ * comparisons, as the cells' noise estimates become trustworthy.
+ */
+const LEARNING_COMPARISONS = 20;
+const LEARNING_BAR_FACTOR = 4;
+
 export interface MotionGateOptions {
   /** Width the frame is averaged down to before comparing, px. Default 64. */
   width?: number;
-  /** A cell counts as changed above this grey-level difference (0..255). Default 12. */
+  /** A cell counts as changed above this grey-level difference (0..255) plus `noiseFactor` × its noise. Default 12. */
   threshold?: number;
+  /** How many times a cell's own noise (its mean frame-to-frame difference) a change must exceed on top of `threshold`. Default 4. */
+  noiseFactor?: number;
+  /** Weight of the newest difference in a cell's noise estimate, 0..1. Default 0.05. */
+  noiseAlpha?: number;
   /** Motion when at least this many cells changed. Default 2. */
   minCells?: number;
+  /** A frame passes at least this often without motion (the detector still sees a still scene now and then), ms. Default 60000. */
+  heartbeatMs?: number;
+}
+
+export interface GateVerdict {
+  /** Send this frame to the detector: motion, or a heartbeat. */
+  pass: boolean;
+  /** The frame differs from the previous one by more than noise. */
+  motion: boolean;
+  /** Passed without motion because the last pass was `heartbeatMs` ago. */
+  heartbeat: boolean;
+  /** Share of cells that changed, 0..1. */
+  score: number;
 }
 
 /**
  * Cheap frame differencing for the node: is this frame different enough from
- * the previous one to be worth a detector call? The first frame counts as
- * motion (there is nothing to compare it with yet).
+ * the previous one to be worth a detector call?
+ *
+ * A real H.264 camera never sends two identical frames of a still scene: the
+ * encoder refines the picture between key frames and every key frame resets
+ * it, and sensors (or a test pattern's noise patch) add noise of their own.
+ * A fixed threshold either lets all of that through or misses real motion. So
+ * each cell (of the luma averaged down to `width`) learns its own noise, the
+ * running mean of its frame-to-frame difference, and changes only when it
+ * differs by more than `threshold` + `noiseFactor` × that noise. A noisy patch
+ * learns a high bar; a quiet wall keeps the low one, so an object moving over
+ * it passes at once. What a cell learns is clipped at its bar, so one burst of
+ * motion barely raises it. Learning starts as a plain mean (fast: a noisy
+ * scene is learned in a few frames) and becomes an exponential one.
+ *
+ * The first frame passes (there is nothing to compare it with), and then at
+ * least one frame every `heartbeatMs`, motion or not.
  */
 export class MotionGate {
   readonly #width: number;
   readonly #threshold: number;
+  readonly #noiseFactor: number;
+  readonly #alpha: number;
   readonly #minCells: number;
+  readonly #heartbeatMs: number;
   #previous?: GrayImage;
+  #noise?: Float32Array;
+  /** Comparisons learned from since the noise was (re)started. */
+  #learned = 0;
+  #lastPass = Number.NEGATIVE_INFINITY;
+  #diff = new Float32Array(0);
+  readonly #histogram = new Uint32Array(256);
 
   constructor(options: MotionGateOptions = {}) {
     this.#width = options.width ?? 64;
     this.#threshold = options.threshold ?? 12;
+    this.#noiseFactor = options.noiseFactor ?? 4;
+    this.#alpha = options.noiseAlpha ?? 0.05;
     this.#minCells = options.minCells ?? 2;
+    this.#heartbeatMs = options.heartbeatMs ?? 60_000;
+    if (!(this.#alpha > 0 && this.#alpha <= 1)) throw new RangeError(`MotionGateOptions.noiseAlpha must be in (0, 1], got ${this.#alpha}`);
   }
 
-  /** Compares with the previous frame and keeps this one; `score` is the share of cells that changed. */
-  check(gray: GrayImage): { motion: boolean; score: number } {
+  /** Compares with the previous frame and keeps this one. `now` is a monotonic time in ms (for the heartbeat). */
+  check(gray: GrayImage, now = 0): GateVerdict {
     const small = downscale(gray, this.#width);
     const previous = this.#previous;
     this.#previous = small;
-    if (previous === undefined || previous.width !== small.width || previous.height !== small.height) return { motion: true, score: 1 };
-    const d = difference(small, previous, this.#threshold);
-    const cells = Math.round(d.changed * small.width * small.height);
-    return { motion: cells >= this.#minCells, score: d.changed };
+    const n = small.width * small.height;
+    if (this.#noise?.length !== n || previous === undefined || previous.width !== small.width) {
+      if (this.#noise?.length !== n) {
+        this.#noise = new Float32Array(n);
+        this.#learned = 0;
+      }
+      this.#lastPass = now;
+      return { pass: true, motion: true, heartbeat: false, score: 1 };
+    }
+    const noise = this.#noise;
+    const cur = small.data;
+    const prev = previous.data;
+    // Plain mean over the first 1/alpha comparisons, then exponential.
+    const a = Math.max(this.#alpha, 1 / (this.#learned + 1));
+    // While the noise is still being learned, only a strong change counts.
+    const learning = Math.max(0, 1 - this.#learned / LEARNING_COMPARISONS);
+    const base = this.#threshold * (1 + (LEARNING_BAR_FACTOR - 1) * learning);
+    this.#learned++;
+    const diff = this.#diff.length === n ? this.#diff : (this.#diff = new Float32Array(n));
+    for (let i = 0; i < n; i++) diff[i] = Math.abs(cur[i]! - prev[i]!);
+    // A key frame changes every cell a little at once: the frame's median change is noise too.
+    const pulse = median(diff, this.#histogram);
+    let changed = 0;
+    for (let i = 0; i < n; i++) {
+      const d = diff[i]!;
+      const bar = base + this.#noiseFactor * Math.max(noise[i]!, pulse);
+      if (d > bar) changed++;
+      noise[i] = noise[i]! + a * (Math.min(d, bar) - noise[i]!);
+    }
+    const motion = changed >= this.#minCells;
+    const heartbeat = !motion && now - this.#lastPass >= this.#heartbeatMs;
+    if (motion || heartbeat) this.#lastPass = now;
+    return { pass: motion || heartbeat, motion, heartbeat, score: changed / n };
   }
 
+  /** Forgets the previous frame (the next one passes); the learned noise stays, it belongs to the scene. */
   reset(): void {
     this.#previous = undefined;
   }
+}
+
+/** Median of values in 0..255, to one grey level, by a histogram (linear, no sort). */
+function median(values: Float32Array, histogram: Uint32Array): number {
+  histogram.fill(0);
+  for (let i = 0; i < values.length; i++) histogram[Math.min(255, values[i]! | 0)]!++;
+  const half = values.length / 2;
+  let seen = 0;
+  for (let v = 0; v < 256; v++) {
+    seen += histogram[v]!;
+    if (seen >= half) return v;
+  }
+  return 255;
 }

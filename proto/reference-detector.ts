@@ -1,5 +1,5 @@
 import jpeg from "jpeg-js";
-import { BYTES_PER_PIXEL, DetectorError, type DetectorService, type DetectRequest, type DetectResult, type SolutionList } from "./contract.ts";
+import { boxFromPixels, BYTES_PER_PIXEL, DetectorError, type DetectorService, type DetectRequest, type DetectResult, type SolutionList } from "./contract.ts";
 import { difference, downscale, regions, toGray, type GrayImage } from "./motion.ts";
 import { OBJECT_MODEL, OBJECT_SOLUTIONS, type ObjectDetector } from "./object-detector.ts";
 
@@ -128,7 +128,9 @@ export class ReferenceDetector implements DetectorService {
       detections: found.map((r) => ({
         label: "motion",
         score: round(Math.min(1, r.meanDiff / 128)),
-        box: { x: round(r.x), y: round(r.y), w: round(r.w), h: round(r.h) },
+        // Edges rounded outwards from the pixels, never past the frame: rounding x and w
+        // each to the nearest could make x + w = 1.001, which the node refuses.
+        box: boxFromPixels(r.px.x0, r.px.y0, r.px.x1, r.px.y1, small.width, small.height),
         solution: MOTION_SOLUTION,
       })),
       model: REFERENCE_MODEL,

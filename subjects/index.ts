@@ -60,6 +60,7 @@ export {
   REMOTE_SCHEMES,
   schemeOf,
   SNAPSHOT_WIDTH,
+  OwnerChangeReasonSchema,
   StatusEventSchema,
   StreamInfoSchema,
 } from "./schemas.ts";
@@ -79,6 +80,7 @@ export type {
   Lease,
   NodeInfo,
   Relay,
+  OwnerChangeReason,
   StatusEvent,
   StreamInfo,
 } from "./schemas.ts";

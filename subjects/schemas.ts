@@ -200,6 +200,14 @@ const eventOrigin = {
   epoch: Epoch,
 };
 
+/**
+ * Why a camera changed owner: `failover` (its owner died or fenced itself and
+ * the lease was taken over), `drain` (the owner left: drain or shutdown),
+ * `rebalance` (placement moved it to a better node).
+ */
+export const OwnerChangeReasonSchema = z.enum(["failover", "drain", "rebalance"]);
+export type OwnerChangeReason = z.output<typeof OwnerChangeReasonSchema>;
+
 export const StatusEventSchema = z.object({
   type: z.literal("status"),
   ...eventOrigin,
@@ -212,6 +220,10 @@ export const StatusEventSchema = z.object({
   publishing: z.boolean().optional(),
   viewers: z.number().int().nonnegative().optional(),
   error: CameraErrorSchema.optional(),
+  /** On the new owner's first event after a move: the node that had the camera. */
+  previous_node: IdSchema.optional(),
+  /** On that first event, and on the old owner's STOPPED when it hands the camera over (drain, rebalance). */
+  reason: OwnerChangeReasonSchema.optional(),
 });
 export type StatusEvent = z.output<typeof StatusEventSchema>;
 

@@ -72,10 +72,10 @@ describe("detections from a running camera", () => {
     await client.putCamera({ id: "moving", url: "testsrc:?size=320x240&rate=10", publish: "off", tenant: "acme", site: "hq", ai: AI });
     await client.putCamera({ id: "still", url: cam.url("/still"), publish: "off", solutions: ["motion", "person"], ai: AI });
 
-    // Moving: every sampled frame has motion, so (nearly) every one is analysed and has boxes.
+    // Moving: testsrc's clock digits change every second, and those frames are analysed and have
+    // boxes; its smooth scrolling alone the gate learns as noise (proto/README.md).
     const moving = await waitStatus("moving", (s) => s.state === "STREAMING" && s.frames.detections >= 5, "moving: 5 detection events");
     expect(moving.frames.sent_ai).toBeGreaterThanOrEqual(moving.frames.detections);
-    expect(moving.frames.skipped_motion).toBe(0);
     expect(moving.avg_inference_ms).toBeGreaterThan(0);
     expect(moving.error).toBeUndefined();
     const stored = await waitFor(async () => {

@@ -182,9 +182,9 @@ describe("reference detector over gRPC", () => {
 });
 
 describe("motion gate", () => {
-  test("FFmpeg's moving pattern passes the gate, a still one does not (after the first frame)", async () => {
+  test("a square moving over FFmpeg's grey passes the gate on every frame, a still pattern does not (after the first frame)", async () => {
     const gate = new MotionGate();
-    const moving = await ffmpegFrames("testsrc=size=320x240:rate=5", 5, "gray");
+    const moving = await ffmpegFrames("color=c=gray:s=320x240:r=5[bg];color=c=white:s=40x40:r=5[box];[bg][box]overlay=x=t*100:y=100", 5, "gray");
     const movingVerdicts = moving.map((f) => gate.check({ data: f.data, width: f.width, height: f.height }).motion);
     expect(movingVerdicts).toEqual([true, true, true, true, true]);
     gate.reset();

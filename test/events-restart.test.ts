@@ -1,4 +1,4 @@
-// Detections across a nats-server restart: a node keeps analysing a moving
+// Detections across a nats-server restart, then a detector restart: a node keeps analysing a moving
 // camera while its nats-server is stopped and started again, and a durable
 // alert consumer (runtime/event-consumers.ts) reads along. Every event the
 // node queued reaches the stream once, and the consumer sees each once.
@@ -24,9 +24,9 @@ function metric(text: string, name: string, labels = ""): number {
   return sum;
 }
 
-describe("detections across a nats-server restart", () => {
+describe("detections across a nats-server restart and a detector restart", () => {
   test("every queued event is stored exactly once, and the durable consumer sees each exactly once", async () => {
-    const detector = await serveDetector(new ReferenceDetector(), { listen: "127.0.0.1:0" });
+    let detector = await serveDetector(new ReferenceDetector(), { listen: "127.0.0.1:0" });
     onTestFinished(() => detector.stop());
     const nats = await startNats({ onCleanup: onTestFinished });
     const node = runCamfleet(["node"], {
@@ -38,7 +38,7 @@ describe("detections across a nats-server restart", () => {
     const nc = await connect({ servers: nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
     onTestFinished(() => nc.close());
     const client = new ControlClient(nc);
-    await client.putCamera({ id: "busy", url: "testsrc:?size=320x240&rate=10", publish: "off", ai: { enabled: true, max_fps: 10 } });
+    await client.putCamera({ id: "busy", url: "testsrc:?size=320x240&rate=10", publish: "off", ai: { enabled: true, max_fps: 10, motion_gate: false } }); // every sampled frame analysed: events all through the outage
 
     const seen: string[] = [];
     const consumer = await startAlertConsumer(nc, { durable: "restart-test", scope: { camera: "busy" }, handler: (event) => void seen.push(event.id) });
@@ -50,6 +50,13 @@ describe("detections across a nats-server restart", () => {
     await nats.server.start();
     await node.waitForLog((l) => l.msg === LOG_MESSAGES.reconnectedToNats);
     await waitFor(() => seen.length >= before + 20, { timeoutMs: 30_000, message: "20 more events consumed after the restart" });
+
+    // The detector restarts on the same address: the frames in between are not analysed, none twice.
+    const address = detector.address;
+    await detector.stop();
+    const beforeDetector = seen.length;
+    detector = await serveDetector(new ReferenceDetector(), { listen: address });
+    await waitFor(() => seen.length >= beforeDetector + 10, { timeoutMs: 30_000, message: "10 more events consumed after the detector restarted" });
 
     // Analysis off (the camera keeps running, so its series stay: a stopped camera's are removed).
     await client.startCamera("busy", { ai: { enabled: false } });
@@ -71,6 +78,10 @@ describe("detections across a nats-server restart", () => {
     );
     expect(stored.length).toBe(queued);
     expect(new Set(ids).size).toBe(ids.length);
+    // One epoch (the node kept its lease through both restarts), and its frame ids each once.
+    const frames = stored.map((d) => d.event.frame_id);
+    expect(new Set(stored.map((d) => d.event.epoch)).size).toBe(1);
+    expect(new Set(frames).size).toBe(frames.length);
     expect(seen.length).toBe(ids.length);
     expect(new Set(seen)).toEqual(new Set(ids));
     expect(metric(metrics, "camfleet_detections_dropped_total")).toBe(0);

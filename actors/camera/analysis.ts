@@ -12,8 +12,10 @@ import { CameraMetrics } from "./metrics.ts";
  *   frame → motion gate → one call in flight, newest frame waiting → Detect (deadline) → DetectionEvent
  *
  * - The gate (`ai.motion_gate`) compares each frame with the previous one,
- *   averaged down; a frame without motion is counted in `skipped_motion` and
- *   never sent, so a still scene costs the detector (almost) nothing.
+ *   averaged down, against each cell's learned noise (proto/motion.ts); a
+ *   frame without motion is counted in `skipped_motion` and never sent, but
+ *   one passes at least once a minute: a still scene from a real camera
+ *   costs the detector one frame a minute.
  * - At most one Detect call per camera is in flight; a frame arriving
  *   meanwhile waits, and a newer one replaces it (latest wins).
  * - Every call has the camera's `ai.timeout_ms` as its deadline.
@@ -42,7 +44,7 @@ export interface AnalysisOptions {
   onErrorChange(error: CameraError | undefined): void;
   /** Between ListSolutions attempts while the detector is away, ms. Default 1000. */
   probeIntervalMs?: number;
-  /** Time for the probe timer and the refusal log's rate limit (not the latency metrics, which are real). Default: the real clock. */
+  /** Time for the probe timer, the motion gate's heartbeat and the refusal log's rate limit (not the latency metrics, which are real). Default: the real clock. */
   clock?: Clock;
 }
 
@@ -105,8 +107,8 @@ export class Analysis {
     const frameId = this.#o.nextFrameId !== undefined ? this.#o.nextFrameId() : this.#nextFrameId++;
     let motionScore: number | undefined;
     if (this.#o.spec.ai.motion_gate) {
-      const gate = this.#gate.check(toGray(frame.data, frame.width, frame.height, frame.pixFmt === "gray" ? 1 : 3));
-      if (!gate.motion) {
+      const gate = this.#gate.check(toGray(frame.data, frame.width, frame.height, frame.pixFmt === "gray" ? 1 : 3), this.#clock.now());
+      if (!gate.pass) {
         this.counts.skipped_motion++;
         this.#metrics.skipped.inc({ camera: this.#camera });
         return;

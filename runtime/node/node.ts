@@ -15,6 +15,7 @@ import {
   type CameraState,
   type DetectionEvent,
   type NodeInfo,
+  type OwnerChangeReason,
   type StatusEvent,
 } from "../../subjects/index.ts";
 import { ClusterView } from "./cluster-view.ts";
@@ -54,6 +55,24 @@ export interface FleetNodeOptions {
 
 /** How long shutdown waits, in all, for NATS to confirm releases and flush, ms. */
 const SHUTDOWN_NATS_DEADLINE_MS = 2000;
+/** Status events a node keeps while NATS is away, waiting or awaiting their ack. */
+const STATUS_BUFFER = 2000;
+/** A periodic summary is not queued behind this many events (NATS away): the next one says the same, fresher, and edges keep the room. */
+const PERIODIC_BACKLOG = 100;
+/** How long a claim of a free camera waits for the camera's last StatusEvent (who had it, and why it left), ms. */
+const PREVIOUS_OWNER_LOOKUP_MS = 500;
+
+/** Nats-Msg-Id of a StatusEvent: a retry after a lost ack is stored once. */
+function statusMsgId(camera: string, epoch: number, seq: number): string {
+  return `${camera}:${epoch}:s${seq}`;
+}
+
+/** Who had a camera before this node and why it moved: stamped on the first StatusEvent of the new epoch. */
+interface Move {
+  epoch: number;
+  previous_node: string;
+  reason?: OwnerChangeReason;
+}
 
 
 interface Owned {
@@ -83,6 +102,12 @@ export class FleetNode {
   /** The state each camera's last StatusEvent from here said, so a stop adds STOPPED only when the actor did not. */
   readonly #lastState = new Map<string, { epoch: number; state: CameraState }>();
   readonly #frameIds = new Map<string, { epoch: number; next: number }>();
+  /** Per camera: the next status msg-id sequence at its epoch. */
+  readonly #statusSeq = new Map<string, { epoch: number; next: number }>();
+  /** Moves not yet announced: the first StatusEvent of that epoch names the previous owner. */
+  readonly #moves = new Map<string, Move>();
+  /** Cameras being handed over, and why: their STOPPED says it (the marker the new owner reads). */
+  readonly #handingOver = new Map<string, OwnerChangeReason>();
   readonly #claiming = new Set<string>();
   /** What reconcile rounds carry from one to the next (stagger starts, cooldowns, membership). */
   #memory: PlacementMemory;
@@ -92,6 +117,8 @@ export class FleetNode {
   #nc?: NatsConnection;
   #js?: JetStreamClient;
   #detections?: BufferedPublisher;
+  /** StatusEvents, in order (one in flight), kept and retried while NATS is away. */
+  #statusEvents?: BufferedPublisher;
   #jsm?: JetStreamManager;
   #embedded?: NatsServerProcess;
   #ops?: OpsServer;
@@ -203,6 +230,16 @@ export class FleetNode {
       logger: log,
       registry: this.#options.registry,
       metricPrefix: "camfleet_detections",
+      clock: this.#clock,
+    });
+    this.#statusEvents = new BufferedPublisher({
+      js: this.#js,
+      capacity: STATUS_BUFFER,
+      // One at a time: a camera's events are stored in the order they happened, retries included.
+      window: 1,
+      logger: log,
+      registry: this.#options.registry,
+      metricPrefix: "camfleet_status",
       clock: this.#clock,
     });
     this.#jsm = await jetstreamManager(nc);
@@ -444,6 +481,8 @@ export class FleetNode {
     const camera = spec.id;
     const log = this.#options.logger.child({ camera });
     this.#claiming.add(camera);
+    // The holder of the lease we take over: that camera fails over from it.
+    const takenFrom = takeoverRevision !== undefined ? this.#view?.leases.get(camera)?.value.node : undefined;
     try {
       const lease = await this.#leases!.claim(camera, takeoverRevision);
       if (lease === undefined) {
@@ -464,6 +503,8 @@ export class FleetNode {
         },
         LOG_MESSAGES.claimedCamera,
       );
+      const move = takeoverRevision !== undefined ? (takenFrom !== undefined ? { previous_node: takenFrom, reason: "failover" as const } : undefined) : await this.#previousOwner(current.value);
+      if (move !== undefined && move.previous_node !== this.id) this.#moves.set(camera, { epoch: lease.epoch, ...move });
       this.#run(current.value, current.revision, lease.epoch);
     } catch (err) {
       log.debug({ err }, "claim failed");
@@ -472,6 +513,34 @@ export class FleetNode {
       this.metrics.camerasOwned.set(this.#owned.size);
       this.#queueReconcile();
     }
+  }
+
+  /**
+   * Who had a camera this node claimed free, from its last StatusEvent: a
+   * STOPPED with a reason is a handover (drain, rebalance); another last
+   * word means its owner went without one (failover); a STOPPED without a
+   * reason (disabled, deleted) is no move. Bounded: a slow stream only costs
+   * the announcement, never the claim.
+   */
+  async #previousOwner(spec: CameraSpec): Promise<Omit<Move, "epoch"> | undefined> {
+    const jsm = this.#jsm;
+    if (jsm === undefined) return undefined;
+    const lookup = jsm.streams.getMessage(STREAMS.status, { last_by_subj: subjects.status(spec.id, spec.tenant, spec.site) }).catch(() => null);
+    const msg = await withTimeout(lookup, PREVIOUS_OWNER_LOOKUP_MS, this.#clock);
+    if (msg === timedOut || msg === null) return undefined;
+    const last = StatusEventSchema.safeParse(msg.json());
+    if (!last.success || last.data.node === this.id) return undefined;
+    if (last.data.state !== "STOPPED") return { previous_node: last.data.node, reason: "failover" };
+    return last.data.reason !== undefined ? { previous_node: last.data.node, reason: last.data.reason } : undefined;
+  }
+
+  #nextStatusSeq(camera: string, epoch: number): number {
+    const seq = this.#statusSeq.get(camera);
+    if (seq === undefined || seq.epoch !== epoch) {
+      this.#statusSeq.set(camera, { epoch, next: 1 });
+      return 0;
+    }
+    return seq.next++;
   }
 
   #run(spec: CameraSpec, specRevision: number, epoch: number): void {
@@ -556,15 +625,27 @@ export class FleetNode {
     return publisher.publish(subjects.detections(spec.id, spec.tenant, spec.site), JSON.stringify(event), id, () => this.#holds(spec.id, epoch));
   }
 
-  /** Publishes a StatusEvent while this node holds the camera at `epoch`; settles once JetStream stored it (or it failed, logged). */
-  #publishStatus(spec: CameraSpec, epoch: number, report: StatusReport): Promise<void> {
-    const js = this.#js;
-    if (js === undefined || !this.#holds(spec.id, epoch)) return Promise.resolve();
-    const event: StatusEvent = { type: "status", ...this.#origin(spec, epoch), ...report };
+  /**
+   * Queues a StatusEvent while this node holds the camera at `epoch`. Events
+   * go out in order through a buffer: while NATS is away they wait and are
+   * retried with the same Nats-Msg-Id (stored once), and the lease is asked
+   * again before every attempt, so a node that fenced itself meanwhile never
+   * sends them late beside the new owner's. A periodic summary is not queued
+   * behind a backlog (PERIODIC_BACKLOG): the next one says the same, fresher.
+   */
+  #publishStatus(spec: CameraSpec, epoch: number, report: StatusReport): void {
+    const publisher = this.#statusEvents;
+    if (publisher === undefined || !this.#holds(spec.id, epoch)) return;
+    if (report.trigger === "periodic" && publisher.pending >= PERIODIC_BACKLOG) return;
+    const move = this.#moves.get(spec.id);
+    const announce = move !== undefined && move.epoch === epoch ? { previous_node: move.previous_node, ...(move.reason !== undefined ? { reason: move.reason } : {}) } : {};
+    if (move !== undefined) this.#moves.delete(spec.id);
+    const handover = this.#handingOver.get(spec.id);
+    const said = report.state === "STOPPED" && handover !== undefined ? { reason: handover } : {};
+    const event: StatusEvent = { type: "status", ...this.#origin(spec, epoch), ...report, ...announce, ...said };
     this.#lastState.set(spec.id, { epoch, state: report.state });
-    return js.publish(subjects.status(spec.id, spec.tenant, spec.site), JSON.stringify(event)).then(
-      () => undefined,
-      (err: unknown) => this.#options.logger.debug({ camera: spec.id, err }, "status publish failed"),
+    publisher.publish(subjects.status(spec.id, spec.tenant, spec.site), JSON.stringify(event), statusMsgId(spec.id, epoch, this.#nextStatusSeq(spec.id, epoch)), () =>
+      this.#holds(spec.id, epoch),
     );
   }
 
@@ -587,6 +668,7 @@ export class FleetNode {
     for (const sub of [owned.statusSub, owned.viewersSub, owned.snapshotSub]) void sub.drain().catch(() => undefined);
     this.#restarts.remove({ camera });
     this.#frameIds.delete(camera);
+    this.#moves.delete(camera);
     return owned;
   }
 
@@ -601,6 +683,7 @@ export class FleetNode {
       LOG_MESSAGES.leaseLost,
     );
     void owned.slot.stop("lease-lost");
+    this.#statusSeq.delete(camera); // fenced: nothing more is published at this epoch
     this.#queueReconcile();
   }
 
@@ -608,17 +691,22 @@ export class FleetNode {
   async #release(camera: string, reason: StopReason): Promise<void> {
     const owned = this.#forget(camera);
     if (owned === undefined) return;
-    await owned.slot.stop(reason);
-    // What the actor queued goes out while the lease still covers it (afterwards it would count as fenced).
-    await this.#detections?.flush(1000);
-    // Stopped for good (not handed over): say so while the lease still lets us speak for the camera,
-    // unless the actor's own last word was STOPPED already.
-    const last = this.#lastState.get(camera);
-    this.#lastState.delete(camera);
-    if ((reason === "disabled" || reason === "deleted") && !(last?.epoch === owned.slot.epoch && last.state === "STOPPED")) {
-      await this.#publishStatus(owned.slot.spec, owned.slot.epoch, { state: "STOPPED", trigger: "edge" });
+    // A handover's STOPPED says why: the node that claims the camera next reads it (#previousOwner).
+    if (reason === "released" || reason === "shutdown") this.#handingOver.set(camera, this.#draining || reason === "shutdown" ? "drain" : "rebalance");
+    try {
+      await owned.slot.stop(reason);
+      // Say STOPPED while the lease still lets us speak for the camera, unless the actor's own last word was STOPPED already.
+      const last = this.#lastState.get(camera);
+      if (!(last?.epoch === owned.slot.epoch && last.state === "STOPPED")) this.#publishStatus(owned.slot.spec, owned.slot.epoch, { state: "STOPPED", trigger: "edge" });
+    } finally {
+      this.#handingOver.delete(camera);
+      this.#lastState.delete(camera);
     }
+    // What was queued goes out while the lease still covers it (afterwards it would count as fenced).
+    await Promise.all([this.#detections?.flush(1000), this.#statusEvents?.flush(1000)]);
     await this.#leases?.release(camera);
+    // Only now: the STOPPED above still counted on, and a new sequence would repeat the msg-ids of this epoch.
+    this.#statusSeq.delete(camera);
     this.metrics.camerasOwned.set(this.#owned.size);
     this.#options.logger.info({ camera, reason }, LOG_MESSAGES.releasedCamera);
     this.#queueReconcile();
@@ -658,6 +746,7 @@ export class FleetNode {
         const left = await this.#detections?.flush(SHUTDOWN_NATS_DEADLINE_MS / 2);
         if (left === false) log.warn({ pending: this.#detections?.pending }, "detections still unacknowledged at shutdown; given up");
         this.#detections?.stop();
+        this.#statusEvents?.stop();
         await this.#nodesKv?.delete(kvKeys.node(this.id)).catch(() => undefined);
         if (this.#nc !== undefined && !this.#nc.isClosed()) {
           // drain: finish in-flight handlers and flush publishes before closing.

@@ -58,6 +58,13 @@ export interface RtspMount {
   pattern?: string;
   /** A still picture: one frame of the pattern, repeated; every decoded frame is bit-identical. Default false. */
   static?: boolean;
+  /**
+   * Rate control of a static mount. Default "qp": a constant quantiser, every
+   * decoded frame bit-identical. "bitrate": encoded at `bitrate`, as a real
+   * camera filming a still scene is: the encoder keeps refining the picture
+   * and every key frame resets it, so decoded frames differ by noise.
+   */
+  rateControl?: "qp" | "bitrate";
   /** Default "h264". "h265" and "mjpeg" are the "not H.264" cameras. */
   codec?: "h264" | "h265" | "mjpeg";
   /** H.264 profile. Default "constrained-baseline". */
@@ -270,6 +277,7 @@ function mountSpec(m: RtspMount, creds: RtspCredentials | undefined, sharedDefau
     bitrate: m.bitrate,
     pattern: m.pattern,
     static: m.static,
+    rate_control: m.rateControl,
     codec: m.codec,
     profile: m.profile,
     key_int: m.keyInt,
