@@ -1,5 +1,5 @@
 import type { Registry } from "prom-client";
-import { DetectorClient, DetectorError, MotionGate, toGray, type DetectorClientTls, type DetectResult } from "../../proto/index.ts";
+import { detectOptionsFor, DetectorClient, DetectorError, MotionGate, toGray, type DetectorClientTls, type DetectResult } from "../../proto/index.ts";
 import { realClock, type Clock, type DetectionReport, type DetectionOutcome, type Logger, type Timer } from "../../runtime/index.ts";
 import type { CameraError, CameraSpec } from "../../subjects/index.ts";
 import type { AnalysisFrame } from "./ffmpeg-output.ts";
@@ -138,6 +138,8 @@ export class Analysis {
     const { frame } = w;
     this.counts.sent_ai++;
     const started = performance.now();
+    // The camera's min_score / labels / nms_iou, for the model solutions.
+    const options = detectOptionsFor(this.#o.spec.ai);
     let result: DetectResult;
     try {
       result = await this.#client.detect(
@@ -147,6 +149,7 @@ export class Analysis {
           frameId: w.frameId,
           captureTs: frame.ts,
           solutions,
+          ...(options !== undefined ? { options } : {}),
         },
         { deadlineMs: this.#o.spec.ai.timeout_ms, signal: this.#abort.signal },
       );
