@@ -155,8 +155,9 @@ async function startDetector(ctx: { config: Config; logger: Logger }): Promise<D
     await objects?.close();
     throw err;
   }
-  // The model loads in the background (a second or more); frames that come sooner wait for it.
-  objects?.start().catch((err: unknown) => log.error({ err }, "the object model did not load; person_detection and object_detection fail until it does"));
+  // The model (a worker thread, ~150 MB, 1–3 s of CPU to load) loads on the
+  // first frame that asks for person_detection or object_detection: a fleet
+  // that runs only motion never pays for it.
   const { solutions } = reference.listSolutions();
   log.info({ address: server.address, solutions, health: "grpc.health.v1", tls: ctx.config.detectorTls?.paths ?? "off" }, LOG_MESSAGES.detectorListening);
   if (objects === undefined) return server;
