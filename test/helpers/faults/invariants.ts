@@ -1,0 +1,223 @@
+// The invariants a fault must not break, each judged from what the fleet
+// wrote down, never from what a node says about itself:
+//  - one owner per camera at any instant: from the status stream (epochs only
+//    grow, no two owners' STREAMING intervals overlap; fleet.ts's checker) and
+//    from the leases bucket's history (epochs only grow, one node per epoch);
+//  - every enabled camera STREAMING again within its target (recoveryOf);
+//  - detections unique and in order per camera and epoch, and an old epoch
+//    never publishes after a newer one began;
+//  - no FFmpeg outlives its camera (/proc: parent alive, camera owned by it).
+// Each returns a list of problems; empty means the invariant held.
+
+import { readFileSync, readdirSync } from "node:fs";
+import type { KV } from "@nats-io/kv";
+import { kvKeys, LeaseSchema, type StatusEvent } from "../../../subjects/index.ts";
+import type { StoredDetection } from "../detections.ts";
+import type { LeaseOwner } from "../fleet.ts";
+
+// ---------------------------------------------------------------- leases history
+
+export interface LeaseRevision {
+  camera: string;
+  revision: number;
+  /** "DEL"/"PURGE" for a release. */
+  operation: "PUT" | "DEL" | "PURGE";
+  node?: string;
+  epoch?: number;
+}
+
+/**
+ * Everything the leases bucket remembers, merged across reads: the bucket
+ * keeps LEASE_HISTORY revisions per camera, so reading after every fault and
+ * keeping what was read assembles the whole run. `gaps` names cameras whose
+ * history may have lost revisions between two reads (the checks then cover
+ * less, and the report says so).
+ */
+export class LeaseHistory {
+  readonly byCamera = new Map<string, Map<number, LeaseRevision>>();
+  readonly gaps = new Set<string>();
+
+  /** `historyLimit`: the bucket's history setting (LEASE_HISTORY). */
+  constructor(readonly historyLimit: number) {}
+
+  async read(kv: KV, cameras: readonly string[]): Promise<void> {
+    for (const camera of cameras) {
+      const kept = this.byCamera.get(camera) ?? new Map<number, LeaseRevision>();
+      const fresh: LeaseRevision[] = [];
+      const iter = await kv.history({ key: kvKeys.lease(camera) });
+      for await (const e of iter) {
+        const rev: LeaseRevision = { camera, revision: e.revision, operation: e.operation };
+        if (e.operation === "PUT") {
+          const lease = LeaseSchema.parse(e.json());
+          rev.node = lease.node;
+          rev.epoch = lease.epoch;
+        }
+        fresh.push(rev);
+      }
+      // A read that came back full (the bucket's whole history of the key) and
+      // shares no revision with what was kept may have missed some between.
+      const newestKept = Math.max(0, ...kept.keys());
+      if (kept.size > 0 && fresh.length >= this.historyLimit && fresh.every((r) => r.revision > newestKept)) this.gaps.add(camera);
+      for (const r of fresh) kept.set(r.revision, r);
+      this.byCamera.set(camera, kept);
+    }
+  }
+
+  /** Revisions per camera, oldest first. */
+  revisions(camera: string): LeaseRevision[] {
+    return [...(this.byCamera.get(camera)?.values() ?? [])].sort((a, b) => a.revision - b.revision);
+  }
+}
+
+/**
+ * From the leases history: per camera, stamped epochs never decrease; an epoch
+ * names one node; an epoch is the revision of its claim (never above the
+ * revision that carries it); a holder change comes with a higher epoch.
+ * Revisions are the bucket's own order, so no clocks are compared.
+ */
+export function leaseViolations(history: LeaseHistory): string[] {
+  const problems: string[] = [];
+  for (const camera of history.byCamera.keys()) {
+    let last: LeaseRevision | undefined;
+    const epochNode = new Map<number, string>();
+    for (const r of history.revisions(camera)) {
+      if (r.operation !== "PUT" || r.epoch === undefined || r.epoch === 0) continue; // releases and unstamped drafts
+      if (r.epoch > r.revision) problems.push(`${camera}: revision ${r.revision} carries epoch ${r.epoch}, above its own revision`);
+      const holder = epochNode.get(r.epoch);
+      if (holder !== undefined && holder !== r.node) problems.push(`${camera}: epoch ${r.epoch} held by both ${holder} and ${r.node}`);
+      epochNode.set(r.epoch, r.node!);
+      if (last !== undefined) {
+        if (r.epoch < last.epoch!) problems.push(`${camera}: epoch went back from ${last.epoch} (${last.node}, rev ${last.revision}) to ${r.epoch} (${r.node}, rev ${r.revision})`);
+        if (r.node !== last.node && r.epoch <= last.epoch!) problems.push(`${camera}: ${r.node} took over from ${last.node} at rev ${r.revision} without a higher epoch`);
+      }
+      last = r;
+    }
+  }
+  return problems;
+}
+
+// ---------------------------------------------------------------- recovery
+
+export interface CameraRecovery {
+  camera: string;
+  /** The owner of the camera's final STREAMING run. */
+  node: string;
+  epoch: number;
+  /** ts of the first event of the final STREAMING run (ms since the epoch). */
+  streamingSince: number;
+  /** True when the camera said anything but STREAMING, or changed owner, after `since`. */
+  disturbed: boolean;
+}
+
+/**
+ * A camera's final STREAMING run in the status log: the longest tail of its
+ * events that are all STREAMING from one node and epoch. `disturbed` when
+ * that run began after `since` (something interrupted it after the fault).
+ * Undefined when the camera's last event is not STREAMING.
+ */
+export function recoveryOf(events: readonly StatusEvent[], camera: string, since: number): CameraRecovery | undefined {
+  const own = events.filter((e) => e.camera === camera);
+  const last = own.at(-1);
+  if (last === undefined || last.state !== "STREAMING") return undefined;
+  let start = own.length - 1;
+  while (start > 0) {
+    const e = own[start - 1]!;
+    if (e.state !== "STREAMING" || e.node !== last.node || e.epoch !== last.epoch) break;
+    start--;
+  }
+  const first = own[start]!;
+  return { camera, node: last.node, epoch: last.epoch, streamingSince: first.ts, disturbed: first.ts > since };
+}
+
+/** Fresh means the camera's last event is newer than `since`: a periodic summary (every 5 s) proves the run goes on. */
+export function lastEventTs(events: readonly StatusEvent[], camera: string): number | undefined {
+  for (let i = events.length - 1; i >= 0; i--) if (events[i]!.camera === camera) return events[i]!.ts;
+  return undefined;
+}
+
+// ---------------------------------------------------------------- detections
+
+/**
+ * Per camera and epoch: ids and Nats-Msg-Ids unique (and equal), frame ids
+ * strictly growing in stream order; per camera, once an epoch has published,
+ * no lower epoch publishes after it (a fenced owner's buffer never lands
+ * behind the new owner's events). `owners` (epoch → node, from the leases
+ * history or claims) checks that each epoch's detections came from its holder.
+ */
+export function detectionViolations(stored: readonly StoredDetection[], epochHolder?: (camera: string, epoch: number) => string | undefined): string[] {
+  const problems: string[] = [];
+  const seenIds = new Set<string>();
+  const lastFrame = new Map<string, number>();
+  const highestEpoch = new Map<string, number>();
+  for (const { event: d, msgId, seq } of [...stored].sort((a, b) => a.seq - b.seq)) {
+    if (seenIds.has(d.id)) problems.push(`${d.camera}: detection id ${d.id} stored twice (seq ${seq})`);
+    seenIds.add(d.id);
+    if (msgId !== d.id) problems.push(`${d.camera}: seq ${seq} stored under Nats-Msg-Id ${msgId}, its id is ${d.id}`);
+    const key = `${d.camera}/${d.epoch}`;
+    const prev = lastFrame.get(key);
+    if (prev !== undefined && d.frame_id <= prev) problems.push(`${d.camera}: epoch ${d.epoch} frame ${d.frame_id} after frame ${prev} (seq ${seq})`);
+    lastFrame.set(key, d.frame_id);
+    const high = highestEpoch.get(d.camera) ?? 0;
+    if (d.epoch < high) problems.push(`${d.camera}: epoch ${d.epoch} (${d.node}) published at seq ${seq}, after epoch ${high} had begun`);
+    highestEpoch.set(d.camera, Math.max(high, d.epoch));
+    const holder = epochHolder?.(d.camera, d.epoch);
+    if (holder !== undefined && holder !== d.node) problems.push(`${d.camera}: epoch ${d.epoch} belongs to ${holder}, detection seq ${seq} is from ${d.node}`);
+  }
+  return problems;
+}
+
+// ---------------------------------------------------------------- FFmpeg processes
+
+export interface FfmpegProcess {
+  pid: number;
+  ppid: number;
+  /** The camera whose mount its command line reads, if any. */
+  camera?: string;
+}
+
+/** FFmpeg processes reading from the RTSP server on `rtspPort` (this rig's, nobody else's). */
+export function ffmpegProcesses(rtspPort: number, cameras: readonly string[]): FfmpegProcess[] {
+  const out: FfmpegProcess[] = [];
+  const needle = `127.0.0.1:${rtspPort}/`;
+  for (const entry of readdirSync("/proc")) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid)) continue;
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const close = stat.lastIndexOf(")");
+      const comm = stat.slice(stat.indexOf("(") + 1, close);
+      const [state, ppid] = stat.slice(close + 2).split(" ");
+      if (comm !== "ffmpeg" || state === "Z") continue;
+      const args = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+      const url = args.find((a) => a.includes(needle));
+      if (url === undefined) continue;
+      const path = url.slice(url.indexOf(needle) + needle.length).split(/[/?]/)[0];
+      out.push({ pid, ppid: Number(ppid), ...(cameras.includes(path!) ? { camera: path! } : {}) });
+    } catch {
+      // exited while we looked
+    }
+  }
+  return out;
+}
+
+/**
+ * Every FFmpeg of the rig belongs to a live node that owns its camera now,
+ * and no camera has two. `nodePids` maps the live nodes' pids to their ids.
+ */
+export function ffmpegViolations(procs: readonly FfmpegProcess[], nodePids: ReadonlyMap<number, string>, owners: ReadonlyMap<string, LeaseOwner>): string[] {
+  const problems: string[] = [];
+  const perCamera = new Map<string, number[]>();
+  for (const p of procs) {
+    const node = nodePids.get(p.ppid);
+    if (node === undefined) {
+      problems.push(`ffmpeg ${p.pid} (${p.camera ?? "?"}): its parent ${p.ppid} is no live node`);
+      continue;
+    }
+    if (p.camera === undefined) continue;
+    const owner = owners.get(p.camera);
+    if (owner?.node !== node) problems.push(`ffmpeg ${p.pid} of ${p.camera} runs on ${node}, the camera is owned by ${owner?.node ?? "nobody"}`);
+    perCamera.set(p.camera, [...(perCamera.get(p.camera) ?? []), p.pid]);
+  }
+  for (const [camera, pids] of perCamera) if (pids.length > 1) problems.push(`${camera}: ${pids.length} ffmpeg processes (${pids.join(", ")})`);
+  return problems;
+}
