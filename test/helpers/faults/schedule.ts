@@ -128,13 +128,13 @@ async function lastEvents(rig: Rig): Promise<Array<StatusEvent | undefined>> {
 // ---------------------------------------------------------------- the faults
 
 // TODO(issue #14 item 1, 2, 3): the assertMs values below are what main meets
-// today (measured on a loaded 2-core machine, with margin); the issue's targets
+// today (measured on a loaded 2-core machine on 2026-12-02, about ×2 for margin); the issue's targets
 // are issueTargetMs / issueMaxDisturbed. Tighten assertMs to them as the
 // failover work lands; CAMFLEET_FAULTS_STRICT=1 asserts them already.
 
 export const killFfmpeg: Fault = {
   name: "ffmpeg-kill",
-  target: { issueTargetMs: 3000, assertMs: 15_000 },
+  target: { issueTargetMs: 3000, assertMs: 10_000 },
   async inject(rig) {
     const camera = rig.cameras[0]!;
     const owner = (await owners(rig)).get(camera);
@@ -150,8 +150,8 @@ export const killFfmpeg: Fault = {
 
 export const killNode: Fault = {
   name: "node-kill -9",
-  // TODO(issue #14 item 1): the issue asks ≤ 5 s max (≤ 3 s median); main takes ~8 s today.
-  target: { issueTargetMs: 5000, assertMs: 20_000 },
+  // TODO(issue #14 item 1): the issue asks ≤ 5 s max (≤ 3 s median); main took 7.8 s.
+  target: { issueTargetMs: 5000, assertMs: 15_000 },
   async inject(rig) {
     const { node, cameras } = await busiestNode(rig);
     const refAt = Date.now();
@@ -163,7 +163,8 @@ export const killNode: Fault = {
 
 export const addNode: Fault = {
   name: "node-add",
-  target: { issueTargetMs: 5000, assertMs: 20_000 },
+  // TODO(issue #14 item 1): a hand-over is a takeover too; main took 6.7 s.
+  target: { issueTargetMs: 5000, assertMs: 15_000 },
   async inject(rig) {
     const node = await rig.addNode();
     return { detail: node.id, refAt: Date.now(), mustDisturb: [], balanced: true };
@@ -172,8 +173,9 @@ export const addNode: Fault = {
 
 export const restartStatusLeader: Fault = {
   name: "nats restart (status leader)",
-  // TODO(issue #14 item 3): the loss of one server of three should interrupt no camera.
-  target: { issueMaxDisturbed: 0, assertMs: 40_000 },
+  // TODO(issue #14 item 3): the loss of one server of three should interrupt no camera; main
+  // interrupted 1 of 4 (6.9 s) when the server also led the leases bucket.
+  target: { issueMaxDisturbed: 0, assertMs: 30_000 },
   async inject(rig) {
     const leaders = await waitFor(() => jetStreamLeaders(rig.nc, rig.cluster.servers), { timeoutMs: 20_000, message: "JetStream leaders" });
     const victim = rig.cluster.servers.find((s) => s.name === leaders.status) ?? rig.cluster.servers[0]!;
@@ -187,8 +189,8 @@ export const restartStatusLeader: Fault = {
 
 export const killLeasesLeader: Fault = {
   name: "nats kill -9 (leases leader)",
-  // TODO(issue #14 item 3): no camera of a connected node fenced; main fences every camera today.
-  target: { issueMaxDisturbed: 0, assertMs: 45_000 },
+  // TODO(issue #14 item 3): no camera of a connected node fenced; main fenced all 4 (17.2 s).
+  target: { issueMaxDisturbed: 0, assertMs: 35_000 },
   async inject(rig) {
     const leaders = await waitFor(() => jetStreamLeaders(rig.nc, rig.cluster.servers), { timeoutMs: 20_000, message: "JetStream leaders" });
     const victim = rig.cluster.servers.find((s) => s.name === leaders.leases) ?? rig.cluster.servers[0]!;
@@ -209,8 +211,8 @@ export const killLeasesLeader: Fault = {
 
 export const restartRtsp: Fault = {
   name: "rtsp stop+restart",
-  // TODO(issue #14 item 2): ≤ 3 s from the source answering again; main takes ~8 s today.
-  target: { issueTargetMs: 3000, assertMs: 20_000 },
+  // TODO(issue #14 item 2): ≤ 3 s from the source answering again; main took 8.2 s.
+  target: { issueTargetMs: 3000, assertMs: 15_000 },
   async inject(rig) {
     const stoppedAt = Date.now();
     await rig.rtsp.stop();
@@ -262,8 +264,9 @@ export const stopDetector: Fault = {
 
 export const cutNode: Fault = {
   name: "node cut off NATS",
-  // A node that may be alive is replaced only after it fenced itself: TTL-bound (item 1's 5 s).
-  target: { issueTargetMs: 5000, assertMs: 20_000 },
+  // A node that may be alive is replaced only after it fenced itself: TTL-bound.
+  // TODO(issue #14 item 1): item 1's 5 s; main took 7.6 s.
+  target: { issueTargetMs: 5000, assertMs: 15_000 },
   async inject(rig) {
     const { node, cameras } = await busiestNode(rig);
     const refAt = Date.now();
@@ -287,7 +290,8 @@ export const cutNode: Fault = {
 
 export const drainNode: Fault = {
   name: "node drain",
-  target: { issueTargetMs: 5000, assertMs: 20_000 },
+  // TODO(issue #14 item 1): main took 5.1 s.
+  target: { issueTargetMs: 5000, assertMs: 15_000 },
   async inject(rig) {
     const { node, cameras } = await busiestNode(rig);
     const refAt = Date.now();
