@@ -10,8 +10,10 @@
 // Each returns a list of problems; empty means the invariant held.
 
 import { readFileSync, readdirSync } from "node:fs";
+import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
-import { kvKeys, LeaseSchema, type StatusEvent } from "../../../subjects/index.ts";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { DetectionEventSchema, kvKeys, LeaseSchema, MSG_ID_HEADER, StatusEventSchema, STREAMS, type StatusEvent } from "../../../subjects/index.ts";
 import type { StoredDetection } from "../detections.ts";
 import type { LeaseOwner } from "../fleet.ts";
 
@@ -145,25 +147,94 @@ export function lastEventTs(events: readonly StatusEvent[], camera: string): num
  * history or claims) checks that each epoch's detections came from its holder.
  */
 export function detectionViolations(stored: readonly StoredDetection[], epochHolder?: (camera: string, epoch: number) => string | undefined): string[] {
-  const problems: string[] = [];
-  const seenIds = new Set<string>();
-  const lastFrame = new Map<string, number>();
-  const highestEpoch = new Map<string, number>();
-  for (const { event: d, msgId, seq } of [...stored].sort((a, b) => a.seq - b.seq)) {
-    if (seenIds.has(d.id)) problems.push(`${d.camera}: detection id ${d.id} stored twice (seq ${seq})`);
-    seenIds.add(d.id);
-    if (msgId !== d.id) problems.push(`${d.camera}: seq ${seq} stored under Nats-Msg-Id ${msgId}, its id is ${d.id}`);
-    const key = `${d.camera}/${d.epoch}`;
-    const prev = lastFrame.get(key);
-    if (prev !== undefined && d.frame_id <= prev) problems.push(`${d.camera}: epoch ${d.epoch} frame ${d.frame_id} after frame ${prev} (seq ${seq})`);
-    lastFrame.set(key, d.frame_id);
-    const high = highestEpoch.get(d.camera) ?? 0;
-    if (d.epoch < high) problems.push(`${d.camera}: epoch ${d.epoch} (${d.node}) published at seq ${seq}, after epoch ${high} had begun`);
-    highestEpoch.set(d.camera, Math.max(high, d.epoch));
-    const holder = epochHolder?.(d.camera, d.epoch);
-    if (holder !== undefined && holder !== d.node) problems.push(`${d.camera}: epoch ${d.epoch} belongs to ${holder}, detection seq ${seq} is from ${d.node}`);
+  return new DetectionJudge().feed(stored, epochHolder);
+}
+
+/**
+ * detectionViolations over a stream read in pieces: it keeps what it needs of
+ * the detections seen so far (ids, last frame per epoch, highest epoch per
+ * camera), so each check reads only what was stored since the last one.
+ */
+export class DetectionJudge {
+  readonly #seenIds = new Set<string>();
+  readonly #lastFrame = new Map<string, number>();
+  readonly #highestEpoch = new Map<string, number>();
+  /** The last stream sequence fed; the next read starts after it. */
+  lastSeq = 0;
+
+  feed(stored: readonly StoredDetection[], epochHolder?: (camera: string, epoch: number) => string | undefined): string[] {
+    const problems: string[] = [];
+    for (const { event: d, msgId, seq } of [...stored].sort((a, b) => a.seq - b.seq)) {
+      if (seq <= this.lastSeq) continue;
+      this.lastSeq = seq;
+      if (this.#seenIds.has(d.id)) problems.push(`${d.camera}: detection id ${d.id} stored twice (seq ${seq})`);
+      this.#seenIds.add(d.id);
+      if (msgId !== d.id) problems.push(`${d.camera}: seq ${seq} stored under Nats-Msg-Id ${msgId}, its id is ${d.id}`);
+      const key = `${d.camera}/${d.epoch}`;
+      const prev = this.#lastFrame.get(key);
+      if (prev !== undefined && d.frame_id <= prev) problems.push(`${d.camera}: epoch ${d.epoch} frame ${d.frame_id} after frame ${prev} (seq ${seq})`);
+      this.#lastFrame.set(key, d.frame_id);
+      const high = this.#highestEpoch.get(d.camera) ?? 0;
+      if (d.epoch < high) problems.push(`${d.camera}: epoch ${d.epoch} (${d.node}) published at seq ${seq}, after epoch ${high} had begun`);
+      this.#highestEpoch.set(d.camera, Math.max(high, d.epoch));
+      const holder = epochHolder?.(d.camera, d.epoch);
+      if (holder !== undefined && holder !== d.node) problems.push(`${d.camera}: epoch ${d.epoch} belongs to ${holder}, detection seq ${seq} is from ${d.node}`);
+    }
+    return problems;
   }
-  return problems;
+}
+
+/** DetectionEvents stored after stream sequence `afterSeq`, in order (an ordered consumer from there to the end now). */
+export async function readDetectionsAfter(nc: NatsConnection, afterSeq: number, timeoutMs = 10_000): Promise<StoredDetection[]> {
+  const info = await (await jetstreamManager(nc)).streams.info(STREAMS.detections);
+  const out: StoredDetection[] = [];
+  if (info.state.last_seq <= afterSeq) return out;
+  const consumer = await jetstream(nc).consumers.get(STREAMS.detections, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: Math.max(afterSeq + 1, info.state.first_seq) });
+  const messages = await consumer.consume();
+  const timer = setTimeout(() => void messages.close(), timeoutMs);
+  let complete = false;
+  try {
+    for await (const m of messages) {
+      out.push({ event: DetectionEventSchema.parse(m.json()), msgId: m.headers?.get(MSG_ID_HEADER), subject: m.subject, seq: m.seq });
+      if (m.seq >= info.state.last_seq) {
+        complete = true;
+        break;
+      }
+    }
+  } finally {
+    clearTimeout(timer);
+    await messages.close();
+  }
+  if (!complete) throw new Error(`reading ${STREAMS.detections} up to ${info.state.last_seq} did not complete within ${timeoutMs} ms`);
+  return out;
+}
+
+/**
+ * StatusEvents stored from `sinceMs` on (ms since the epoch), in order: what a
+ * fault's settle check needs, without reading the whole stream on every poll.
+ */
+export async function readStatusEventsSince(nc: NatsConnection, sinceMs: number, timeoutMs = 10_000): Promise<StatusEvent[]> {
+  const info = await (await jetstreamManager(nc)).streams.info(STREAMS.status);
+  const out: StatusEvent[] = [];
+  if (info.state.messages === 0 || Date.parse(info.state.last_ts) < sinceMs) return out;
+  const consumer = await jetstream(nc).consumers.get(STREAMS.status, { deliver_policy: DeliverPolicy.StartTime, opt_start_time: new Date(sinceMs).toISOString() });
+  const messages = await consumer.consume();
+  const timer = setTimeout(() => void messages.close(), timeoutMs);
+  let complete = false;
+  try {
+    for await (const m of messages) {
+      out.push(StatusEventSchema.parse(m.json()));
+      if (m.seq >= info.state.last_seq) {
+        complete = true;
+        break;
+      }
+    }
+  } finally {
+    clearTimeout(timer);
+    await messages.close();
+  }
+  if (!complete) throw new Error(`reading ${STREAMS.status} up to ${info.state.last_seq} did not complete within ${timeoutMs} ms`);
+  return out;
 }
 
 // ---------------------------------------------------------------- FFmpeg processes

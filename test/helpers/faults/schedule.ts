@@ -10,7 +10,6 @@
 
 import { jetstreamManager } from "@nats-io/jetstream";
 import { StatusEventSchema, STREAMS, subjects, type StatusEvent } from "../../../subjects/index.ts";
-import { readDetections } from "../detections.ts";
 import {
   countByNode,
   expectOwnedExactlyOnce,
@@ -23,12 +22,14 @@ import {
 import { LOG_MESSAGES } from "../../../runtime/index.ts";
 import { waitFor } from "../wait.ts";
 import {
-  detectionViolations,
+  DetectionJudge,
   ffmpegProcesses,
   ffmpegViolations,
   lastEventTs,
   LeaseHistory,
   leaseViolations,
+  readDetectionsAfter,
+  readStatusEventsSince,
   recoveryOf,
   type CameraRecovery,
 } from "./invariants.ts";
@@ -134,7 +135,8 @@ async function lastEvents(rig: Rig): Promise<Array<StatusEvent | undefined>> {
 
 export const killFfmpeg: Fault = {
   name: "ffmpeg-kill",
-  target: { issueTargetMs: 3000, assertMs: 10_000 },
+  // TODO(issue #14 item 2): a camera back ≤ 3 s; main took 4.3–7.6 s (backoff, then FFmpeg probing).
+  target: { issueTargetMs: 3000, assertMs: 15_000 },
   async inject(rig) {
     const camera = rig.cameras[0]!;
     const owner = (await owners(rig)).get(camera);
@@ -163,8 +165,8 @@ export const killNode: Fault = {
 
 export const addNode: Fault = {
   name: "node-add",
-  // TODO(issue #14 item 1): a hand-over is a takeover too; main took 6.7 s.
-  target: { issueTargetMs: 5000, assertMs: 15_000 },
+  // TODO(issue #14 item 1): a hand-over is a takeover too; main took 6.7–12.9 s.
+  target: { issueTargetMs: 5000, assertMs: 25_000 },
   async inject(rig) {
     const node = await rig.addNode();
     return { detail: node.id, refAt: Date.now(), mustDisturb: [], balanced: true };
@@ -243,6 +245,7 @@ export const stopDetector: Fault = {
     const downMs = Date.now() - stoppedAt;
     await rig.detector.start();
     const backAt = Date.now();
+    const backSeq = (await (await jetstreamManager(rig.nc)).streams.info(STREAMS.detections)).state.last_seq;
     return {
       detail: `down ${downMs} ms`,
       refAt: stoppedAt,
@@ -251,7 +254,7 @@ export const stopDetector: Fault = {
         // Detections again from every camera, stored after the detector came back.
         await waitFor(
           async () => {
-            const d = await readDetections(rig.nc);
+            const d = await readDetectionsAfter(rig.nc, backSeq);
             return rig.cameras.every((c) => d.some((x) => x.event.camera === c && x.event.ts > backAt));
           },
           { timeoutMs: 30_000, intervalMs: 500, message: "detections from every camera after the detector returned" },
@@ -317,13 +320,15 @@ export const SCHEDULE: readonly Fault[] = [killFfmpeg, killNode, addNode, restar
 
 export interface RunState {
   history: LeaseHistory;
+  /** Detections judged so far (each check reads only the new ones). */
+  detections: DetectionJudge;
   /** Problems already reported, so each is reported once, after the fault that caused it. */
   reported: Set<string>;
   results: FaultResult[];
 }
 
 export function newRunState(): RunState {
-  return { history: new LeaseHistory(LEASE_HISTORY), reported: new Set(), results: [] };
+  return { history: new LeaseHistory(LEASE_HISTORY), detections: new DetectionJudge(), reported: new Set(), results: [] };
 }
 
 interface Settled {
@@ -339,7 +344,9 @@ interface Settled {
  */
 async function settledFleet(rig: Rig, since: number, freshAfter: number, mustDisturb: readonly string[], balanced: boolean): Promise<Settled | undefined> {
   const o = await expectOwnedExactlyOnce(rig.leases, rig.live(), rig.cameras);
-  const events = await readStatusEvents(rig.nc);
+  // From a little before the fault: a STREAMING camera has a periodic summary
+  // (every 5 s) in that margin, so an undisturbed run is seen to start before it.
+  const events = await readStatusEventsSince(rig.nc, since - STATUS_MARGIN_MS);
   const recoveries: CameraRecovery[] = [];
   for (const c of rig.cameras) {
     const r = recoveryOf(events, c, since);
@@ -357,6 +364,9 @@ async function settledFleet(rig: Rig, since: number, freshAfter: number, mustDis
   }
   return { events, owners: o, recoveries };
 }
+
+/** How far before a fault the settle check reads the status stream, ms: more than two periodic summaries. */
+const STATUS_MARGIN_MS = 12_000;
 
 /** Milliseconds the fleet may take to settle after a fault before the fault counts as not recovered. */
 const SETTLE_TIMEOUT_MS = 60_000;
@@ -444,9 +454,9 @@ async function checkInvariants(rig: Rig, state: RunState, problems: Invariants):
     problems.ownership.push(`status stream unreadable: ${(err as Error).message}`);
   }
   try {
-    const stored = await waitFor(() => readDetections(rig.nc), { timeoutMs: 20_000, message: "the whole detections stream" });
+    const stored = await waitFor(() => readDetectionsAfter(rig.nc, state.detections.lastSeq), { timeoutMs: 20_000, message: "the detections stored since the last check" });
     const holder = (camera: string, epoch: number) => state.history.revisions(camera).find((r) => r.epoch === epoch)?.node;
-    problems.detections.push(...detectionViolations(stored, holder));
+    problems.detections.push(...state.detections.feed(stored, holder));
   } catch (err) {
     problems.detections.push(`detections stream unreadable: ${(err as Error).message}`);
   }
