@@ -9,19 +9,14 @@ import { describe, expect, it, onTestFinished } from "vitest";
 import { stopEverything } from "../helpers/fleet.ts";
 import { startRig } from "../helpers/faults/rig.ts";
 import { ffmpegProcesses } from "../helpers/faults/invariants.ts";
-import { newRunState, printReport, runFault, SCHEDULE } from "../helpers/faults/schedule.ts";
+import { newRunState, printReport, runFault, SCHEDULE, startFault } from "../helpers/faults/schedule.ts";
 import { waitFor } from "../helpers/wait.ts";
 
 describe("the fleet under the fault schedule", () => {
   it("keeps one owner per camera, recovers every camera, keeps detections unique and leaves no FFmpeg behind", async () => {
     const rig = await startRig({ onCleanup: onTestFinished });
     const state = newRunState();
-    // The fleet's first start is not a fault; it is measured like one, so a broken start shows as such.
-    const start = await runFault(rig, state, {
-      name: "start",
-      target: { assertMs: 60_000 },
-      inject: async () => ({ detail: `${rig.cameras.length} cameras on ${rig.live().length} nodes`, refAt: Date.now(), mustDisturb: [...rig.cameras] }),
-    });
+    const start = await runFault(rig, state, startFault());
     expect(start.invariants.recovery, "the fleet never settled at the start").toEqual([]);
     for (const fault of SCHEDULE) await runFault(rig, state, fault);
     printReport(state.results);

@@ -9,6 +9,7 @@
 //  - no FFmpeg outlives its camera (/proc: parent alive, camera owned by it).
 // Each returns a list of problems; empty means the invariant held.
 
+import { randomUUID } from "node:crypto";
 import { readFileSync, readdirSync } from "node:fs";
 import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
@@ -38,6 +39,8 @@ export interface LeaseRevision {
 export class LeaseHistory {
   readonly byCamera = new Map<string, Map<number, LeaseRevision>>();
   readonly gaps = new Set<string>();
+  /** Revisions an earlier read returned that a later read no longer has. */
+  readonly vanished: LeaseRevision[] = [];
 
   /** `historyLimit`: the bucket's history setting (LEASE_HISTORY). */
   constructor(readonly historyLimit: number) {}
@@ -55,6 +58,18 @@ export class LeaseHistory {
           rev.epoch = lease.epoch;
         }
         fresh.push(rev);
+      }
+      // A revision an earlier read returned, inside the range this read covers,
+      // but missing from it: the bucket's history changed under us (a write that
+      // a leader showed and the cluster then lost). Reported, and dropped from
+      // the kept history so the epoch checks judge the timeline that remains.
+      const oldestFresh = Math.min(...fresh.map((r) => r.revision));
+      const freshRevs = new Set(fresh.map((r) => r.revision));
+      for (const [rev, r] of kept) {
+        if (rev >= oldestFresh && !freshRevs.has(rev)) {
+          this.vanished.push(r);
+          kept.delete(rev);
+        }
       }
       // A read that came back full (the bucket's whole history of the key) and
       // shares no revision with what was kept may have missed some between.
@@ -184,12 +199,28 @@ export class DetectionJudge {
   }
 }
 
+/**
+ * Names of the ordered consumers these checks read with start with this, so
+ * the soak can tell them from the fleet's own. Each is deleted once read: an
+ * ordered consumer otherwise stays on the server for its 5-minute inactivity
+ * threshold, and a check that reads every 250 ms piles up hundreds.
+ */
+export const CHECK_CONSUMER_PREFIX = "faultcheck";
+
+function checkConsumerName(): string {
+  return `${CHECK_CONSUMER_PREFIX}_${randomUUID().replaceAll("-", "")}`;
+}
+
 /** DetectionEvents stored after stream sequence `afterSeq`, in order (an ordered consumer from there to the end now). */
 export async function readDetectionsAfter(nc: NatsConnection, afterSeq: number, timeoutMs = 10_000): Promise<StoredDetection[]> {
   const info = await (await jetstreamManager(nc)).streams.info(STREAMS.detections);
   const out: StoredDetection[] = [];
   if (info.state.last_seq <= afterSeq) return out;
-  const consumer = await jetstream(nc).consumers.get(STREAMS.detections, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: Math.max(afterSeq + 1, info.state.first_seq) });
+  const consumer = await jetstream(nc).consumers.get(STREAMS.detections, {
+    deliver_policy: DeliverPolicy.StartSequence,
+    opt_start_seq: Math.max(afterSeq + 1, info.state.first_seq),
+    name_prefix: checkConsumerName(),
+  });
   const messages = await consumer.consume();
   const timer = setTimeout(() => void messages.close(), timeoutMs);
   let complete = false;
@@ -204,6 +235,7 @@ export async function readDetectionsAfter(nc: NatsConnection, afterSeq: number, 
   } finally {
     clearTimeout(timer);
     await messages.close();
+    await consumer.delete().catch(() => undefined);
   }
   if (!complete) throw new Error(`reading ${STREAMS.detections} up to ${info.state.last_seq} did not complete within ${timeoutMs} ms`);
   return out;
@@ -211,13 +243,18 @@ export async function readDetectionsAfter(nc: NatsConnection, afterSeq: number, 
 
 /**
  * StatusEvents stored from `sinceMs` on (ms since the epoch), in order: what a
- * fault's settle check needs, without reading the whole stream on every poll.
+ * fault's settle check needs, without reading the whole stream on every poll
+ * (0: the whole stream).
  */
 export async function readStatusEventsSince(nc: NatsConnection, sinceMs: number, timeoutMs = 10_000): Promise<StatusEvent[]> {
   const info = await (await jetstreamManager(nc)).streams.info(STREAMS.status);
   const out: StatusEvent[] = [];
   if (info.state.messages === 0 || Date.parse(info.state.last_ts) < sinceMs) return out;
-  const consumer = await jetstream(nc).consumers.get(STREAMS.status, { deliver_policy: DeliverPolicy.StartTime, opt_start_time: new Date(sinceMs).toISOString() });
+  const consumer = await jetstream(nc).consumers.get(STREAMS.status, {
+    deliver_policy: DeliverPolicy.StartTime,
+    opt_start_time: new Date(sinceMs).toISOString(),
+    name_prefix: checkConsumerName(),
+  });
   const messages = await consumer.consume();
   const timer = setTimeout(() => void messages.close(), timeoutMs);
   let complete = false;
@@ -232,6 +269,7 @@ export async function readStatusEventsSince(nc: NatsConnection, sinceMs: number,
   } finally {
     clearTimeout(timer);
     await messages.close();
+    await consumer.delete().catch(() => undefined);
   }
   if (!complete) throw new Error(`reading ${STREAMS.status} up to ${info.state.last_seq} did not complete within ${timeoutMs} ms`);
   return out;

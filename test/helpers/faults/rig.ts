@@ -95,7 +95,8 @@ export async function startRig(opts: RigOptions): Promise<Rig> {
     async start() {
       const proc = runCamfleet(["detector"], { env: { DETECTOR_LISTEN: `127.0.0.1:${detectorPort}`, NODE_ID: "detector", LOG_LEVEL: "info" }, onCleanup });
       detectorProc = proc;
-      await proc.waitForLog((l) => l.msg === LOG_MESSAGES.detectorListening, 20_000);
+      // 40 s: a `camfleet` start on a loaded 2-core machine has taken more than 20.
+      await proc.waitForLog((l) => l.msg === LOG_MESSAGES.detectorListening, 40_000);
     },
     async kill() {
       const proc = detectorProc;
@@ -127,6 +128,8 @@ export async function startRig(opts: RigOptions): Promise<Rig> {
       },
       onCleanup,
     });
+    // A node gone (killed, drained and stopped) needs its proxies no more: closed, so the harness holds no fds for the dead.
+    void proc.proc.exited.then(() => Promise.all(proxies.map((p) => p.close())));
     const node: RigNode = { ...proc, proxies };
     nodes.push(node);
     return node;

@@ -16,7 +16,6 @@ import {
   jetStreamLeaders,
   ownershipViolations,
   readOwnership,
-  readStatusEvents,
   type LeaseOwner,
 } from "../fleet.ts";
 import { LOG_MESSAGES } from "../../../runtime/index.ts";
@@ -313,6 +312,15 @@ export const drainNode: Fault = {
   },
 };
 
+/** The fleet's first start, judged like a fault (so a broken start shows as one): every camera must come up. */
+export function startFault(): Fault {
+  return {
+    name: "start",
+    target: { assertMs: 60_000 },
+    inject: async (rig) => ({ detail: `${rig.cameras.length} cameras on ${rig.live().length} nodes`, refAt: Date.now(), mustDisturb: [...rig.cameras] }),
+  };
+}
+
 /** The schedule, in order: each fault leaves three working nodes and three servers for the next. */
 export const SCHEDULE: readonly Fault[] = [killFfmpeg, killNode, addNode, restartStatusLeader, killLeasesLeader, restartRtsp, stopDetector, cutNode, drainNode];
 
@@ -443,12 +451,15 @@ async function checkInvariants(rig: Rig, state: RunState, problems: Invariants):
   try {
     await waitFor(() => state.history.read(rig.leases, rig.cameras).then(() => true), { timeoutMs: 20_000, message: "reading the leases history" });
     problems.leases.push(...leaseViolations(state.history));
+    for (const r of state.history.vanished) {
+      problems.leases.push(`${r.camera}: revision ${r.revision} (${r.operation}${r.node !== undefined ? ` ${r.node} epoch ${r.epoch}` : ""}) was in the leases history, and a later read no longer has it`);
+    }
     for (const c of state.history.gaps) problems.leases.push(`${c}: the leases history lost revisions between two reads (checked with a gap)`);
   } catch (err) {
     problems.leases.push(`leases history unreadable: ${(err as Error).message}`);
   }
   try {
-    const events = await waitFor(() => readStatusEvents(rig.nc), { timeoutMs: 20_000, message: "the whole status stream" });
+    const events = await waitFor(() => readStatusEventsSince(rig.nc, 0), { timeoutMs: 20_000, message: "the whole status stream" });
     problems.ownership.push(...(await ownershipViolations(events, rig.nodes)));
   } catch (err) {
     problems.ownership.push(`status stream unreadable: ${(err as Error).message}`);
