@@ -4,7 +4,7 @@
 import { describe, expect, it } from "vitest";
 import type { StatusEvent } from "../../subjects/index.ts";
 import { detectionEvent, statusEvent, type StoredDetection } from "../helpers/detections.ts";
-import { detectionViolations, ffmpegViolations, LeaseHistory, leaseViolations, recoveryOf, type LeaseRevision } from "../helpers/faults/invariants.ts";
+import { DetectionJudge, detectionViolations, ffmpegViolations, LeaseHistory, leaseViolations, recoveryOf, type LeaseRevision } from "../helpers/faults/invariants.ts";
 
 function historyOf(revs: Array<Omit<LeaseRevision, "camera" | "operation"> & { operation?: LeaseRevision["operation"] }>): LeaseHistory {
   const h = new LeaseHistory(64);
@@ -59,9 +59,14 @@ describe("detectionViolations", () => {
     expect(detectionViolations([stored("a", 1, 0, 1), stored("a", 1, 3, 2), stored("b", 2, 0, 3)], (_c, e) => (e === 1 ? "a" : "b"))).toEqual([]);
   });
 
-  it("flags a repeated id, a frame going back, an old epoch after a newer one, a wrong holder and a wrong Nats-Msg-Id", () => {
+  it("says, without calling it a violation, that a frame was stored behind a newer one of its epoch", () => {
+    const judge = new DetectionJudge();
+    expect(judge.feed([stored("a", 1, 5, 1), stored("a", 1, 4, 2)])).toEqual([]);
+    expect(judge.reordered.join("\n")).toMatch(/frame 4 stored after frame 5/);
+  });
+
+  it("flags a repeated id, an old epoch after a newer one, a wrong holder and a wrong Nats-Msg-Id", () => {
     expect(detectionViolations([stored("a", 1, 0, 1), stored("a", 1, 0, 2)]).join("\n")).toMatch(/stored twice/);
-    expect(detectionViolations([stored("a", 1, 5, 1), stored("a", 1, 4, 2)]).join("\n")).toMatch(/frame 4 after frame 5/);
     expect(detectionViolations([stored("b", 2, 0, 1), stored("a", 1, 9, 2)]).join("\n")).toMatch(/after epoch 2 had begun/);
     expect(detectionViolations([stored("a", 1, 0, 1)], () => "b").join("\n")).toMatch(/belongs to b/);
     expect(detectionViolations([stored("a", 1, 0, 1, "other")]).join("\n")).toMatch(/Nats-Msg-Id other/);
