@@ -1,0 +1,555 @@
+// The fault schedule (issue #14 item 7) and the loop that runs one fault:
+// inject it, wait until the fleet has settled again (every enabled camera
+// owned once and STREAMING from its owner), measure the recovery from the
+// status log, then check every invariant on everything written so far.
+//
+// Recovery targets are parameters. `issueTargetMs` is what issue #14 asks for;
+// `assertMs` is what the suite asserts, which is what main meets today where
+// it misses the issue's target (each such case carries a TODO below). Set
+// CAMFLEET_FAULTS_STRICT=1 to assert the issue's targets instead.
+
+import { jetstreamManager } from "@nats-io/jetstream";
+import { StatusEventSchema, STREAMS, subjects, type StatusEvent } from "../../../subjects/index.ts";
+import {
+  countByNode,
+  expectOwnedExactlyOnce,
+  jetStreamLeaders,
+  ownershipViolations,
+  readOwnership,
+  type LeaseOwner,
+} from "../fleet.ts";
+import { LOG_MESSAGES } from "../../../runtime/index.ts";
+import { waitFor } from "../wait.ts";
+import {
+  DetectionJudge,
+  ffmpegProcesses,
+  ffmpegViolations,
+  lastEventTs,
+  LeaseHistory,
+  leaseViolations,
+  readDetectionsAfter,
+  readStatusEventsSince,
+  recoveryOf,
+  type CameraRecovery,
+} from "./invariants.ts";
+import { LEASE_HISTORY, type Rig, type RigNode } from "./rig.ts";
+
+export interface Target {
+  /** Issue #14's bound on the recovery, ms (undefined: the issue names none). */
+  issueTargetMs?: number;
+  /** Issue #14's bound on how many cameras may be interrupted at all (undefined: no bound). */
+  issueMaxDisturbed?: number;
+  /** What the suite asserts, ms. */
+  assertMs: number;
+  /** What the suite asserts on interrupted cameras (undefined: no bound). */
+  assertMaxDisturbed?: number;
+}
+
+/** What an injected fault tells the runner. */
+export interface Injected {
+  /** Which node, server or camera it hit. */
+  detail: string;
+  /** Recovery counts from here (the fault, or the moment its cause was removed), ms since the epoch. */
+  refAt: number;
+  /** Cameras that must show an interruption (else the fault did not land). */
+  mustDisturb: string[];
+  /** The settled fleet must also be balanced (a node joined or left). */
+  balanced?: boolean;
+  /** Run once the fleet has settled (undo the fault: restart a server, restore a link); the fleet must settle again. */
+  after?: () => Promise<string | void>;
+}
+
+export interface Fault {
+  name: string;
+  target: Target;
+  inject(rig: Rig): Promise<Injected>;
+}
+
+export interface Invariants {
+  /** Status stream: one owner per camera at any instant. */
+  ownership: string[];
+  /** Leases history: epochs only grow, one node per epoch. */
+  leases: string[];
+  /** Enabled cameras STREAMING again within the target. */
+  recovery: string[];
+  /** Detections unique, in order, one epoch after another. */
+  detections: string[];
+  /** No FFmpeg without a live owner. */
+  ffmpeg: string[];
+}
+
+export interface FaultResult {
+  index: number;
+  name: string;
+  detail: string;
+  /** Slowest interrupted camera: from refAt to its STREAMING again, ms; 0 when none was interrupted; undefined when the fleet never settled. */
+  recoveryMs: number | undefined;
+  disturbed: number;
+  cameras: number;
+  target: Target;
+  /** Problems found after this fault and not reported after an earlier one. */
+  invariants: Invariants;
+  note?: string;
+  held: boolean;
+}
+
+const strict = process.env.CAMFLEET_FAULTS_STRICT === "1";
+
+/** The bound a result is judged against (the issue's with CAMFLEET_FAULTS_STRICT=1). */
+export function assertedTarget(t: Target): { ms: number; maxDisturbed: number | undefined } {
+  return strict ? { ms: t.issueTargetMs ?? t.assertMs, maxDisturbed: t.issueMaxDisturbed ?? t.assertMaxDisturbed } : { ms: t.assertMs, maxDisturbed: t.assertMaxDisturbed };
+}
+
+// ---------------------------------------------------------------- helpers
+
+async function owners(rig: Rig): Promise<Map<string, LeaseOwner>> {
+  return waitFor(() => readOwnership(rig.leases, rig.cameras), { timeoutMs: 20_000, message: "reading the leases" });
+}
+
+/** The live node owning the most cameras. */
+async function busiestNode(rig: Rig): Promise<{ node: RigNode; cameras: string[] }> {
+  const o = await owners(rig);
+  const counts = countByNode(o, rig.cameras);
+  const node = [...rig.live()].sort((a, b) => (counts.get(b.id) ?? 0) - (counts.get(a.id) ?? 0))[0]!;
+  return { node, cameras: rig.cameras.filter((c) => o.get(c)?.node === node.id) };
+}
+
+/** The last StatusEvent of each camera, read from the stream leader. */
+async function lastEvents(rig: Rig): Promise<Array<StatusEvent | undefined>> {
+  const jsm = await jetstreamManager(rig.nc);
+  return Promise.all(
+    rig.cameras.map(async (c) => {
+      const m = await jsm.streams.getMessage(STREAMS.status, { last_by_subj: subjects.status(c) });
+      return m === null ? undefined : StatusEventSchema.parse(m.json());
+    }),
+  );
+}
+
+// ---------------------------------------------------------------- the faults
+
+// TODO(issue #14 item 1, 2, 3): the assertMs values below are what main meets
+// today (measured on a loaded 2-core machine on 2026-12-02, about ×2 for margin); the issue's targets
+// are issueTargetMs / issueMaxDisturbed. Tighten assertMs to them as the
+// failover work lands; CAMFLEET_FAULTS_STRICT=1 asserts them already.
+
+export const killFfmpeg: Fault = {
+  name: "ffmpeg-kill",
+  // TODO(issue #14 item 2): a camera back ≤ 3 s; main took 4.3–7.6 s (backoff, then FFmpeg probing).
+  target: { issueTargetMs: 3000, assertMs: 15_000 },
+  async inject(rig) {
+    const camera = rig.cameras[0]!;
+    const owner = (await owners(rig)).get(camera);
+    const node = rig.live().find((n) => n.id === owner?.node);
+    if (node === undefined) throw new Error(`${camera} has no live owner`);
+    const procs = ffmpegProcesses(rig.rtsp.port, rig.cameras).filter((p) => p.camera === camera && p.ppid === node.pid);
+    if (procs.length === 0) throw new Error(`no ffmpeg of ${camera} under ${node.id} (pid ${node.pid})`);
+    const refAt = Date.now();
+    for (const p of procs) process.kill(p.pid, "SIGKILL");
+    return { detail: `${camera} on ${node.id}, pid ${procs.map((p) => p.pid).join(",")}`, refAt, mustDisturb: [camera] };
+  },
+};
+
+export const killNode: Fault = {
+  name: "node-kill -9",
+  // TODO(issue #14 item 1): the issue asks ≤ 5 s max (≤ 3 s median); main took 7.8 s.
+  target: { issueTargetMs: 5000, assertMs: 15_000 },
+  async inject(rig) {
+    const { node, cameras } = await busiestNode(rig);
+    const refAt = Date.now();
+    node.proc.child.kill("SIGKILL");
+    await node.proc.exited;
+    return { detail: `${node.id} with ${cameras.length} cameras`, refAt, mustDisturb: cameras };
+  },
+};
+
+export const addNode: Fault = {
+  name: "node-add",
+  // TODO(issue #14 item 1): a hand-over is a takeover too; main took 6.7–12.9 s.
+  target: { issueTargetMs: 5000, assertMs: 25_000 },
+  async inject(rig) {
+    const node = await rig.addNode();
+    return { detail: node.id, refAt: Date.now(), mustDisturb: [], balanced: true };
+  },
+};
+
+export const restartStatusLeader: Fault = {
+  name: "nats restart (status leader)",
+  // TODO(issue #14 item 3): the loss of one server of three should interrupt no camera; main
+  // interrupted 1 of 4 (6.9 s) when the server also led the leases bucket.
+  target: { issueMaxDisturbed: 0, assertMs: 30_000 },
+  async inject(rig) {
+    const leaders = await waitFor(() => jetStreamLeaders(rig.nc, rig.cluster.servers), { timeoutMs: 20_000, message: "JetStream leaders" });
+    const victim = rig.cluster.servers.find((s) => s.name === leaders.status) ?? rig.cluster.servers[0]!;
+    const refAt = Date.now();
+    await victim.stop();
+    await victim.start();
+    rig.noteServerPids();
+    return { detail: `${victim.name}, down ${Date.now() - refAt} ms (leaders ${JSON.stringify(leaders)})`, refAt, mustDisturb: [] };
+  },
+};
+
+export const killLeasesLeader: Fault = {
+  name: "nats kill -9 (leases leader)",
+  // TODO(issue #14 item 3): no camera of a connected node fenced; main fenced all 4 (17.2 s).
+  target: { issueMaxDisturbed: 0, assertMs: 35_000 },
+  async inject(rig) {
+    const leaders = await waitFor(() => jetStreamLeaders(rig.nc, rig.cluster.servers), { timeoutMs: 20_000, message: "JetStream leaders" });
+    const victim = rig.cluster.servers.find((s) => s.name === leaders.leases) ?? rig.cluster.servers[0]!;
+    const refAt = Date.now();
+    await victim.kill();
+    return {
+      detail: `${victim.name} (leaders ${JSON.stringify(leaders)})`,
+      refAt,
+      mustDisturb: [],
+      after: async () => {
+        await victim.start();
+        rig.noteServerPids();
+        return `${victim.name} back`;
+      },
+    };
+  },
+};
+
+export const restartRtsp: Fault = {
+  name: "rtsp stop+restart",
+  // TODO(issue #14 item 2): ≤ 3 s from the source answering again; main took 8.2 s.
+  target: { issueTargetMs: 3000, assertMs: 15_000 },
+  async inject(rig) {
+    const stoppedAt = Date.now();
+    await rig.rtsp.stop();
+    // Down long enough that every camera noticed: the fault is the outage, recovery counts from the server's return.
+    await waitFor(async () => (await lastEvents(rig)).every((e) => e !== undefined && e.state !== "STREAMING" && e.ts > stoppedAt), {
+      timeoutMs: 40_000,
+      intervalMs: 200,
+      message: "every camera out of STREAMING while the RTSP server is down",
+    });
+    const downMs = Date.now() - stoppedAt;
+    await rig.rtsp.restart();
+    return { detail: `down ${downMs} ms`, refAt: Date.now(), mustDisturb: [...rig.cameras] };
+  },
+};
+
+export const stopDetector: Fault = {
+  name: "detector stop",
+  // Video must keep flowing while the detector is away (DESIGN.md): no camera interrupted.
+  target: { issueMaxDisturbed: 0, assertMs: 15_000, assertMaxDisturbed: 0 },
+  async inject(rig) {
+    const stoppedAt = Date.now();
+    await rig.detector.kill();
+    await waitFor(async () => (await lastEvents(rig)).every((e) => e?.error?.code === "DETECTOR_UNAVAILABLE" && e.ts > stoppedAt), {
+      timeoutMs: 30_000,
+      intervalMs: 200,
+      message: "every camera reports DETECTOR_UNAVAILABLE",
+    });
+    const downMs = Date.now() - stoppedAt;
+    await rig.detector.start();
+    const backAt = Date.now();
+    const backSeq = (await (await jetstreamManager(rig.nc)).streams.info(STREAMS.detections)).state.last_seq;
+    return {
+      detail: `down ${downMs} ms`,
+      refAt: stoppedAt,
+      mustDisturb: [],
+      after: async () => {
+        // Detections again from every camera, stored after the detector came back.
+        await waitFor(
+          async () => {
+            const d = await readDetectionsAfter(rig.nc, backSeq);
+            return rig.cameras.every((c) => d.some((x) => x.event.camera === c && x.event.ts > backAt));
+          },
+          { timeoutMs: 30_000, intervalMs: 500, message: "detections from every camera after the detector returned" },
+        );
+        return `detections from every camera ${Date.now() - backAt} ms after the detector returned`;
+      },
+    };
+  },
+};
+
+export const cutNode: Fault = {
+  name: "node cut off NATS",
+  // A node that may be alive is replaced only after it fenced itself: TTL-bound.
+  // TODO(issue #14 item 1): item 1's 5 s; main took 7.6 s.
+  target: { issueTargetMs: 5000, assertMs: 15_000 },
+  async inject(rig) {
+    const { node, cameras } = await busiestNode(rig);
+    const refAt = Date.now();
+    for (const p of node.proxies) p.sever();
+    return {
+      detail: `${node.id} with ${cameras.length} cameras`,
+      refAt,
+      mustDisturb: cameras,
+      after: async () => {
+        const before = node.proc.lines.filter((l) => l.msg === LOG_MESSAGES.reconnectedToNats).length;
+        for (const p of node.proxies) p.restore();
+        await waitFor(() => node.proc.lines.filter((l) => l.msg === LOG_MESSAGES.reconnectedToNats).length > before, {
+          timeoutMs: 30_000,
+          message: `${node.id} reconnected`,
+        });
+        return `${node.id} reconnected`;
+      },
+    };
+  },
+};
+
+export const drainNode: Fault = {
+  name: "node drain",
+  // TODO(issue #14 item 1): main took 5.1 s.
+  target: { issueTargetMs: 5000, assertMs: 15_000 },
+  async inject(rig) {
+    const { node, cameras } = await busiestNode(rig);
+    const refAt = Date.now();
+    const { released } = await rig.control.drainNode(node.id);
+    return {
+      detail: `${node.id}, released ${released}`,
+      refAt,
+      mustDisturb: cameras,
+      // A drained node claims nothing more: replace it, so a repeated schedule keeps three nodes.
+      after: async () => {
+        await node.proc.stop();
+        const fresh = await rig.addNode();
+        return `${node.id} stopped, ${fresh.id} added`;
+      },
+    };
+  },
+};
+
+/** The fleet's first start, judged like a fault (so a broken start shows as one): every camera must come up. */
+export function startFault(): Fault {
+  return {
+    name: "start",
+    target: { assertMs: 60_000 },
+    inject: async (rig) => ({ detail: `${rig.cameras.length} cameras on ${rig.live().length} nodes`, refAt: Date.now(), mustDisturb: [...rig.cameras] }),
+  };
+}
+
+/** The schedule, in order: each fault leaves three working nodes and three servers for the next. */
+export const SCHEDULE: readonly Fault[] = [killFfmpeg, killNode, addNode, restartStatusLeader, killLeasesLeader, restartRtsp, stopDetector, cutNode, drainNode];
+
+// ---------------------------------------------------------------- the runner
+
+export interface RunState {
+  history: LeaseHistory;
+  /** Detections judged so far (each check reads only the new ones). */
+  detections: DetectionJudge;
+  /** Problems already reported, so each is reported once, after the fault that caused it. */
+  reported: Set<string>;
+  results: FaultResult[];
+}
+
+export function newRunState(): RunState {
+  return { history: new LeaseHistory(LEASE_HISTORY), detections: new DetectionJudge(), reported: new Set(), results: [] };
+}
+
+interface Settled {
+  events: StatusEvent[];
+  owners: Map<string, LeaseOwner>;
+  recoveries: CameraRecovery[];
+}
+
+/**
+ * Every camera owned once by a live node, its final STREAMING run from that
+ * owner, an event newer than `freshAfter` (the run goes on), each of
+ * `mustDisturb` interrupted after `since`, and, if asked, the load even.
+ */
+async function settledFleet(rig: Rig, since: number, freshAfter: number, mustDisturb: readonly string[], balanced: boolean): Promise<Settled | undefined> {
+  const o = await expectOwnedExactlyOnce(rig.leases, rig.live(), rig.cameras);
+  // From a little before the fault: a STREAMING camera has a periodic summary
+  // (every 5 s) in that margin, so an undisturbed run is seen to start before it.
+  const events = await readStatusEventsSince(rig.nc, since - STATUS_MARGIN_MS);
+  const recoveries: CameraRecovery[] = [];
+  for (const c of rig.cameras) {
+    const r = recoveryOf(events, c, since);
+    const owner = o.get(c)!;
+    if (r === undefined || r.node !== owner.node || r.epoch !== owner.epoch) return undefined;
+    if ((lastEventTs(events, c) ?? 0) <= freshAfter) return undefined;
+    if (mustDisturb.includes(c) && !r.disturbed) return undefined;
+    recoveries.push(r);
+  }
+  if (balanced) {
+    const counts = countByNode(o, rig.cameras);
+    const active = rig.live().filter((n) => !n.proc.lines.some((l) => l.msg === LOG_MESSAGES.drained));
+    const load = active.map((n) => counts.get(n.id) ?? 0);
+    if (Math.max(...load) - Math.min(...load) > 1) return undefined;
+  }
+  return { events, owners: o, recoveries };
+}
+
+/** How far before a fault the settle check reads the status stream, ms: more than two periodic summaries. */
+const STATUS_MARGIN_MS = 12_000;
+
+/** Milliseconds the fleet may take to settle after a fault before the fault counts as not recovered. */
+const SETTLE_TIMEOUT_MS = 60_000;
+
+/** Runs one fault and checks the invariants; never throws for a broken invariant (it is in the result). */
+export async function runFault(rig: Rig, state: RunState, fault: Fault, log: (line: string) => void = console.log): Promise<FaultResult> {
+  const index = state.results.length + 1;
+  const since = Date.now();
+  const problems: Invariants = { ownership: [], leases: [], recovery: [], detections: [], ffmpeg: [] };
+  let recoveryMs: number | undefined;
+  let disturbed = 0;
+  let detail = "";
+  const notes: string[] = [];
+  try {
+    const injected = await fault.inject(rig);
+    detail = injected.detail;
+    const settle = (freshAfter: number, mustDisturb: readonly string[], balanced: boolean, what: string) =>
+      waitFor(() => settledFleet(rig, since, freshAfter, mustDisturb, balanced), { timeoutMs: SETTLE_TIMEOUT_MS, intervalMs: 250, message: what });
+    const settled = await settle(injected.refAt, injected.mustDisturb, injected.balanced === true, `${fault.name}: every camera owned once and STREAMING`).catch((err: Error) => {
+      problems.recovery.push(`${err.message}${err.cause instanceof Error ? `: ${err.cause.message}` : ""}`);
+      return undefined;
+    });
+    if (settled !== undefined) {
+      const hit = settled.recoveries.filter((r) => r.disturbed);
+      disturbed = hit.length;
+      recoveryMs = Math.max(0, ...hit.map((r) => r.streamingSince - injected.refAt));
+      const asserted = assertedTarget(fault.target);
+      if (recoveryMs > asserted.ms) problems.recovery.push(`STREAMING again after ${recoveryMs} ms, target ${asserted.ms} ms`);
+      if (asserted.maxDisturbed !== undefined && disturbed > asserted.maxDisturbed) {
+        problems.recovery.push(`${disturbed} cameras interrupted (${hit.map((r) => r.camera).join(", ")}), at most ${asserted.maxDisturbed} allowed`);
+      }
+    }
+    if (injected.after !== undefined) {
+      const note = await injected.after();
+      if (note) notes.push(note);
+      const afterAt = Date.now();
+      await settle(afterAt, [], injected.balanced === true || fault === drainNode, `${fault.name}: settled again after undoing the fault`).catch((err: Error) => {
+        problems.recovery.push(`${err.message}${err.cause instanceof Error ? `: ${err.cause.message}` : ""}`);
+      });
+    }
+  } catch (err) {
+    problems.recovery.push(`the fault could not be run: ${(err as Error).message}`);
+  }
+
+  await checkInvariants(rig, state, problems, notes);
+  const fresh: Invariants = { ownership: [], leases: [], recovery: problems.recovery, detections: [], ffmpeg: [] };
+  for (const key of ["ownership", "leases", "detections", "ffmpeg"] as const) {
+    for (const p of problems[key]) {
+      if (state.reported.has(p)) continue;
+      state.reported.add(p);
+      fresh[key].push(p);
+    }
+  }
+  const held = Object.values(fresh).every((list) => list.length === 0);
+  const result: FaultResult = {
+    index,
+    name: fault.name,
+    detail,
+    recoveryMs,
+    disturbed,
+    cameras: rig.cameras.length,
+    target: fault.target,
+    invariants: fresh,
+    held,
+    ...(notes.length > 0 ? { note: notes.join("; ") } : {}),
+  };
+  state.results.push(result);
+  log(faultLine(result));
+  return result;
+}
+
+/** Reads the logs and the process table, and fills `problems` (everything found, old and new). */
+async function checkInvariants(rig: Rig, state: RunState, problems: Invariants, observations: string[]): Promise<void> {
+  try {
+    await waitFor(() => state.history.read(rig.leases, rig.cameras).then(() => true), { timeoutMs: 20_000, message: "reading the leases history" });
+    problems.leases.push(...leaseViolations(state.history));
+    // Reads that disagree are what the cluster showed, not what the fleet did: said in the
+    // report (and left out of the epoch checks), not counted as a broken invariant.
+    // Seen after a kill -9 of the leases leader on nats-server 2.9.10: the same entries come
+    // back under revisions shifted by one, as if one replica numbered the stream differently.
+    const vanished = state.history.vanished.splice(0);
+    if (vanished.length > 0) {
+      const first = vanished[0]!;
+      observations.push(
+        `leases history: ${vanished.length} revision(s) one read returned and a later read does not have ` +
+          `(e.g. ${first.camera} rev ${first.revision} ${first.operation}${first.node !== undefined ? ` ${first.node} epoch ${first.epoch}` : ""}); replicas disagree, not judged`,
+      );
+    }
+    const gaps = [...state.history.gaps];
+    state.history.gaps.clear();
+    if (gaps.length > 0) observations.push(`leases history: revisions may be missing between two reads for ${gaps.join(", ")} (checked with a gap)`);
+  } catch (err) {
+    problems.leases.push(`leases history unreadable: ${(err as Error).message}`);
+  }
+  try {
+    const events = await waitFor(() => readStatusEventsSince(rig.nc, 0), { timeoutMs: 20_000, message: "the whole status stream" });
+    problems.ownership.push(...(await ownershipViolations(events, rig.nodes)));
+  } catch (err) {
+    problems.ownership.push(`status stream unreadable: ${(err as Error).message}`);
+  }
+  try {
+    const stored = await waitFor(() => readDetectionsAfter(rig.nc, state.detections.lastSeq), { timeoutMs: 20_000, message: "the detections stored since the last check" });
+    const holder = (camera: string, epoch: number) => state.history.revisions(camera).find((r) => r.epoch === epoch)?.node;
+    problems.detections.push(...state.detections.feed(stored, holder));
+    const reordered = state.detections.reordered.splice(0);
+    if (reordered.length > 0) observations.push(`detections: ${reordered.length} stored out of frame order within an epoch (e.g. ${reordered[0]}), none lost or doubled`);
+  } catch (err) {
+    problems.detections.push(`detections stream unreadable: ${(err as Error).message}`);
+  }
+  // A stopping actor takes a moment to end its FFmpeg: give it a few seconds before judging.
+  let last: string[] = [];
+  await waitFor(
+    async () => {
+      const o = await readOwnership(rig.leases, rig.cameras);
+      const pids = new Map(rig.live().map((n) => [n.pid, n.id] as const));
+      last = ffmpegViolations(ffmpegProcesses(rig.rtsp.port, rig.cameras), pids, o);
+      return last.length === 0;
+    },
+    { timeoutMs: 8_000, intervalMs: 250 },
+  ).catch(() => undefined);
+  problems.ffmpeg.push(...last);
+}
+
+// ---------------------------------------------------------------- report
+
+function seconds(ms: number | undefined): string {
+  return ms === undefined ? "never" : `${(ms / 1000).toFixed(1)} s`;
+}
+
+function targetText(t: Target): string {
+  const parts: string[] = [];
+  if (t.issueTargetMs !== undefined) parts.push(`issue ≤ ${seconds(t.issueTargetMs)}`);
+  if (t.issueMaxDisturbed !== undefined) parts.push(`issue: ${t.issueMaxDisturbed} interrupted`);
+  const a = assertedTarget(t);
+  parts.push(`asserted ≤ ${seconds(a.ms)}${a.maxDisturbed !== undefined ? `, ≤ ${a.maxDisturbed} interrupted` : ""}`);
+  return parts.join("; ");
+}
+
+/** Whether the issue's own target is met (undefined when it names none). */
+export function meetsIssue(r: FaultResult): boolean | undefined {
+  const t = r.target;
+  if (t.issueTargetMs === undefined && t.issueMaxDisturbed === undefined) return undefined;
+  if (r.recoveryMs === undefined) return false;
+  return (t.issueTargetMs === undefined || r.recoveryMs <= t.issueTargetMs) && (t.issueMaxDisturbed === undefined || r.disturbed <= t.issueMaxDisturbed);
+}
+
+const INVARIANT_NAMES: Record<keyof Invariants, string> = { ownership: "one owner", leases: "epochs", recovery: "recovery", detections: "detections", ffmpeg: "ffmpeg" };
+
+/** One line per fault: what was hit, how long until STREAMING again, and which invariants held. */
+export function faultLine(r: FaultResult): string {
+  const inv = (Object.keys(INVARIANT_NAMES) as Array<keyof Invariants>)
+    .map((k) => `${INVARIANT_NAMES[k]} ${r.invariants[k].length === 0 ? "ok" : "BROKEN"}`)
+    .join(", ");
+  const issue = meetsIssue(r);
+  const lines = [
+    `fault ${r.index} ${r.name} (${r.detail}): STREAMING again after ${seconds(r.recoveryMs)}, ${r.disturbed}/${r.cameras} cameras interrupted ` +
+      `[${targetText(r.target)}${issue === undefined ? "" : issue ? ": issue target met" : ": ISSUE TARGET MISSED"}]; ${inv}${r.note ? `; ${r.note}` : ""}`,
+  ];
+  for (const k of Object.keys(INVARIANT_NAMES) as Array<keyof Invariants>) for (const p of r.invariants[k]) lines.push(`    ${INVARIANT_NAMES[k]}: ${p}`);
+  return lines.join("\n");
+}
+
+/** The table at the end: one row per fault. */
+export function printReport(results: readonly FaultResult[]): void {
+  console.log("\nFault-injection report (issue #14 item 7); WHIP publisher overlap: not checked, the cameras publish nowhere (publish: off)");
+  console.table(
+    results.map((r) => ({
+      fault: r.name,
+      hit: r.detail.length > 40 ? `${r.detail.slice(0, 39)}…` : r.detail,
+      "recovery s": r.recoveryMs === undefined ? "never" : Number((r.recoveryMs / 1000).toFixed(1)),
+      interrupted: `${r.disturbed}/${r.cameras}`,
+      "issue target": r.target.issueTargetMs !== undefined ? seconds(r.target.issueTargetMs) : r.target.issueMaxDisturbed !== undefined ? `${r.target.issueMaxDisturbed} interrupted` : "-",
+      "issue met": meetsIssue(r) === undefined ? "-" : meetsIssue(r) ? "yes" : "NO",
+      asserted: seconds(assertedTarget(r.target).ms),
+      invariants: r.held ? "held" : (Object.keys(INVARIANT_NAMES) as Array<keyof Invariants>).filter((k) => r.invariants[k].length > 0).map((k) => INVARIANT_NAMES[k]).join(",") + " BROKEN",
+    })),
+  );
+}
