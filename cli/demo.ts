@@ -3,10 +3,19 @@
 // detection boxes within seconds with no camera of one's own and no package
 // beyond FFmpeg. They are removed again when `up` stops.
 
+import { existsSync } from "node:fs";
 import { ControlClient, type Logger, type NatsConnection } from "../runtime/index.ts";
 import type { CameraSpecInput } from "../subjects/index.ts";
 
-export const DEMO_CAMERAS: readonly CameraSpecInput[] = [
+/**
+ * A real CCTV clip of pedestrians (768x576, 10 fps, 79 s, MPEG-4) that
+ * Debian's `opencv-doc` package ships. camfleet's own set-up installs it only
+ * for the tests (274 MB installed); where it is present, the demo adds a
+ * camera that plays it with `person_detection`.
+ */
+export const DEMO_PEOPLE_CLIP = "/usr/share/doc/opencv-doc/examples/data/vtest.avi";
+
+const SYNTHETIC: readonly CameraSpecInput[] = [
   {
     id: "demo-moving",
     name: "Demo: a moving square, with motion boxes",
@@ -19,6 +28,21 @@ export const DEMO_CAMERAS: readonly CameraSpecInput[] = [
   { id: "demo-pattern", name: "Demo: FFmpeg's test pattern", url: "testsrc:?size=640x360&rate=15", labels: { demo: "true" } },
   { id: "demo-bars", name: "Demo: colour bars (a still picture)", url: "testsrc:?pattern=bars&size=640x360&rate=10", labels: { demo: "true" } },
 ];
+
+const PEOPLE: CameraSpecInput = {
+  id: "demo-people",
+  name: "Demo: pedestrians (opencv-doc's vtest.avi), with person boxes",
+  url: `file://${DEMO_PEOPLE_CLIP}`,
+  // Not H.264: re-encoded for WebRTC.
+  transcode: true,
+  solutions: ["person_detection"],
+  // The model costs ~0.45 s of CPU a frame: one a second, whatever moves.
+  ai: { enabled: true, max_fps: 1, motion_gate: false },
+  labels: { demo: "true" },
+};
+
+/** The demo's cameras: the synthetic ones, and the pedestrians where their clip is installed. */
+export const DEMO_CAMERAS: readonly CameraSpecInput[] = existsSync(DEMO_PEOPLE_CLIP) ? [...SYNTHETIC, PEOPLE] : SYNTHETIC;
 
 /** Puts the demo cameras; returns how to take them away again. */
 export async function addDemoCameras(nc: NatsConnection, logger: Logger): Promise<{ ids: string[]; remove: () => Promise<void> }> {

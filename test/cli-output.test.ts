@@ -5,7 +5,7 @@ import { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { buildFfmpegArgs } from "../actors/camera/ingest.ts";
 import { humanEvent } from "../cli/commands/cluster.ts";
-import { DEMO_CAMERAS } from "../cli/demo.ts";
+import { DEMO_CAMERAS, DEMO_PEOPLE_CLIP } from "../cli/demo.ts";
 import { createLogger, loadConfig, ConfigError } from "../runtime/index.ts";
 import { CameraSpecSchema } from "../subjects/index.ts";
 
@@ -35,15 +35,20 @@ describe("LOG_FORMAT", () => {
 
 describe("demo cameras", () => {
   const opts = { rtpPort: 40_000, allowLocalSources: true };
-  it("are valid specs whose sources are FFmpeg lavfi graphs; one analysed for motion", () => {
-    const graphs = DEMO_CAMERAS.map((c) => {
+  it("are valid specs: FFmpeg lavfi graphs, one analysed for motion, and the pedestrian clip the test set-up installs, analysed for people", () => {
+    const graphs = DEMO_CAMERAS.filter((c) => c.url.startsWith("testsrc:")).map((c) => {
       const args = buildFfmpegArgs(CameraSpecSchema.parse(c), opts);
       return args[args.indexOf("lavfi") + 2]!;
     });
     expect(graphs[0]).toMatch(/^color=.*overlay=x=.*sin\(t/);
     expect(graphs[1]).toBe("testsrc=size=640x360:rate=15");
     expect(graphs[2]).toBe("smptebars=size=640x360:rate=10");
-    expect(DEMO_CAMERAS.filter((c) => c.ai?.enabled === true).map((c) => [c.id, c.solutions])).toEqual([["demo-moving", ["motion"]]]);
+    expect(DEMO_CAMERAS.filter((c) => c.ai?.enabled === true).map((c) => [c.id, c.solutions])).toEqual([
+      ["demo-moving", ["motion"]],
+      ["demo-people", ["person_detection"]],
+    ]);
+    const people = buildFfmpegArgs(CameraSpecSchema.parse(DEMO_CAMERAS.find((c) => c.id === "demo-people")), opts);
+    expect(people).toContain(`file:${DEMO_PEOPLE_CLIP}`);
   });
 
   it("an unknown testsrc pattern is refused before anything runs", () => {

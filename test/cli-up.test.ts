@@ -16,6 +16,7 @@ import { ControlClient, LOG_MESSAGES } from "../runtime/index.ts";
 import { DEMO_CAMERAS } from "../cli/demo.ts";
 import { runCamfleet, testEnv } from "./helpers/camfleet-process.ts";
 import { reservePort } from "./helpers/ports.ts";
+import { readDetections } from "./helpers/detections.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 const BIN = fileURLToPath(new URL("../bin/camfleet", import.meta.url));
@@ -115,6 +116,15 @@ describe("camfleet up --demo, stdout a pipe", () => {
     }
     // The moving one: frames go to the detector, and motion comes back with boxes.
     await waitFor(async () => (await client.cameraStatus("demo-moving")).frames.detections > 0, { timeoutMs: 20_000, intervalMs: 250, message: "motion detections on demo-moving" });
+    // The pedestrians (the clip the test set-up installs): the object model finds people.
+    const people = await waitFor(
+      async () => {
+        const detections = await readDetections(nc, { camera: "demo-people" });
+        return detections.find(({ event }) => event.detections.some((d) => d.label === "person"));
+      },
+      { timeoutMs: 30_000, intervalMs: 500, message: "person detections on demo-people" },
+    );
+    expect(people.event.solutions).toEqual(["person_detection"]);
     const ffmpegs = (await marked(mark)).filter((p) => p.comm === "ffmpeg");
     expect(ffmpegs).toHaveLength(DEMO_CAMERAS.length);
     await nc.close();
