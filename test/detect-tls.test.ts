@@ -299,7 +299,7 @@ describe("`camfleet up` with its own detector on mutual TLS", () => {
 
     // GET / names what the detector offers: asked by the gateway, over TLS with the client certificate.
     const info = (await (await fetch(`${ready.url as string}/`)).json()) as { capabilities: { solutions: string[] | null } };
-    expect(info.capabilities.solutions).toEqual(["motion"]);
+    expect(info.capabilities.solutions).toEqual(["motion", "person_detection", "object_detection"]);
 
     const nc = await connect({ servers: `nats://127.0.0.1:${natsPort}` });
     onTestFinished(() => nc.close());

@@ -167,7 +167,7 @@ describe("camfleet command line", () => {
     expect(await cli("camera", "rm", "yard")).toMatchObject({ code: 0 });
 
     await waitFor(async () => (await cli("camera", "ls")).out.includes("door  true     cli1   STREAMING"), { timeoutMs: 10_000, message: "door listed as STREAMING on cli1" });
-    const status = await cli("camera", "status", "door");
+    const status = await cli("camera", "status", "door", "--json");
     expect(JSON.parse(status.out)).toMatchObject({ camera: "door", node: "cli1", state: "STREAMING" });
     const nodes = await cli("nodes", "--json");
     expect(JSON.parse(nodes.out)).toMatchObject([{ node: "cli1", cameras: 1 }]);

@@ -231,7 +231,7 @@ export const restartRtsp: Fault = {
 
 export const stopDetector: Fault = {
   name: "detector stop",
-  // Video must keep flowing while the detector is away (DESIGN.md): no camera interrupted.
+  // Video must keep flowing while the detector is away (docs/contract.md: DETECTOR_UNAVAILABLE, "video goes on"): no camera interrupted.
   target: { issueMaxDisturbed: 0, assertMs: 15_000, assertMaxDisturbed: 0 },
   async inject(rig) {
     const stoppedAt = Date.now();
