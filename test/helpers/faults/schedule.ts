@@ -127,15 +127,15 @@ async function lastEvents(rig: Rig): Promise<Array<StatusEvent | undefined>> {
 
 // ---------------------------------------------------------------- the faults
 
-// TODO(issue #14 item 1, 2, 3): the assertMs values below are what main meets
-// today (measured on a loaded 2-core machine on 2026-12-02, about ×2 for margin); the issue's targets
-// are issueTargetMs / issueMaxDisturbed. Tighten assertMs to them as the
-// failover work lands; CAMFLEET_FAULTS_STRICT=1 asserts them already.
+// The issue's targets are issueTargetMs / issueMaxDisturbed; assertMs is
+// twice the target where main meets it (a loaded 2-core CI machine needs the
+// margin), or what main meets today (with a TODO) where it does not yet.
+// CAMFLEET_FAULTS_STRICT=1 asserts the issue's targets.
 
 export const killFfmpeg: Fault = {
   name: "ffmpeg-kill",
-  // TODO(issue #14 item 2): a camera back ≤ 3 s; main took 4.3–7.6 s (backoff, then FFmpeg probing).
-  target: { issueTargetMs: 3000, assertMs: 15_000 },
+  // Fast probe + 0.5 s first retry: 0.9 s measured (before: 4.3–7.6 s). Asserted at twice the issue's 3 s for loaded CI.
+  target: { issueTargetMs: 3000, assertMs: 6000 },
   async inject(rig) {
     const camera = rig.cameras[0]!;
     const owner = (await owners(rig)).get(camera);
@@ -151,8 +151,8 @@ export const killFfmpeg: Fault = {
 
 export const killNode: Fault = {
   name: "node-kill -9",
-  // TODO(issue #14 item 1): the issue asks ≤ 5 s max (≤ 3 s median); main took 7.8 s.
-  target: { issueTargetMs: 5000, assertMs: 15_000 },
+  // Presence probes + fast takeover: 2.1 s measured (before: 7.8 s). Asserted at twice the issue's 5 s max.
+  target: { issueTargetMs: 5000, assertMs: 10_000 },
   async inject(rig) {
     const { node, cameras } = await busiestNode(rig);
     const refAt = Date.now();
@@ -164,8 +164,8 @@ export const killNode: Fault = {
 
 export const addNode: Fault = {
   name: "node-add",
-  // TODO(issue #14 item 1): a hand-over is a takeover too; main took 6.7–12.9 s.
-  target: { issueTargetMs: 5000, assertMs: 25_000 },
+  // A hand-over: 2.4 s measured (before: 6.7–12.9 s). Asserted at twice the issue's 5 s.
+  target: { issueTargetMs: 5000, assertMs: 10_000 },
   async inject(rig) {
     const node = await rig.addNode();
     return { detail: node.id, refAt: Date.now(), mustDisturb: [], balanced: true };
@@ -190,7 +190,7 @@ export const restartStatusLeader: Fault = {
 
 export const killLeasesLeader: Fault = {
   name: "nats kill -9 (leases leader)",
-  // TODO(issue #14 item 3): no camera of a connected node fenced; main fenced all 4 (17.2 s).
+  // TODO(issue #14 item 3): no camera of a connected node fenced; main still fences all 4 (10.1 s with the fast takeover, 17.2 s before it) when the killed server is the meta leader too (runtime-faults, where it is not, fences none).
   target: { issueMaxDisturbed: 0, assertMs: 35_000 },
   async inject(rig) {
     const leaders = await waitFor(() => jetStreamLeaders(rig.nc, rig.cluster.servers), { timeoutMs: 20_000, message: "JetStream leaders" });
@@ -212,8 +212,8 @@ export const killLeasesLeader: Fault = {
 
 export const restartRtsp: Fault = {
   name: "rtsp stop+restart",
-  // TODO(issue #14 item 2): ≤ 3 s from the source answering again; main took 8.2 s.
-  target: { issueTargetMs: 3000, assertMs: 15_000 },
+  // 1.4 s measured from the source answering (before: 8.2 s). Asserted at twice the issue's 3 s.
+  target: { issueTargetMs: 3000, assertMs: 6000 },
   async inject(rig) {
     const stoppedAt = Date.now();
     await rig.rtsp.stop();
@@ -267,8 +267,8 @@ export const stopDetector: Fault = {
 export const cutNode: Fault = {
   name: "node cut off NATS",
   // A node that may be alive is replaced only after it fenced itself: TTL-bound.
-  // TODO(issue #14 item 1): item 1's 5 s; main took 7.6 s.
-  target: { issueTargetMs: 5000, assertMs: 15_000 },
+  // The cut-off owner fences, then is replaced: 2.1 s measured (before: 7.6 s). Asserted at twice item 1's 5 s.
+  target: { issueTargetMs: 5000, assertMs: 10_000 },
   async inject(rig) {
     const { node, cameras } = await busiestNode(rig);
     const refAt = Date.now();
@@ -292,8 +292,8 @@ export const cutNode: Fault = {
 
 export const drainNode: Fault = {
   name: "node drain",
-  // TODO(issue #14 item 1): main took 5.1 s.
-  target: { issueTargetMs: 5000, assertMs: 15_000 },
+  // 4.7 s measured (before: 5.1 s): the released cameras wait for placement. Asserted at twice the issue's 5 s.
+  target: { issueTargetMs: 5000, assertMs: 10_000 },
   async inject(rig) {
     const { node, cameras } = await busiestNode(rig);
     const refAt = Date.now();
