@@ -20,7 +20,7 @@ import {
 
 /**
  * Exit codes of every command: 0 ok, 1 failure, 2 bad usage, 78 bad
- * configuration (EX_CONFIG). `--wait` adds 3 (the camera is in ERROR) and 4
+ * configuration (EX_CONFIG). `--wait` adds 3 (the camera was in ERROR during the wait) and 4
  * (it did not reach STREAMING within --wait-timeout, and reported no error).
  */
 export const EXIT_FAILURE = 1;

@@ -1,9 +1,9 @@
 // How commands print: a borderless table (cli-table3) or key/value list for
 // people, the same value as JSON for scripts (--json). Colours (picocolors)
-// only where the stream is a terminal; picocolors also honours NO_COLOR.
+// only where stdout is a terminal (cli/colors.ts).
 
 import Table from "cli-table3";
-import pc from "picocolors";
+import { pc } from "./colors.ts";
 
 /** Prints `value` as JSON, or the human form `human()` builds from it. */
 export function print(json: boolean | undefined, value: unknown, human: () => string): void {

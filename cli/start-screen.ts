@@ -2,7 +2,7 @@
 // at a terminal; the same fields as one JSON log line for everyone else.
 
 import Table from "cli-table3";
-import pc from "picocolors";
+import { pc } from "./colors.ts";
 
 export interface UpInfo {
   /** The gateway's base URL, the dashboard's page. */

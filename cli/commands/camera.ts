@@ -200,6 +200,9 @@ export async function waitForStreaming(client: ControlClient, id: string, waitMs
     else process.stderr.write(`${text.replace(/, retry \d+ in [\d.]+s$/, "")}\n`);
   };
   let status: CameraStatus | undefined;
+  // A failing camera alternates ERROR and (briefly) CONNECTING: the deadline
+  // may fall on either, so the last ERROR seen is what the wait reports.
+  let lastError: CameraStatus | undefined;
   for (;;) {
     try {
       status = await client.cameraStatus(id);
@@ -217,9 +220,10 @@ export async function waitForStreaming(client: ControlClient, id: string, waitMs
       else process.stderr.write(`${text}\n`);
       return { status, summary: text, exitCode: 0 };
     }
+    if (status?.state === "ERROR") lastError = status;
     if (Date.now() >= deadline) {
-      const failed = status?.state === "ERROR";
-      const summary = `${text} (gave up waiting after ${Math.round(waitMs / 1000)}s)`;
+      const failed = lastError !== undefined;
+      const summary = `${failed ? progressText(id, lastError) : text} (gave up waiting after ${Math.round(waitMs / 1000)}s)`;
       if (spinner !== undefined) spinner.error({ text: summary });
       else process.stderr.write(`${summary}\n`);
       return { status, summary, exitCode: failed ? EXIT_CAMERA_ERROR : EXIT_WAIT_TIMEOUT };

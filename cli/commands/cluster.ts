@@ -1,7 +1,7 @@
 // `camfleet nodes`, `node drain`, `streams apply` and `events`: the cluster's nodes, streams and event feed.
 
 import type { Command } from "commander";
-import pc from "picocolors";
+import { pc } from "../colors.ts";
 import { assertId, CamfleetError } from "../../subjects/index.ts";
 import {
   applyStreams,
