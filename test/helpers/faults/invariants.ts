@@ -11,7 +11,7 @@
 
 import { randomUUID } from "node:crypto";
 import { readFileSync, readdirSync } from "node:fs";
-import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { DeliverPolicy, jetstream, jetstreamManager, type JsMsg } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { DetectionEventSchema, kvKeys, LeaseSchema, MSG_ID_HEADER, StatusEventSchema, STREAMS, type StatusEvent } from "../../../subjects/index.ts";
@@ -228,23 +228,28 @@ function checkConsumerName(): string {
   return `${CHECK_CONSUMER_PREFIX}_${randomUUID().replaceAll("-", "")}`;
 }
 
-/** DetectionEvents stored after stream sequence `afterSeq`, in order (an ordered consumer from there to the end now). */
-export async function readDetectionsAfter(nc: NatsConnection, afterSeq: number, timeoutMs = 10_000): Promise<StoredDetection[]> {
-  const info = await (await jetstreamManager(nc)).streams.info(STREAMS.detections);
-  const out: StoredDetection[] = [];
-  if (info.state.last_seq <= afterSeq) return out;
-  const consumer = await jetstream(nc).consumers.get(STREAMS.detections, {
-    deliver_policy: DeliverPolicy.StartSequence,
-    opt_start_seq: Math.max(afterSeq + 1, info.state.first_seq),
-    name_prefix: checkConsumerName(),
-  });
+/**
+ * Reads `stream` from where `from` says to its last message now, with an
+ * ordered consumer that is deleted afterwards; throws if the end was not
+ * reached within `timeoutMs`.
+ */
+async function readStreamToEnd<T>(
+  nc: NatsConnection,
+  stream: string,
+  from: { deliver_policy: typeof DeliverPolicy.StartSequence; opt_start_seq: number } | { deliver_policy: typeof DeliverPolicy.StartTime; opt_start_time: string },
+  lastSeq: number,
+  parse: (m: JsMsg) => T,
+  timeoutMs: number,
+): Promise<T[]> {
+  const out: T[] = [];
+  const consumer = await jetstream(nc).consumers.get(stream, { ...from, name_prefix: checkConsumerName() });
   const messages = await consumer.consume();
   const timer = setTimeout(() => void messages.close(), timeoutMs);
   let complete = false;
   try {
     for await (const m of messages) {
-      out.push({ event: DetectionEventSchema.parse(m.json()), msgId: m.headers?.get(MSG_ID_HEADER), subject: m.subject, seq: m.seq });
-      if (m.seq >= info.state.last_seq) {
+      out.push(parse(m));
+      if (m.seq >= lastSeq) {
         complete = true;
         break;
       }
@@ -254,8 +259,22 @@ export async function readDetectionsAfter(nc: NatsConnection, afterSeq: number, 
     await messages.close();
     await consumer.delete().catch(() => undefined);
   }
-  if (!complete) throw new Error(`reading ${STREAMS.detections} up to ${info.state.last_seq} did not complete within ${timeoutMs} ms`);
+  if (!complete) throw new Error(`reading ${stream} up to ${lastSeq} did not complete within ${timeoutMs} ms`);
   return out;
+}
+
+/** DetectionEvents stored after stream sequence `afterSeq`, in order (an ordered consumer from there to the end now). */
+export async function readDetectionsAfter(nc: NatsConnection, afterSeq: number, timeoutMs = 10_000): Promise<StoredDetection[]> {
+  const info = await (await jetstreamManager(nc)).streams.info(STREAMS.detections);
+  if (info.state.last_seq <= afterSeq) return [];
+  return readStreamToEnd(
+    nc,
+    STREAMS.detections,
+    { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: Math.max(afterSeq + 1, info.state.first_seq) },
+    info.state.last_seq,
+    (m) => ({ event: DetectionEventSchema.parse(m.json()), msgId: m.headers?.get(MSG_ID_HEADER), subject: m.subject, seq: m.seq }),
+    timeoutMs,
+  );
 }
 
 /**
@@ -265,31 +284,15 @@ export async function readDetectionsAfter(nc: NatsConnection, afterSeq: number, 
  */
 export async function readStatusEventsSince(nc: NatsConnection, sinceMs: number, timeoutMs = 10_000): Promise<StatusEvent[]> {
   const info = await (await jetstreamManager(nc)).streams.info(STREAMS.status);
-  const out: StatusEvent[] = [];
-  if (info.state.messages === 0 || Date.parse(info.state.last_ts) < sinceMs) return out;
-  const consumer = await jetstream(nc).consumers.get(STREAMS.status, {
-    deliver_policy: DeliverPolicy.StartTime,
-    opt_start_time: new Date(sinceMs).toISOString(),
-    name_prefix: checkConsumerName(),
-  });
-  const messages = await consumer.consume();
-  const timer = setTimeout(() => void messages.close(), timeoutMs);
-  let complete = false;
-  try {
-    for await (const m of messages) {
-      out.push(StatusEventSchema.parse(m.json()));
-      if (m.seq >= info.state.last_seq) {
-        complete = true;
-        break;
-      }
-    }
-  } finally {
-    clearTimeout(timer);
-    await messages.close();
-    await consumer.delete().catch(() => undefined);
-  }
-  if (!complete) throw new Error(`reading ${STREAMS.status} up to ${info.state.last_seq} did not complete within ${timeoutMs} ms`);
-  return out;
+  if (info.state.messages === 0 || Date.parse(info.state.last_ts) < sinceMs) return [];
+  return readStreamToEnd(
+    nc,
+    STREAMS.status,
+    { deliver_policy: DeliverPolicy.StartTime, opt_start_time: new Date(sinceMs).toISOString() },
+    info.state.last_seq,
+    (m) => StatusEventSchema.parse(m.json()),
+    timeoutMs,
+  );
 }
 
 // ---------------------------------------------------------------- FFmpeg processes
