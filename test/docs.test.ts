@@ -144,7 +144,7 @@ describe("no tracked file points outside the repository", () => {
   const text = (f: string) => readFileSync(join(ROOT, f), "utf8");
   const textFiles = tracked.filter((f) => /\.(ts|mjs|js|md|json|ya?ml|sh|conf|service|py|proto|example|html)$|Dockerfile/.test(f) && f !== "package-lock.json");
 
-  it("no path into a ../shared/ folder and no DESIGN.md (the repository's docs are docs/)", () => {
+  it("no path into a folder beside the clone and no external design document (the repository's docs are docs/)", () => {
     const self = "test/docs.test.ts";
     const hits = textFiles.filter((f) => f !== self).flatMap((f) =>
       text(f)
