@@ -64,7 +64,11 @@ async function runService(role: Role, start: (ctx: { config: Config; logger: Log
       // by the terminal to the process group, and again by npm, which forwards it.
       const now = Date.now();
       if (firstSignalAt !== undefined) {
-        if (now - firstSignalAt > 1000) process.exit(130);
+        if (now - firstSignalAt > 1000) {
+          // Said on stderr (not through the logger, which may be mid-flush) so an operator sees why it was not clean.
+          process.stderr.write(`camfleet ${role}: second ${sig} ${now - firstSignalAt} ms after the first: exiting now\n`);
+          process.exit(130);
+        }
         return;
       }
       firstSignalAt = now;

@@ -65,7 +65,8 @@ describe("camfleet up on a terminal", () => {
   it("prints where everything is, then readable log lines; Ctrl-C stops it and everything it started", async () => {
     const { env, mark } = await upEnv();
     // script -e: its exit status is camfleet's. stdin is a pipe: what the test writes there is typed into the terminal.
-    const child = spawn("script", ["-qfec", `${BIN} up`, "/dev/null"], { env: { ...testEnv(env), LOG_LEVEL: "info", TERM: "xterm" }, stdio: ["pipe", "pipe", "pipe"], detached: true });
+    // exec: camfleet itself is the terminal's foreground process, not a shell waiting for it (a shell may die of the Ctrl-C).
+    const child = spawn("script", ["-qfec", `exec ${BIN} up`, "/dev/null"], { env: { ...testEnv(env), LOG_LEVEL: "info", TERM: "xterm" }, stdio: ["pipe", "pipe", "pipe"], detached: true });
     onTestFinished(() => {
       try {
         process.kill(-child.pid!, "SIGKILL");
@@ -93,7 +94,8 @@ describe("camfleet up on a terminal", () => {
     expect(running.map((p) => p.comm)).toContain("nats-server");
 
     child.stdin.write("\x03"); // Ctrl-C, as typed: the terminal sends SIGINT to camfleet's process group
-    expect(await exited).toBe(0);
+    const code = await exited;
+    expect(code, `exit status ${String(code)}; the terminal's last lines:\n${plain().split("\n").slice(-15).join("\n")}`).toBe(0);
     expect(plain()).toMatch(/INFO: shutting down/);
     await waitFor(async () => (await marked(mark)).length === 0, { timeoutMs: 5_000, message: `no process left: ${JSON.stringify(await marked(mark))}` });
   }, 90_000);
