@@ -66,6 +66,8 @@ test("a clip of pedestrians → DetectionEvents labelled person on JetStream, wh
     const withPeople = stored.filter((d) => d.event.detections.some((x) => x.label === "person"));
     return withPeople.length >= 4 ? withPeople : undefined;
   }, { timeoutMs: 60_000, intervalMs: 500, message: "4 DetectionEvents with a person" });
+  // Renewed several times while saturated (every TTL/6 = 500 ms): the people may come within 1.5 s, so wait for the renewals too.
+  await waitFor(() => revisions.length >= 4, { timeoutMs: 10_000, message: "4 lease revisions while the detector is saturated" });
   clearInterval(poll);
 
   for (const { event } of people) {
@@ -83,7 +85,7 @@ test("a clip of pedestrians → DetectionEvents labelled person on JetStream, wh
   // Saturated: frames were sampled faster than the model answered.
   expect(status.frames.sent_ai).toBeGreaterThan(0);
   expect(status.error?.code).toBe("DETECTOR_UNSUPPORTED");
-  // Same lease all along (no fence, no takeover), renewed several times (every TTL/4 = 750 ms).
+  // Same lease all along (no fence, no takeover).
   expect(status.epoch).toBe(streaming.epoch);
   expect(status.state).toBe("STREAMING");
   expect(revisions.length).toBeGreaterThanOrEqual(4);
