@@ -90,6 +90,7 @@ export {
   reconcile,
   rendezvousScore,
   respondSafely,
+  RouteWitness,
   runtimeError,
   startOpsServer,
 } from "./node/index.ts";
@@ -114,6 +115,7 @@ export type {
   ReconcileDecision,
   ReconcileInput,
   ReleaseReason,
+  RouteWitnessOptions,
   SelfState,
   StatusReport,
   StopReason,

@@ -9,6 +9,8 @@ export const LOG_MESSAGES = {
   servingOps: "serving /metrics, /healthz, /readyz",
   claimedCamera: "claimed camera",
   releasedCamera: "released camera",
+  /** Warn: a claim failed for another reason than a lost race or NATS being briefly unable to take it. */
+  claimFailed: "claim failed",
   leaseLost: "lease lost; stopped actor (self-fencing)",
   handingOver: "handing cameras over to even the load",
   drained: "drained",

@@ -105,6 +105,8 @@ export const subjects = {
     nodeDrain: (node: string) => `${PREFIX}.ctl.node.${assertId("node", node)}.drain`,
     /** Each node answers here while it is connected; "no responders" says it is not (fast failover, docs/architecture.md). */
     nodePresence: (node: string) => `${PREFIX}.ctl.node.${assertId("node", node)}.presence`,
+    /** The node's own second connection answers here, from another server: a route between the two works (runtime/node/witness.ts). */
+    nodeWitness: (node: string) => `${PREFIX}.ctl.node.${assertId("node", node)}.witness`,
     /** Wildcards a node subscribes to; the id token is validated on receipt. */
     cameraStartAny: `${PREFIX}.ctl.camera.*.start`,
     cameraStopAny: `${PREFIX}.ctl.camera.*.stop`,

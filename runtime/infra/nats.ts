@@ -55,6 +55,8 @@ export interface ConnectOptions {
    * (bench/detections.ts, nats.js 3.4); errors keep their messages.
    */
   asyncTraces?: boolean;
+  /** Use only `servers`, never servers the cluster advertises (the route witness keeps off one server). Default false. */
+  ignoreClusterUpdates?: boolean;
 }
 
 /**
@@ -98,6 +100,7 @@ export async function connectNats(options: ConnectOptions): Promise<NatsConnecti
       pingInterval: 10_000,
       maxPingOut: 2,
       noAsyncTraces: !(options.asyncTraces ?? false),
+      ignoreClusterUpdates: options.ignoreClusterUpdates ?? false,
       ...(options.auth?.authenticator !== undefined ? { authenticator: options.auth.authenticator } : {}),
       ...(options.auth?.tls !== undefined ? { tls: options.auth.tls } : {}),
       ...(options.inboxPrefix !== undefined ? { inboxPrefix: options.inboxPrefix } : {}),

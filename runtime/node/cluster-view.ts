@@ -57,6 +57,8 @@ export class ClusterView {
   readonly leases = new Map<string, Observed<Lease>>();
   readonly nodes = new Map<string, Observed<NodeInfo>>();
   #connectedAt: number;
+  /** This node's last KV write failed (kvFailed): ages stand still. */
+  #kvDown = false;
   readonly #clock: Clock;
   readonly #listeners = new Set<() => void>();
   readonly #watched: Array<Watched<CameraSpec> | Watched<Lease> | Watched<NodeInfo>>;
@@ -104,7 +106,25 @@ export class ClusterView {
    * writer), so no age counts from before. Same effect as a reconnect.
    */
   kvRegained(): void {
+    this.#kvDown = false;
     this.#connectedAt = this.#clock.now();
+  }
+
+  /**
+   * Call when one of this node's KV writes failed: until kvRegained(), no
+   * age grows. Others cannot renew through the outage either, so a lease
+   * that looks unchanged then is no sign of its holder's death; and the
+   * first write that works again must not be a takeover judged by ages that
+   * include the outage (measured: a takeover 40 ms after a leases election
+   * ended beat its holder's first renewal).
+   */
+  kvFailed(): void {
+    this.#kvDown = true;
+  }
+
+  /** The moment ages count from: now while KV writes fail. */
+  #judgedSince(): number {
+    return this.#kvDown ? this.#clock.now() : this.#connectedAt;
   }
 
   /** A presence probe sent at `sentAt` found no responder for `node`. */
@@ -131,12 +151,12 @@ export class ClusterView {
 
   /** The view as one reconcile round reads it (the live maps, not copies: read it synchronously). */
   snapshot(extra: Pick<ClusterSnapshot, "gone" | "fastTakeoverMs"> = {}): ClusterSnapshot {
-    return { cameras: this.cameras, leases: this.leases, nodes: this.nodes, connectedAt: this.#connectedAt, ttlMs: this.options.ttlMs, ...extra };
+    return { cameras: this.cameras, leases: this.leases, nodes: this.nodes, connectedAt: this.#judgedSince(), ttlMs: this.options.ttlMs, ...extra };
   }
 
   /** Milliseconds since the entry last changed, as far as this node can judge. */
   age(entry: { observedAt: number }): number {
-    return ageOf({ connectedAt: this.#connectedAt }, entry, this.#clock.now());
+    return ageOf({ connectedAt: this.#judgedSince() }, entry, this.#clock.now());
   }
 
   leaseExpired(camera: string): boolean {
@@ -252,6 +272,9 @@ export class ClusterView {
     if (leader === undefined) return;
     if (this.#leasesLeader !== undefined && leader !== this.#leasesLeader) {
       this.options.logger.debug({ from: this.#leasesLeader, to: leader }, "leases stream has a new leader; lease ages restart");
+      this.kvRegained();
+    } else if (this.#kvDown) {
+      // The bucket has a leader again: a node that writes no lease (it holds none) learns it here.
       this.kvRegained();
     }
     this.#leasesLeader = leader;

@@ -1,4 +1,4 @@
-/** The node: placement (the pure reconcile round and its hashing), leases, supervision, the control server, the cluster view, the event publisher, the ops port. */
+/** The node: placement (the pure reconcile round and its hashing), leases, supervision, the control server, the cluster view, the event publisher, the ops port, the route witness. */
 export { ClusterView } from "./cluster-view.ts";
 export { respondSafely } from "./control-server.ts";
 export { BufferedPublisher } from "./event-publisher.ts";
@@ -16,4 +16,6 @@ export type { OpsServer, OpsServerOptions } from "./ops-http.ts";
 export { fairShare, handoverCount, hashUnit, rankCandidates, rendezvousScore } from "./placement.ts";
 export type { NodeLoad } from "./placement.ts";
 export { ActorSlot, DEFAULT_BACKOFF } from "./supervisor.ts";
+export { RouteWitness } from "./witness.ts";
+export type { RouteWitnessOptions } from "./witness.ts";
 export type { BackoffPolicy } from "./supervisor.ts";

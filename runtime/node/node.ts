@@ -22,8 +22,8 @@ import { ClusterView } from "./cluster-view.ts";
 import type { Config } from "../config.ts";
 import { describeConfig } from "../config.ts";
 import { serveCameraSnapshot, serveCameraStatus, serveCameraViewers, serveControl } from "./control-server.ts";
-import { connectNats, ensureJetStream, jetStreamOptions, retryTransient, startEmbeddedNats, type NatsConnection, type NatsServerProcess } from "../infra/index.ts";
-import { every, realClock, type Clock, type Repeating, type Timer } from "../clock.ts";
+import { connectNats, ensureJetStream, isTransientNatsError, jetStreamOptions, retryTransient, startEmbeddedNats, type NatsConnection, type NatsServerProcess } from "../infra/index.ts";
+import { every, realClock, sleep, type Clock, type Repeating, type Timer } from "../clock.ts";
 import { timedOut, withTimeout } from "../deadline.ts";
 import { BufferedPublisher } from "./event-publisher.ts";
 import type { ActorContext, DetectionOutcome, DetectionReport, KindRegistry, StatusReport, StopReason } from "./kinds.ts";
@@ -35,6 +35,7 @@ import { startOpsServer, type OpsServer } from "./ops-http.ts";
 import { DEFAULT_PLACEMENT, initialMemory, reconcile, type PlacementMemory, type PlacementTuning } from "./reconcile.ts";
 import { ActorSlot, type BackoffPolicy } from "./supervisor.ts";
 import { probePresence, servePresence } from "./presence.ts";
+import { RouteWitness } from "./witness.ts";
 
 
 export interface FleetNodeOptions {
@@ -61,6 +62,8 @@ const STATUS_BUFFER = 2000;
 const PERIODIC_BACKLOG = 100;
 /** How long a claim of a free camera waits for the camera's last StatusEvent (who had it, and why it left), ms. */
 const PREVIOUS_OWNER_LOOKUP_MS = 500;
+/** After a claim NATS could not take (not a lost race), ms before the camera is tried again. */
+const CLAIM_RETRY_MS = 100;
 
 /** Nats-Msg-Id of a StatusEvent: a retry after a lost ack is stored once. */
 function statusMsgId(camera: string, epoch: number, seq: number): string {
@@ -137,8 +140,12 @@ export class FleetNode {
   #kvFailing = false;
   /** Nodes with a presence probe in flight. */
   readonly #probing = new Set<string>();
+  /** Dead nodes whose heartbeat delete is in flight. */
+  readonly #forgetting = new Set<string>();
   /** The most NATS servers this node has known the cluster to have (never shrinks: a cut-off minority must not think itself the whole). */
   #clusterSize = 1;
+  /** This node's second connection, on another server: the outage proof's own evidence (runtime/node/witness.ts). */
+  #witness?: RouteWitness;
 
   private constructor(options: FleetNodeOptions) {
     this.#options = options;
@@ -220,6 +227,25 @@ export class FleetNode {
     });
     this.#nc = nc;
     servePresence(nc, this.id, log);
+    if (this.#embedded === undefined) {
+      this.#witness = new RouteWitness({
+        node: this.id,
+        servers: this.natsServers,
+        logger: log,
+        // Quiet: its state changes are the witness's own debug lines, not the node's connection story.
+        connect: (servers, signal) =>
+          connectNats({
+            servers,
+            auth: config.natsAuth,
+            name: `camfleet-node-${this.id}-witness`,
+            logger: log.child({ connection: "witness" }, { level: "error" }),
+            retryFirstConnect: true,
+            ignoreClusterUpdates: true,
+            signal,
+          }),
+      });
+      this.#witness.follow(nc);
+    }
     const { replicas } = await this.#retryTransient("setting up JetStream streams and buckets", () =>
       ensureJetStream(nc, jetStreamOptions(config, log)),
     );
@@ -259,7 +285,7 @@ export class FleetNode {
       metrics: this.metrics,
       onLost: (camera, reason, lease) => this.#leaseLost(camera, reason, lease),
       outageProof: () => this.#outageProof(),
-      onKvWrite: (ok) => this.#kvWrite(ok),
+      onKvWrite: (ok) => this.#kvWrite(ok, "leases"),
       clock: this.#clock,
     });
     this.#view = new ClusterView({ cameras, leases, nodes, ttlMs: config.leaseTtlMs, logger: log, clock: this.#clock });
@@ -319,6 +345,7 @@ export class FleetNode {
       if (s.type === "reconnect") {
         // While cut off this node could not see renewals: judge nobody by that gap.
         this.#view?.reconnected();
+        this.#witness?.follow(nc);
         void this.#leases?.renewAll({ force: true });
         void this.#heartbeat();
       }
@@ -340,24 +367,27 @@ export class FleetNode {
     };
     try {
       await this.#nodesKv.put(kvKeys.node(this.id), JSON.stringify(info));
-      this.#kvWrite(true);
+      this.#kvWrite(true, "nodes");
     } catch (err) {
-      this.#kvWrite(false);
+      this.#kvWrite(false, "nodes");
       this.#options.logger.debug({ err }, "heartbeat failed");
     }
   }
 
   /**
    * KV health as this node's own writes see it. While they fail, nobody else
-   * could renew either (or we cannot see them do it): once one works again,
+   * could renew either (or we cannot see them do it): no age grows, and once
+   * a lease write works again (or the view sees the leases stream led again),
    * every lease and heartbeat age restarts (docs/architecture.md).
    */
-  #kvWrite(ok: boolean): void {
+  #kvWrite(ok: boolean, bucket: "leases" | "nodes"): void {
     if (!ok) {
       this.#kvFailing = true;
+      this.#view?.kvFailed();
       return;
     }
-    if (this.#kvFailing) {
+    // Only a lease write ends it: heartbeats may work while the leases bucket is still leaderless.
+    if (this.#kvFailing && bucket === "leases") {
       this.#kvFailing = false;
       this.#view?.kvRegained();
       this.#options.logger.debug("KV writes work again; lease ages restart");
@@ -372,9 +402,10 @@ export class FleetNode {
   }
 
   /**
-   * Proof that our NATS server is in the cluster's majority: the other nodes
-   * that answer their presence probes are, with us, connected to more than
-   * half of the servers the cluster has had. A renewal that found no stream
+   * Proof that our NATS server is in the cluster's majority: our route
+   * witness (our own second connection, on another server) and the other
+   * nodes that answer their presence probes are, with us, connected to more
+   * than half of the servers the cluster has had. A renewal that found no stream
    * leader from inside the majority means no leader exists anywhere, so
    * nobody can take a lease over (docs/architecture.md).
    */
@@ -385,9 +416,12 @@ export class FleetNode {
     const need = Math.floor(this.#knownClusterSize() / 2) + 1;
     const servers = new Set([own]);
     if (servers.size >= need) return true;
+    const timeout = this.#timing.renewEveryMs / 2;
     const peers = [...(this.#view?.nodes.keys() ?? [])].filter((n) => n !== this.id);
-    const answers = await Promise.all(peers.map((peer) => probePresence(nc, peer, this.#timing.renewEveryMs / 2)));
+    const [witnessed, answers] = await Promise.all([this.#witness?.probe(nc, timeout), Promise.all(peers.map((peer) => probePresence(nc, peer, timeout)))]);
+    if (witnessed !== undefined) servers.add(witnessed);
     for (const a of answers) if (a.state === "present" && a.server !== undefined) servers.add(a.server);
+    this.#options.logger.debug({ servers: [...servers], need, witnessed: witnessed !== undefined, peers: answers.map((a) => a.state) }, "outage proof");
     return servers.size >= need;
   }
 
@@ -410,6 +444,28 @@ export class FleetNode {
           this.#queueReconcile();
         } else if (p.state === "present") view.markPresent(node);
       });
+    }
+  }
+
+  /**
+   * Deletes the heartbeat of a node this node has seen unchanged for two
+   * TTLs of healthy time (revision-checked: a heartbeat written since stays).
+   * A killed node leaves its heartbeat behind, and any restart of the ages
+   * (a reconnect, an election) would make it look alive again for a TTL:
+   * measured, a live node then counted four nodes instead of three and
+   * handed a camera over in the middle of a leases election.
+   */
+  #forgetDeadNodes(view: ClusterView): void {
+    const kv = this.#nodesKv;
+    if (kv === undefined) return;
+    for (const [node, info] of view.nodes) {
+      if (node === this.id || this.#forgetting.has(node) || view.age(info) < 2 * this.#options.config.leaseTtlMs) continue;
+      this.#forgetting.add(node);
+      void kv
+        .delete(kvKeys.node(node), { previousSeq: info.revision })
+        .then(() => this.#options.logger.info({ gone: node }, "forgot a dead node's heartbeat"))
+        .catch((err: unknown) => this.#options.logger.debug({ gone: node, err }, "forgetting a dead node's heartbeat failed (it was renewed, or NATS is away)"))
+        .finally(() => this.#forgetting.delete(node));
     }
   }
 
@@ -443,6 +499,7 @@ export class FleetNode {
     const owned = new Map<string, number>();
     for (const [camera, o] of this.#owned) owned.set(camera, o.specRevision);
     this.#probeLateNodes(view);
+    this.#forgetDeadNodes(view);
     const decision = reconcile({
       // A probe result is good for one renewal period; late nodes are probed again each round.
       view: view.snapshot({ gone: view.goneNodes(this.#timing.renewEveryMs), fastTakeoverMs: this.#timing.fastTakeoverAfterMs }),
@@ -507,7 +564,13 @@ export class FleetNode {
       if (move !== undefined && move.previous_node !== this.id) this.#moves.set(camera, { epoch: lease.epoch, ...move });
       this.#run(current.value, current.revision, lease.epoch);
     } catch (err) {
-      log.debug({ err }, "claim failed");
+      const transient = isTransientNatsError(err);
+      if (transient) this.#kvWrite(false, "leases");
+      log[transient ? "debug" : "warn"]({ err }, LOG_MESSAGES.claimFailed);
+      // NATS could not take the write (an election, a reconnect): the camera stays
+      // "being claimed" a little longer, so the next round does not retry it at once
+      // (measured: every ~5 ms through a 5 s leases election, per camera and node).
+      await sleep(this.#clock, CLAIM_RETRY_MS);
     } finally {
       this.#claiming.delete(camera);
       this.metrics.camerasOwned.set(this.#owned.size);
@@ -764,6 +827,7 @@ export class FleetNode {
       }
       if (cameras.length > 0) log.info({ released: cameras.length }, "released cameras for shutdown");
       this.#leases?.stop();
+      await this.#witness?.close();
       await this.#ops?.close();
       if (this.#embedded !== undefined) {
         await this.#embedded.stop();

@@ -346,7 +346,7 @@ export async function expectOwnedExactlyOnce(kv: KV, nodes: readonly FleetNodePr
   return owners;
 }
 
-const TRAIL_MSGS = new Set<string>([LOG_MESSAGES.claimedCamera, LOG_MESSAGES.releasedCamera, LOG_MESSAGES.leaseLost, LOG_MESSAGES.handingOver]);
+const TRAIL_MSGS = new Set<string>([LOG_MESSAGES.claimedCamera, LOG_MESSAGES.claimFailed, LOG_MESSAGES.releasedCamera, LOG_MESSAGES.leaseLost, LOG_MESSAGES.handingOver]);
 
 /**
  * The ownership story of some cameras from every node's log, in time order:
@@ -594,6 +594,21 @@ export async function jetStreamLeaders(nc: NatsConnection, servers: readonly Nat
   const leaders: JetStreamLeaders = {};
   for (const [k, v] of Object.entries({ meta, leases, nodes, cameras, status })) if (v !== undefined) leaders[k as keyof JetStreamLeaders] = v;
   return leaders;
+}
+
+/**
+ * Steps the leader of the leases bucket down until `server` leads it: each
+ * step-down elects one of the other replicas, so a few rounds land it there.
+ */
+export async function leadLeasesFrom(nc: NatsConnection, servers: readonly NatsServerProcess[], server: string): Promise<void> {
+  const leader = () => waitFor(async () => (await jetStreamLeaders(nc, servers)).leases, { timeoutMs: 20_000, message: "the leases leader" });
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const now = await leader();
+    if (now === server) return;
+    await nc.request(`$JS.API.STREAM.LEADER.STEPDOWN.KV_${BUCKETS.leases}`, undefined, { timeout: 5000 });
+    await waitFor(async () => ((await leader()) !== now ? true : undefined), { timeoutMs: 20_000, intervalMs: 200, message: `a leases leader other than ${now}` });
+  }
+  throw new Error(`the leases leader never landed on ${server} in 20 step-downs`);
 }
 
 /**

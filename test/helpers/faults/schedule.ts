@@ -11,6 +11,7 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import { StatusEventSchema, STREAMS, subjects, type StatusEvent } from "../../../subjects/index.ts";
 import {
+  cameraTrail,
   countByNode,
   expectOwnedExactlyOnce,
   jetStreamLeaders,
@@ -395,7 +396,7 @@ export async function runFault(rig: Rig, state: RunState, fault: Fault, log: (li
     const settle = (freshAfter: number, mustDisturb: readonly string[], balanced: boolean, what: string) =>
       waitFor(() => settledFleet(rig, since, freshAfter, mustDisturb, balanced), { timeoutMs: SETTLE_TIMEOUT_MS, intervalMs: 250, message: what });
     const settled = await settle(injected.refAt, injected.mustDisturb, injected.balanced === true, `${fault.name}: every camera owned once and STREAMING`).catch((err: Error) => {
-      problems.recovery.push(`${err.message}${err.cause instanceof Error ? `: ${err.cause.message}` : ""}`);
+      problems.recovery.push(`${err.message}${err.cause instanceof Error ? `: ${err.cause.message}` : ""}\nlog trail:\n${cameraTrail(rig.nodes, rig.cameras, 6)}`);
       return undefined;
     });
     if (settled !== undefined) {
