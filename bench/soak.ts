@@ -76,7 +76,7 @@ const meanOf = (xs: number[]) => {
 /**
  * Consumers on every stream (KV buckets are streams too); NaN while JetStream
  * does not answer (a fault is on). The checks delete their own readers once
- * read (CHECK_CONSUMER_PREFIX), so at most one or two of theirs are counted.
+ * read (test/helpers/streams.ts), so at most one or two of theirs are counted.
  * (Listing each stream's consumers to leave those out failed under faults.)
  */
 async function consumerCount(rig: Rig): Promise<number> {

@@ -5,65 +5,21 @@
 // is left running after the stop.
 
 import { spawn } from "node:child_process";
-import { randomUUID } from "node:crypto";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { connect } from "@nats-io/transport-node";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { ControlClient, LOG_MESSAGES } from "../runtime/index.ts";
 import { DEMO_CAMERAS } from "../cli/demo.ts";
 import { runCamfleet, testEnv } from "./helpers/camfleet-process.ts";
-import { reservePort } from "./helpers/ports.ts";
 import { readDetections } from "./helpers/detections.ts";
+import { marked, upEnv } from "./helpers/up.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 const BIN = fileURLToPath(new URL("../bin/camfleet", import.meta.url));
 
-/** Processes (not zombies) whose environment holds `mark`, by command name. */
-async function marked(mark: string): Promise<Array<{ pid: number; comm: string }>> {
-  const found: Array<{ pid: number; comm: string }> = [];
-  for (const entry of await readdir("/proc")) {
-    const pid = Number(entry);
-    if (!Number.isInteger(pid) || pid === process.pid) continue;
-    try {
-      const stat = await readFile(`/proc/${pid}/stat`, "utf8");
-      const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-      if (state === "Z" || state === "X") continue;
-      if (!(await readFile(`/proc/${pid}/environ`, "utf8")).split("\0").includes(mark)) continue;
-      found.push({ pid, comm: stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")) });
-    } catch {
-      // gone while we looked
-    }
-  }
-  return found;
-}
-
-async function upEnv() {
-  const dataDir = await mkdtemp(join(tmpdir(), "camfleet-cli-up-"));
-  onTestFinished(() => rm(dataDir, { recursive: true, force: true }));
-  const natsPort = await reservePort();
-  const mark = `CAMFLEET_TEST_UP=${randomUUID()}`;
-  return {
-    natsPort,
-    mark,
-    env: {
-      NODE_ID: "up1",
-      HTTP_PORT: "0",
-      CAMFLEET_NATS_PORT: String(natsPort),
-      // Not the default 50051: another detector on this machine would be taken for up's own.
-      DETECTOR_LISTEN: `127.0.0.1:${await reservePort()}`,
-      CAMFLEET_DATA_DIR: dataDir,
-      WEBRTC_LOOPBACK_ONLY: "true",
-      [mark.split("=")[0]!]: mark.split("=")[1]!,
-    },
-  };
-}
-
 describe("camfleet up on a terminal", () => {
   it("prints where everything is, then readable log lines; Ctrl-C stops it and everything it started", async () => {
-    const { env, mark } = await upEnv();
+    const { env, mark } = await upEnv(onTestFinished);
     // script -e: its exit status is camfleet's. stdin is a pipe: what the test writes there is typed into the terminal.
     // exec: camfleet itself is the terminal's foreground process, not a shell waiting for it (a shell may die of the Ctrl-C).
     const child = spawn("script", ["-qfec", `exec ${BIN} up`, "/dev/null"], { env: { ...testEnv(env), LOG_LEVEL: "info", TERM: "xterm" }, stdio: ["pipe", "pipe", "pipe"], detached: true });
@@ -103,7 +59,7 @@ describe("camfleet up on a terminal", () => {
 
 describe("camfleet up --demo, stdout a pipe", () => {
   it("logs only JSON, streams the demo cameras with motion detections, and SIGINT leaves no FFmpeg or nats-server behind", async () => {
-    const { env, mark, natsPort } = await upEnv();
+    const { env, mark, natsPort } = await upEnv(onTestFinished);
     const up = runCamfleet(["up", "--demo"], { env: { ...env, LOG_LEVEL: "info" }, onCleanup: onTestFinished });
     const ready = await up.waitForLog((l) => l.msg === LOG_MESSAGES.upReady, 45_000);
     expect(ready).toMatchObject({ nats: [`nats://127.0.0.1:${natsPort}`], demo: DEMO_CAMERAS.map((c) => c.id) });

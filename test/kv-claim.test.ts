@@ -34,6 +34,8 @@ describe("KvClaims", () => {
     const rb = await b.takeOver("k", "b", ra2!);
     expect(rb).toBeGreaterThan(ra2!);
     expect(await a.renew("k", "a", ra2!)).toBeUndefined();
+    // The refusal names the revision the write lost to: the lease keeper reads that one, not "the latest".
+    expect(await a.renewOrConflict("k", "a", ra2!)).toEqual({ conflictAt: rb });
     expect(await a.release("k", ra2!)).toBe(false);
     expect((await kv.get("k"))?.string()).toBe("b");
 

@@ -2,34 +2,23 @@
 // one process. A testsrc camera publishes on demand to that very gateway
 // (WHIP_URL follows its port), with the API token on WHIP as on every route.
 
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { ControlClient, LOG_MESSAGES } from "../runtime/index.ts";
 import { runCamfleet } from "./helpers/camfleet-process.ts";
-import { reservePort } from "./helpers/ports.ts";
 import { whepViewer } from "./helpers/relay-peers.ts";
+import { upEnv } from "./helpers/up.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 describe("camfleet up with the relay", () => {
   it("serves WHEP for an on-demand testsrc camera on its own gateway, token required, node metrics on the same port", async () => {
-    const dataDir = await mkdtemp(join(tmpdir(), "camfleet-up-"));
-    onTestFinished(() => rm(dataDir, { recursive: true, force: true }));
-    const natsPort = await reservePort();
+    const { env, natsPort } = await upEnv(onTestFinished);
     const token = "up-tok-5150";
     const up = runCamfleet(["up"], {
       env: {
-        NODE_ID: "up1",
-        HTTP_PORT: "0",
-        CAMFLEET_NATS_PORT: String(natsPort),
-        // Not the default 50051: another detector on this machine would be taken for up's own.
-        DETECTOR_LISTEN: `127.0.0.1:${await reservePort()}`,
-        CAMFLEET_DATA_DIR: dataDir,
+        ...env,
         CAMFLEET_ACTOR_KIND: "camera",
         CAMFLEET_API_TOKEN: token,
-        WEBRTC_LOOPBACK_ONLY: "true",
         ON_DEMAND_LINGER_MS: "1000",
       },
       onCleanup: onTestFinished,

@@ -19,6 +19,17 @@ export function isCasConflict(err: unknown): boolean {
 }
 
 /**
+ * The revision a compare-and-set lost to, from JetStream's own answer
+ * ("wrong last sequence: N"): what the stream held when it applied the
+ * write, which a read right after an election may not show yet.
+ */
+export function conflictRevision(err: unknown): number | undefined {
+  if (!isCasConflict(err)) return undefined;
+  const m = /wrong last sequence: (\d+)/i.exec((err as Error).message);
+  return m === null ? undefined : Number(m[1]);
+}
+
+/**
  * True when a KV write found no server to take it: nobody on the cluster
  * holds the stream's subscription, which only its leader does. On nats-server
  * 2.9 that is the answer all through a stream leader election (measured: every
@@ -111,6 +122,16 @@ export class KvClaims {
   /** Rewrites a held entry at the revision last written; undefined when someone else wrote since. */
   renew(key: string, value: string, revision: number): Promise<number | undefined> {
     return unlessConflict(() => this.#kv.update(key, value, revision));
+  }
+
+  /** `renew`, saying on a lost compare-and-set which revision it lost to (when JetStream told). */
+  async renewOrConflict(key: string, value: string, revision: number): Promise<{ revision: number } | { conflictAt: number | undefined }> {
+    try {
+      return { revision: await this.#kv.update(key, value, revision) };
+    } catch (err) {
+      if (isCasConflict(err)) return { conflictAt: conflictRevision(err) };
+      throw err;
+    }
   }
 
   /** Deletes a held entry if it is still at `revision`; false when it was not (someone took it). Other failures throw. */

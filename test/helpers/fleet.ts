@@ -26,6 +26,7 @@ import {
 import { LOG_MESSAGES, NatsServerProcess } from "../../runtime/index.ts";
 import { isAlive, runCamfleet, type CamfleetProcess } from "./camfleet-process.ts";
 import type { RegisterCleanup } from "./nats-harness.ts";
+import { readStreamToEnd } from "./streams.ts";
 import { waitFor } from "./wait.ts";
 
 // ---------------------------------------------------------------- node processes
@@ -425,26 +426,8 @@ export async function collectStatusEvents(nc: NatsConnection, onCleanup: Registe
  */
 export async function readStatusEvents(nc: NatsConnection, timeoutMs = 10_000): Promise<StatusEvent[]> {
   const lastSeq = (await (await jetstreamManager(nc)).streams.info(STREAMS.status)).state.last_seq;
-  const events: StatusEvent[] = [];
-  if (lastSeq === 0) return events;
-  const consumer = await jetstream(nc).consumers.get(STREAMS.status, { deliver_policy: DeliverPolicy.All });
-  const messages = await consumer.consume();
-  const timer = setTimeout(() => void messages.close(), timeoutMs);
-  let complete = false;
-  try {
-    for await (const m of messages) {
-      events.push(StatusEventSchema.parse(m.json()));
-      if (m.seq >= lastSeq) {
-        complete = true;
-        break;
-      }
-    }
-  } finally {
-    clearTimeout(timer);
-    await messages.close();
-  }
-  if (!complete) throw new Error(`reading ${STREAMS.status} up to ${lastSeq} did not complete within ${timeoutMs} ms (${events.length} read)`);
-  return events;
+  if (lastSeq === 0) return [];
+  return readStreamToEnd(nc, STREAMS.status, { deliver_policy: DeliverPolicy.All }, lastSeq, (m) => StatusEventSchema.parse(m.json()), timeoutMs);
 }
 
 /** True when `camera` reported STREAMING under this node and epoch. */

@@ -9,14 +9,14 @@
 //  - no FFmpeg outlives its camera (/proc: parent alive, camera owned by it).
 // Each returns a list of problems; empty means the invariant held.
 
-import { randomUUID } from "node:crypto";
 import { readFileSync, readdirSync } from "node:fs";
-import { DeliverPolicy, jetstream, jetstreamManager, type JsMsg } from "@nats-io/jetstream";
+import { DeliverPolicy, jetstreamManager } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { DetectionEventSchema, kvKeys, LeaseSchema, MSG_ID_HEADER, StatusEventSchema, STREAMS, type StatusEvent } from "../../../subjects/index.ts";
 import type { StoredDetection } from "../detections.ts";
 import type { LeaseOwner } from "../fleet.ts";
+import { readStreamToEnd } from "../streams.ts";
 
 // ---------------------------------------------------------------- leases history
 
@@ -222,47 +222,6 @@ export class DetectionJudge {
  * ordered consumer otherwise stays on the server for its 5-minute inactivity
  * threshold, and a check that reads every 250 ms piles up hundreds.
  */
-export const CHECK_CONSUMER_PREFIX = "faultcheck";
-
-function checkConsumerName(): string {
-  return `${CHECK_CONSUMER_PREFIX}_${randomUUID().replaceAll("-", "")}`;
-}
-
-/**
- * Reads `stream` from where `from` says to its last message now, with an
- * ordered consumer that is deleted afterwards; throws if the end was not
- * reached within `timeoutMs`.
- */
-async function readStreamToEnd<T>(
-  nc: NatsConnection,
-  stream: string,
-  from: { deliver_policy: typeof DeliverPolicy.StartSequence; opt_start_seq: number } | { deliver_policy: typeof DeliverPolicy.StartTime; opt_start_time: string },
-  lastSeq: number,
-  parse: (m: JsMsg) => T,
-  timeoutMs: number,
-): Promise<T[]> {
-  const out: T[] = [];
-  const consumer = await jetstream(nc).consumers.get(stream, { ...from, name_prefix: checkConsumerName() });
-  const messages = await consumer.consume();
-  const timer = setTimeout(() => void messages.close(), timeoutMs);
-  let complete = false;
-  try {
-    for await (const m of messages) {
-      out.push(parse(m));
-      if (m.seq >= lastSeq) {
-        complete = true;
-        break;
-      }
-    }
-  } finally {
-    clearTimeout(timer);
-    await messages.close();
-    await consumer.delete().catch(() => undefined);
-  }
-  if (!complete) throw new Error(`reading ${stream} up to ${lastSeq} did not complete within ${timeoutMs} ms`);
-  return out;
-}
-
 /** DetectionEvents stored after stream sequence `afterSeq`, in order (an ordered consumer from there to the end now). */
 export async function readDetectionsAfter(nc: NatsConnection, afterSeq: number, timeoutMs = 10_000): Promise<StoredDetection[]> {
   const info = await (await jetstreamManager(nc)).streams.info(STREAMS.detections);

@@ -4,8 +4,8 @@
 // status log, then check every invariant on everything written so far.
 //
 // Recovery targets are parameters. `issueTargetMs` is what issue #14 asks for;
-// `assertMs` is what the suite asserts, which is what main meets today where
-// it misses the issue's target (each such case carries a TODO below). Set
+// `assertMs` / `assertMaxDisturbed` is what the suite asserts: a margin over
+// the issue's target for a loaded CI host (each fault says why). Set
 // CAMFLEET_FAULTS_STRICT=1 to assert the issue's targets instead.
 
 import { jetstreamManager } from "@nats-io/jetstream";
@@ -15,6 +15,7 @@ import {
   countByNode,
   expectOwnedExactlyOnce,
   jetStreamLeaders,
+  ownedByLog,
   ownershipViolations,
   readOwnership,
   type LeaseOwner,
@@ -131,7 +132,7 @@ async function lastEvents(rig: Rig): Promise<Array<StatusEvent | undefined>> {
 
 // The issue's targets are issueTargetMs / issueMaxDisturbed; assertMs is
 // twice the target where main meets it (a loaded 2-core CI machine needs the
-// margin), or what main meets today (with a TODO) where it does not yet.
+// margin), or what main meets today where it does not always.
 // CAMFLEET_FAULTS_STRICT=1 asserts the issue's targets.
 
 export const killFfmpeg: Fault = {
@@ -176,9 +177,9 @@ export const addNode: Fault = {
 
 export const restartStatusLeader: Fault = {
   name: "nats restart (status leader)",
-  // TODO(issue #14 item 3): the loss of one server of three should interrupt no camera; main
-  // interrupted 1 of 4 (6.9 s) when the server also led the leases bucket.
-  target: { issueMaxDisturbed: 0, assertMs: 30_000 },
+  // Interrupted 1 of 4 (6.9 s) when the server also led the leases bucket, before the route
+  // witness and the frozen ages; 0 since. One allowed on a loaded CI host, none with CAMFLEET_FAULTS_STRICT=1.
+  target: { issueMaxDisturbed: 0, assertMs: 30_000, assertMaxDisturbed: 1 },
   async inject(rig) {
     const leaders = await waitFor(() => jetStreamLeaders(rig.nc, rig.cluster.servers), { timeoutMs: 20_000, message: "JetStream leaders" });
     const victim = rig.cluster.servers.find((s) => s.name === leaders.status) ?? rig.cluster.servers[0]!;
@@ -192,8 +193,10 @@ export const restartStatusLeader: Fault = {
 
 export const killLeasesLeader: Fault = {
   name: "nats kill -9 (leases leader)",
-  // TODO(issue #14 item 3): no camera of a connected node fenced; main still fences all 4 (10.1 s with the fast takeover, 17.2 s before it) when the killed server is the meta leader too (runtime-faults, where it is not, fences none).
-  target: { issueMaxDisturbed: 0, assertMs: 35_000 },
+  // Fenced all 4 (10.1 s) when the killed server led meta too, before the route witness, the
+  // frozen ages and the leader read after a lost reply; 0 in MEASURED since. One allowed on a loaded
+  // CI host, none with CAMFLEET_FAULTS_STRICT=1 (test/runtime-faults.test.ts asserts none).
+  target: { issueMaxDisturbed: 0, assertMs: 35_000, assertMaxDisturbed: 1 },
   async inject(rig) {
     const leaders = await waitFor(() => jetStreamLeaders(rig.nc, rig.cluster.servers), { timeoutMs: 20_000, message: "JetStream leaders" });
     const victim = rig.cluster.servers.find((s) => s.name === leaders.leases) ?? rig.cluster.servers[0]!;
@@ -352,7 +355,7 @@ interface Settled {
  * owner, an event newer than `freshAfter` (the run goes on), each of
  * `mustDisturb` interrupted after `since`, and, if asked, the load even.
  */
-async function settledFleet(rig: Rig, since: number, freshAfter: number, mustDisturb: readonly string[], balanced: boolean): Promise<Settled | undefined> {
+async function settledFleet(rig: Rig, since: number, freshAfter: number, mustDisturb: readonly string[], balanced: boolean, unsettled: (why: string) => void): Promise<Settled | undefined> {
   const o = await expectOwnedExactlyOnce(rig.leases, rig.live(), rig.cameras);
   // From a little before the fault: a STREAMING camera has a periodic summary
   // (every 5 s) in that margin, so an undisturbed run is seen to start before it.
@@ -361,16 +364,18 @@ async function settledFleet(rig: Rig, since: number, freshAfter: number, mustDis
   for (const c of rig.cameras) {
     const r = recoveryOf(events, c, since);
     const owner = o.get(c)!;
-    if (r === undefined || r.node !== owner.node || r.epoch !== owner.epoch) return undefined;
-    if ((lastEventTs(events, c) ?? 0) <= freshAfter) return undefined;
-    if (mustDisturb.includes(c) && !r.disturbed) return undefined;
+    const last = events.filter((e) => e.camera === c).at(-1);
+    const lastSaid = last === undefined ? "no event" : `last event ${last.state}${last.error !== undefined ? ` ${last.error.code}` : ""} from ${last.node}@${last.epoch}`;
+    if (r === undefined || r.node !== owner.node || r.epoch !== owner.epoch) return void unsettled(`${c}: not STREAMING from its owner ${owner.node}@${owner.epoch} (${lastSaid})`);
+    if ((lastEventTs(events, c) ?? 0) <= freshAfter) return void unsettled(`${c}: no event since the fault (${lastSaid})`);
+    if (mustDisturb.includes(c) && !r.disturbed) return void unsettled(`${c}: not interrupted yet (${lastSaid})`);
     recoveries.push(r);
   }
   if (balanced) {
     const counts = countByNode(o, rig.cameras);
     const active = rig.live().filter((n) => !n.proc.lines.some((l) => l.msg === LOG_MESSAGES.drained));
     const load = active.map((n) => counts.get(n.id) ?? 0);
-    if (Math.max(...load) - Math.min(...load) > 1) return undefined;
+    if (Math.max(...load) - Math.min(...load) > 1) return void unsettled(`load not even: ${load.join(",")}`);
   }
   return { events, owners: o, recoveries };
 }
@@ -393,10 +398,20 @@ export async function runFault(rig: Rig, state: RunState, fault: Fault, log: (li
   try {
     const injected = await fault.inject(rig);
     detail = injected.detail;
+    // Why the latest check found the fleet unsettled (a thrown error, e.g. the leases, is waitFor's own).
+    let why = "";
     const settle = (freshAfter: number, mustDisturb: readonly string[], balanced: boolean, what: string) =>
-      waitFor(() => settledFleet(rig, since, freshAfter, mustDisturb, balanced), { timeoutMs: SETTLE_TIMEOUT_MS, intervalMs: 250, message: what });
+      waitFor(
+        () => {
+          why = "";
+          return settledFleet(rig, since, freshAfter, mustDisturb, balanced, (w) => (why = w));
+        },
+        { timeoutMs: SETTLE_TIMEOUT_MS, intervalMs: 250, message: what },
+      );
     const settled = await settle(injected.refAt, injected.mustDisturb, injected.balanced === true, `${fault.name}: every camera owned once and STREAMING`).catch((err: Error) => {
-      problems.recovery.push(`${err.message}${err.cause instanceof Error ? `: ${err.cause.message}` : ""}\nlog trail:\n${cameraTrail(rig.nodes, rig.cameras, 6)}`);
+      const cause = why !== "" ? `last check: ${why}` : err.cause instanceof Error ? err.cause.message : "";
+      const nodes = rig.nodes.map((n) => `${n.id}${n.alive() ? "" : " (exited)"}: runs ${[...ownedByLog(n)].map(([c, e]) => `${c}@${e}`).join(",") || "nothing"}`).join("; ");
+      problems.recovery.push(`${err.message}${cause !== "" ? `: ${cause}` : ""}\nnodes by their logs: ${nodes}\nlog trail:\n${cameraTrail(rig.nodes, rig.cameras, 6)}`);
       return undefined;
     });
     if (settled !== undefined) {
@@ -414,7 +429,8 @@ export async function runFault(rig: Rig, state: RunState, fault: Fault, log: (li
       if (note) notes.push(note);
       const afterAt = Date.now();
       await settle(afterAt, [], injected.balanced === true || fault === drainNode, `${fault.name}: settled again after undoing the fault`).catch((err: Error) => {
-        problems.recovery.push(`${err.message}${err.cause instanceof Error ? `: ${err.cause.message}` : ""}`);
+        const cause = why !== "" ? `last check: ${why}` : err.cause instanceof Error ? err.cause.message : "";
+        problems.recovery.push(`${err.message}${cause !== "" ? `: ${cause}` : ""}`);
       });
     }
   } catch (err) {
