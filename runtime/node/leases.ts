@@ -191,8 +191,8 @@ export class LeaseKeeper {
    * lost (adopt its revision: true, renew again), or someone took the lease
    * (lost), or the read does not tell yet (the fence decides).
    *
-   * The revision is read by number when known, not as "the latest": in 1 of
-   * ~20 leases-leader kills every holder fenced itself 1.5 s after the new
+   * The revision is read by number when known, not as "the latest": in 2 of
+   * 24 leases-leader kills every holder fenced itself 1.5 s after the new
    * leader was up, its renewals answered (no failure logged) yet none
    * renewing: the sign of a latest-value read that kept showing the
    * holder's own older revision, so it kept renewing at it.
