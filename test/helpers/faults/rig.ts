@@ -62,6 +62,8 @@ export interface Rig {
   serverPids(): number[];
   noteServerPids(): void;
   specOf(camera: string): CameraSpecInput;
+  /** Date.now() just before the cameras were put (the start's reference). */
+  camerasPutAt: number;
 }
 
 /** Frame size and rate of the test cameras: small, so 4 of them fit a loaded 2-core machine. */
@@ -143,6 +145,7 @@ export async function startRig(opts: RigOptions): Promise<Rig> {
     solutions: ["motion"],
     ai: { enabled: true, max_fps: 2 },
   });
+  const camerasPutAt = Date.now();
   for (const id of cameras) await control.putCamera(specOf(id));
 
   return {
@@ -162,5 +165,6 @@ export async function startRig(opts: RigOptions): Promise<Rig> {
     },
     noteServerPids,
     specOf,
+    camerasPutAt,
   };
 }
