@@ -62,6 +62,15 @@ const STATUS_BUFFER = 2000;
 const PERIODIC_BACKLOG = 100;
 /** How long a claim of a free camera waits for the camera's last StatusEvent (who had it, and why it left), ms. */
 const PREVIOUS_OWNER_LOOKUP_MS = 500;
+/** What one outage proof saw: servers reached of those needed, whether the route witness answered, the peers' presence. */
+interface ProofSeen {
+  at: number;
+  servers: number;
+  need: number;
+  witnessed: boolean;
+  peers: string;
+}
+
 /** After a claim NATS could not take (not a lost race), ms before the camera is tried again. */
 const CLAIM_RETRY_MS = 100;
 
@@ -144,6 +153,8 @@ export class FleetNode {
   readonly #forgetting = new Set<string>();
   /** The most NATS servers this node has known the cluster to have (never shrinks: a cut-off minority must not think itself the whole). */
   #clusterSize = 1;
+  /** What the latest outage proof that had to ask saw (logged with a fence, so a fence through an election explains itself). */
+  #lastProof?: ProofSeen;
   /** This node's second connection, on another server: the outage proof's own evidence (runtime/node/witness.ts). */
   #witness?: RouteWitness;
 
@@ -394,6 +405,10 @@ export class FleetNode {
     }
   }
 
+  #proofSummary({ at, ...seen }: ProofSeen): Record<string, unknown> {
+    return { ...seen, agoMs: Math.round(this.#clock.now() - at) };
+  }
+
   /** Servers of the cluster as the connection knows them, remembered at their most. */
   #knownClusterSize(): number {
     const urls = this.#nc?.info?.connect_urls?.length ?? 0;
@@ -421,6 +436,7 @@ export class FleetNode {
     const [witnessed, answers] = await Promise.all([this.#witness?.probe(nc, timeout), Promise.all(peers.map((peer) => probePresence(nc, peer, timeout)))]);
     if (witnessed !== undefined) servers.add(witnessed);
     for (const a of answers) if (a.state === "present" && a.server !== undefined) servers.add(a.server);
+    this.#lastProof = { at: this.#clock.now(), servers: servers.size, need, witnessed: witnessed !== undefined, peers: answers.map((a) => a.state).join(",") };
     this.#options.logger.debug({ servers: [...servers], need, witnessed: witnessed !== undefined, peers: answers.map((a) => a.state) }, "outage proof");
     return servers.size >= need;
   }
@@ -742,7 +758,15 @@ export class FleetNode {
     // revision and sinceRenewalMs let a reader check, on this node's clock alone, that the
     // fence fell before any takeover of that same revision (see the claim line's leaseAgeMs).
     this.#options.logger.warn(
-      { camera, reason, epoch: owned.slot.epoch, revision: lease.revision, sinceRenewalMs: Math.round(this.#clock.now() - lease.renewedAt) },
+      {
+        camera,
+        reason,
+        epoch: owned.slot.epoch,
+        revision: lease.revision,
+        sinceRenewalMs: Math.round(this.#clock.now() - lease.renewedAt),
+        // Why no outage hold kept it, when one was tried: what the last majority proof saw.
+        ...(this.#lastProof !== undefined ? { lastProof: this.#proofSummary(this.#lastProof) } : {}),
+      },
       LOG_MESSAGES.leaseLost,
     );
     void owned.slot.stop("lease-lost");

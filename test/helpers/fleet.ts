@@ -364,7 +364,7 @@ export function cameraTrail(nodes: readonly FleetNodeProcess[], cameras: readonl
       )
       .sort((a, b) => logTime(a.l) - logTime(b.l))
       .slice(-linesPerCamera)
-      .map(({ node, l }) => `    ${String(l.time)} ${node}: ${String(l.msg)}${l.epoch !== undefined ? ` epoch ${String(l.epoch)}` : ""}${l.reason !== undefined ? ` (${String(l.reason)})` : ""}`);
+      .map(({ node, l }) => `    ${String(l.time)} ${node}: ${String(l.msg)}${l.epoch !== undefined ? ` epoch ${String(l.epoch)}` : ""}${l.reason !== undefined ? ` (${String(l.reason)})` : ""}${l.lastProof !== undefined ? ` last proof ${JSON.stringify(l.lastProof)}` : ""}`);
     out.push(`  ${camera}:\n${lines.join("\n") || "    (nothing logged)"}`);
   }
   return out.join("\n");

@@ -19,7 +19,14 @@ export type ReadFrom =
  * the caller looked), with an ordered consumer that is deleted afterwards;
  * throws if the end was not reached within `timeoutMs`.
  */
-export async function readStreamToEnd<T>(nc: NatsConnection, stream: string, from: ReadFrom, lastSeq: number, parse: (m: JsMsg) => T, timeoutMs: number): Promise<T[]> {
+export async function readStreamToEnd<T>(
+  nc: NatsConnection,
+  stream: string,
+  from: ReadFrom & { filter_subjects?: string },
+  lastSeq: number,
+  parse: (m: JsMsg) => T,
+  timeoutMs: number,
+): Promise<T[]> {
   const out: T[] = [];
   const consumer = await jetstream(nc).consumers.get(stream, { ...from, name_prefix: `${CHECK_CONSUMER_PREFIX}_${randomUUID().replaceAll("-", "")}` });
   const messages = await consumer.consume();

@@ -13,7 +13,7 @@ import { readFileSync, readdirSync } from "node:fs";
 import { DeliverPolicy, jetstreamManager } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { DetectionEventSchema, kvKeys, LeaseSchema, MSG_ID_HEADER, StatusEventSchema, STREAMS, type StatusEvent } from "../../../subjects/index.ts";
+import { BUCKETS, DetectionEventSchema, kvKeys, LeaseSchema, MSG_ID_HEADER, StatusEventSchema, STREAMS, type StatusEvent } from "../../../subjects/index.ts";
 import type { StoredDetection } from "../detections.ts";
 import type { LeaseOwner } from "../fleet.ts";
 import { readStreamToEnd } from "../streams.ts";
@@ -50,7 +50,13 @@ export class LeaseHistory {
   /** `historyLimit`: the bucket's history setting (LEASE_HISTORY). */
   constructor(readonly historyLimit: number) {}
 
-  async read(kv: KV, cameras: readonly string[]): Promise<void> {
+  /**
+   * Reads each camera's lease history with a reader that deletes its
+   * consumer afterwards: the KV client's own history() leaves an ordered
+   * consumer per call for the server to drop 5 minutes later (the soak
+   * counted 184 a minute of them, retries included).
+   */
+  async read(nc: NatsConnection, kv: KV, cameras: readonly string[]): Promise<void> {
     for (const camera of cameras) {
       const kept = this.byCamera.get(camera) ?? new Map<number, LeaseRevision>();
       const fresh: LeaseRevision[] = [];
@@ -59,15 +65,27 @@ export class LeaseHistory {
       // answers with an old or holed view. The current revision, read from the
       // stream leader (no direct get), tells a complete answer from such a one.
       const current = await kv.get(kvKeys.lease(camera));
-      const iter = await kv.history({ key: kvKeys.lease(camera) });
-      for await (const e of iter) {
-        const rev: LeaseRevision = { camera, revision: e.revision, operation: e.operation };
-        if (e.operation === "PUT") {
-          const lease = LeaseSchema.parse(e.json());
-          rev.node = lease.node;
-          rev.epoch = lease.epoch;
-        }
-        fresh.push(rev);
+      if (current !== null) {
+        const subject = `$KV.${BUCKETS.leases}.${kvKeys.lease(camera)}`;
+        const read = await readStreamToEnd(
+          nc,
+          `KV_${BUCKETS.leases}`,
+          { deliver_policy: DeliverPolicy.All, filter_subjects: subject },
+          current.revision,
+          (m): LeaseRevision => {
+            const op = m.headers?.get("KV-Operation");
+            const operation = op === "DEL" || op === "PURGE" ? op : "PUT";
+            const rev: LeaseRevision = { camera, revision: m.seq, operation };
+            if (operation === "PUT") {
+              const lease = LeaseSchema.parse(m.json());
+              rev.node = lease.node;
+              rev.epoch = lease.epoch;
+            }
+            return rev;
+          },
+          10_000,
+        );
+        fresh.push(...read);
       }
       // A revision an earlier read returned, inside the range this read covers,
       // but missing from it: the bucket's history changed under us (a write that
