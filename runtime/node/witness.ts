@@ -55,10 +55,9 @@ export class RouteWitness {
   follow(main: NatsConnection): void {
     if (!this.useful || this.#closed || main.isClosed()) return;
     const mainServer = main.getServer();
-    const targets = this.options.servers.filter((u) => hostPort(u) !== mainServer);
-    // The main connection is on a server we were not given (learned from the cluster): any of ours may differ.
-    const others = targets.length === 0 ? [...this.options.servers] : targets;
-    if (this.#nc !== undefined && !this.#nc.isClosed() && sameSet(others, this.#targets)) return;
+    // Never empty (useful: two servers or more). A main connection on a server we were not
+    // given leaves them all; probe() then ignores an answer from main's own server.
+    const others = this.options.servers.filter((u) => hostPort(u) !== mainServer);
     this.#opening = (this.#opening ?? Promise.resolve()).then(() => this.#open(main, others));
   }
 
