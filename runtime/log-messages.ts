@@ -12,6 +12,10 @@ export const LOG_MESSAGES = {
   /** Warn: a claim failed for another reason than a lost race or NATS being briefly unable to take it. */
   claimFailed: "claim failed",
   leaseLost: "lease lost; stopped actor (self-fencing)",
+  /** Info: the first of a run of failing lease renewals (`error` says what kind: no-responders, timeout, disconnected, …). */
+  leaseRenewalsFailing: "lease renewals failing",
+  /** Info: renewals work again; `failedForMs` and `errors` (count by kind) sum the run up. */
+  leaseRenewalsWork: "lease renewals work again",
   handingOver: "handing cameras over to even the load",
   drained: "drained",
   connectedToNats: "connected to NATS",

@@ -378,6 +378,35 @@ describe("a node found gone by its presence probe", () => {
     expect(run(TTL + 2 * TUNING.claimStaggerMs, false).claims.length).toBeGreaterThan(0);
   });
 
+  it("takes a gone holder's lease over only after the full TTL when it was last renewed before this node's ages restarted (an election)", () => {
+    const { w, aCams, self } = world();
+    const bOwned = [...w.leases.values()].filter((l) => l.value.node === "b").map((l) => l.value.camera);
+    const restartedAt = 1000; // an election ended: a's leases, renewed at 0, may be held by proof past it
+    // b and c renew after it; a (gone) does not.
+    for (const l of [...w.leases.values()]) if (l.value.node !== "a") w.lease(l.value.camera, l.value.node, restartedAt + 500);
+    const run = (now: number) =>
+      reconcile({
+        view: { ...w.snapshot(restartedAt), gone: new Set(["a"]), fastTakeoverMs: TIMING.fastTakeoverAfterMs },
+        self: self("b", bOwned),
+        memory: initialMemory(0),
+        tuning: TUNING,
+        now,
+      });
+    // Past the fast expiry counted from the restart, and short of the TTL: nothing moves.
+    expect(run(restartedAt + TIMING.fastTakeoverAfterMs + 2 * TUNING.claimStaggerMs).claims).toEqual([]);
+    expect(run(restartedAt + TIMING.fastTakeoverAfterMs).wakeAt).toBe(restartedAt + TTL);
+    const claims = run(restartedAt + TTL + 2 * TUNING.claimStaggerMs).claims.map((c) => c.camera);
+    expect(claims.length).toBeGreaterThan(0);
+    expect(claims.every((c) => aCams.includes(c))).toBe(true);
+    // A renewal seen since the restart makes the fast expiry count again.
+    for (const c of aCams) w.lease(c, "a", restartedAt + 100);
+    expect(run(restartedAt + 100 + TIMING.fastTakeoverAfterMs + 2 * TUNING.claimStaggerMs).claims.length).toBeGreaterThan(0);
+  });
+
+  it("keeps the post-election hold a tenth of the TTL inside a full TTL", () => {
+    expect(TIMING.takeoverAfterMs - TIMING.postElectionHoldMs).toBe(TTL / 10);
+  });
+
   it("keeps the holder's fence ahead of the fast takeover by a tenth of the TTL", () => {
     expect(TIMING.fastTakeoverAfterMs - TIMING.fenceAfterMs).toBe(TTL / 10);
     expect(TIMING.takeoverAfterMs - TIMING.fenceAfterMs).toBe(TTL / 2);

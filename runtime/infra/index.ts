@@ -9,7 +9,7 @@ export { formatBytes, JetStreamStorageError } from "./jetstream-room.ts";
 export type { StorageKind } from "./jetstream-room.ts";
 export { isCasConflict, isNoLeader, KvClaims } from "./kv-claim.ts";
 export type { KvClaimOptions } from "./kv-claim.ts";
-export { cameraSpecOf, connectNats, isTransientNatsError, retryTransient, toCamfleetError } from "./nats.ts";
+export { cameraSpecOf, connectNats, isTransientNatsError, natsErrorKind, retryTransient, toCamfleetError } from "./nats.ts";
 export type { ConnectOptions, NatsConnection, RetryTransientOptions } from "./nats.ts";
 export { NatsServerNotFoundError, NatsServerProcess, NatsServerStartError } from "./nats-server.ts";
 export type { NatsClusterOptions, NatsServerExit, NatsServerOptions, NatsServerPorts } from "./nats-server.ts";

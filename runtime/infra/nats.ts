@@ -238,6 +238,20 @@ export function isTransientNatsError(err: unknown): boolean {
 }
 
 /**
+ * A short name for what went wrong with a NATS request, for logs that count
+ * failures by kind: "no-responders" (nobody holds the subject: a JetStream
+ * stream without a leader), "timeout", "disconnected", "jetstream <code>"
+ * (the server refused), or the error's own name.
+ */
+export function natsErrorKind(err: unknown): string {
+  if (err instanceof NoRespondersError || err instanceof jserrors.JetStreamNotEnabled || (err instanceof RequestError && err.isNoResponders())) return "no-responders";
+  if (err instanceof TimeoutError || (err instanceof RequestError && err.cause instanceof TimeoutError)) return "timeout";
+  if (err instanceof ConnectionError || err instanceof ClosedConnectionError || err instanceof DrainingConnectionError) return "disconnected";
+  if (err instanceof JetStreamApiError) return `jetstream ${err.code}`;
+  return err instanceof Error ? err.name : typeof err;
+}
+
+/**
  * The one boundary from "anything thrown" to a camfleet error: CamfleetErrors
  * pass through, NATS's transient failures (no responders, timeouts, a
  * connection that is closed, draining or away, JetStream not answering) are

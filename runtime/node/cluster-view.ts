@@ -66,6 +66,8 @@ export class ClusterView {
   #stopped = false;
   /** The leases stream's leader at the last health check. */
   #leasesLeader?: string;
+  /** The takeover check in flight (leasesLeaderUnchanged). */
+  #leaderCheck?: Promise<boolean>;
   /** Nodes a presence probe found without a responder, and when the probe was sent. */
   readonly #gone = new Map<string, number>();
 
@@ -261,6 +263,33 @@ export class ClusterView {
         w.lastTarget = last;
       }),
     );
+  }
+
+  /**
+   * Asked before a takeover: is the leases stream led by the server the last
+   * health check saw? A new leader means an election since, which none of
+   * this node's own writes need have met (a node holding no lease writes
+   * none): its ages then restart and the takeover waits, instead of trusting
+   * ages that span the election, through which the holder may have held its
+   * lease by proof. False too when the stream does not answer. Concurrent
+   * callers (one round's takeovers) share one request.
+   */
+  leasesLeaderUnchanged(): Promise<boolean> {
+    this.#leaderCheck ??= (async () => {
+      try {
+        const leader = (await this.options.leases.status()).streamInfo.cluster?.leader;
+        const before = this.#leasesLeader;
+        const wasDown = this.#kvDown;
+        this.#noteLeasesLeader(leader);
+        return !wasDown && (before === undefined || leader === undefined || leader === before);
+      } catch {
+        this.kvFailed();
+        return false;
+      }
+    })().finally(() => {
+      this.#leaderCheck = undefined;
+    });
+    return this.#leaderCheck;
   }
 
   /**

@@ -1,7 +1,8 @@
 import type { KV } from "@nats-io/kv";
 import { kvKeys, LeaseSchema, type Lease } from "../../subjects/index.ts";
 import { every, realClock, type Clock, type Repeating } from "../clock.ts";
-import { isNoLeader, KvClaims } from "../infra/index.ts";
+import { isNoLeader, isTransientNatsError, KvClaims, natsErrorKind } from "../infra/index.ts";
+import { LOG_MESSAGES } from "../log-messages.ts";
 import type { Logger } from "../logger.ts";
 import type { NodeMetrics } from "../metrics.ts";
 
@@ -15,10 +16,21 @@ import type { NodeMetrics } from "../metrics.ts";
  * - others take a lease over once they saw it unchanged for a full TTL of
  *   time in which their own KV writes worked;
  * - or for TTL/2 + TTL/10 when the holder is provably not connected (its
- *   presence subject has no responder): TTL/10 past the holder's own fence.
+ *   presence subject has no responder): TTL/10 past the holder's own fence;
+ * - a holder whose renewals keep failing just after an outage hold (the
+ *   new leader is up, the first writes time out) holds on for at most
+ *   TTL − TTL/10 past the last renewal that found no leader: every taker's
+ *   ages restarted when the leader came back, so none can take over before a
+ *   full TTL after it (the "post-election hold").
  */
-export function leaseTiming(ttlMs: number): { renewEveryMs: number; fenceAfterMs: number; fastTakeoverAfterMs: number; takeoverAfterMs: number } {
-  return { renewEveryMs: ttlMs / 6, fenceAfterMs: ttlMs / 2, fastTakeoverAfterMs: ttlMs / 2 + ttlMs / 10, takeoverAfterMs: ttlMs };
+export function leaseTiming(ttlMs: number): {
+  renewEveryMs: number;
+  fenceAfterMs: number;
+  fastTakeoverAfterMs: number;
+  takeoverAfterMs: number;
+  postElectionHoldMs: number;
+} {
+  return { renewEveryMs: ttlMs / 6, fenceAfterMs: ttlMs / 2, fastTakeoverAfterMs: ttlMs / 2 + ttlMs / 10, takeoverAfterMs: ttlMs, postElectionHoldMs: ttlMs - ttlMs / 10 };
 }
 
 export interface OwnedLease {
@@ -32,6 +44,20 @@ export interface OwnedLease {
   validUntil: number;
   /** When the write at `revision` was sent (the keeper's monotonic clock): `validUntil` counts from it. */
   renewedAt: number;
+  /**
+   * When the latest renewal that found no leader while our server was in the
+   * majority was sent, if none has worked since: the post-election hold
+   * counts from it.
+   */
+  outageHeldAt?: number;
+}
+
+/** Renewals failing in a row: since when (the first failed one was sent), and how many of each kind (natsErrorKind). */
+export interface RenewalTrouble {
+  since: number;
+  errors: Record<string, number>;
+  /** Failed renewals that extended a lease: by the outage hold, by the post-election hold. */
+  held: { outage: number; postElection: number };
 }
 
 export type LeaseLossReason = "expired" | "taken";
@@ -72,6 +98,8 @@ export class LeaseKeeper {
   #fenceTimer?: Repeating;
   /** The latest outage proof asked for, shared by the renewals of one round. */
   #proof?: { startedAt: number; result: Promise<boolean> };
+  /** Set while renewals fail, for the logs: cleared (and summed up) by the next one that works. */
+  #trouble?: RenewalTrouble;
 
   constructor(private readonly options: LeaseKeeperOptions) {
     this.#timing = leaseTiming(options.ttlMs);
@@ -97,6 +125,11 @@ export class LeaseKeeper {
 
   owned(): OwnedLease[] {
     return [...this.#leases.values()];
+  }
+
+  /** The current run of failing renewals, if any: a fence's log says what they were. */
+  trouble(): Readonly<RenewalTrouble> | undefined {
+    return this.#trouble;
   }
 
   /** True while events for the camera may still be published by this node. */
@@ -154,18 +187,26 @@ export class LeaseKeeper {
         lease.revision = revision;
         lease.validUntil = sentAt + this.#timing.fenceAfterMs;
         lease.renewedAt = sentAt;
+        lease.outageHeldAt = undefined;
+        this.#troubleOver();
       }
     } catch (err) {
       this.options.onKvWrite?.(false);
       this.options.metrics.leaseRenewFailures.inc();
+      this.#noteTrouble(sentAt, err);
       if (isNoLeader(err) && (await this.#outageProven(sentAt)) && this.#leases.get(lease.camera) === lease) {
         // No leader, and our server is in the majority: nobody can write the bucket, so
         // nobody can take this lease over before sentAt + fenceAfter (docs/architecture.md).
-        const until = sentAt + this.#timing.fenceAfterMs;
-        if (until > lease.validUntil) {
-          lease.validUntil = until;
-          this.options.logger.debug({ camera: lease.camera }, "lease renewal found no leader while our server is in the majority; holding");
-        }
+        lease.outageHeldAt = Math.max(lease.outageHeldAt ?? sentAt, sentAt);
+        if (this.#trouble !== undefined) this.#trouble.held.outage++;
+        this.#holdUntil(lease, sentAt + this.#timing.fenceAfterMs, "lease renewal found no leader while our server is in the majority; holding");
+      } else if (lease.outageHeldAt !== undefined && isTransientNatsError(err) && this.#leases.get(lease.camera) === lease) {
+        // Just after an outage hold: the new leader is up but our writes do not land yet
+        // (measured: timeouts for 1.5 s after a leases election). Every taker's ages restarted
+        // when the leader came back, after outageHeldAt, so a takeover needs a full TTL past it.
+        const until = Math.min(sentAt + this.#timing.fenceAfterMs, lease.outageHeldAt + this.#timing.postElectionHoldMs);
+        if (this.#trouble !== undefined && until > lease.validUntil) this.#trouble.held.postElection++;
+        this.#holdUntil(lease, until, "lease renewal failed just after an outage hold; holding on (post-election hold)");
       } else {
         this.options.logger.debug({ camera: lease.camera, err }, "lease renewal failed; retrying until the fence");
       }
@@ -173,6 +214,30 @@ export class LeaseKeeper {
       this.#renewing.delete(lease.camera);
     }
     if (again && this.#leases.get(lease.camera) === lease) await this.#renew(lease, false);
+  }
+
+  #holdUntil(lease: OwnedLease, until: number, why: string): void {
+    if (until <= lease.validUntil) return;
+    lease.validUntil = until;
+    this.options.logger.debug({ camera: lease.camera, validForMs: Math.round(until - this.#clock.now()) }, why);
+  }
+
+  /** A renewal failed: the first of a run is logged at info, with what went wrong. */
+  #noteTrouble(sentAt: number, err: unknown): void {
+    const kind = natsErrorKind(err);
+    if (this.#trouble === undefined) {
+      this.#trouble = { since: sentAt, errors: {}, held: { outage: 0, postElection: 0 } };
+      this.options.logger.info({ error: kind, err }, LOG_MESSAGES.leaseRenewalsFailing);
+    }
+    this.#trouble.errors[kind] = (this.#trouble.errors[kind] ?? 0) + 1;
+  }
+
+  /** A renewal worked: a run of failures before it is summed up at info. */
+  #troubleOver(): void {
+    const trouble = this.#trouble;
+    if (trouble === undefined) return;
+    this.#trouble = undefined;
+    this.options.logger.info({ failedForMs: Math.round(this.#clock.now() - trouble.since), errors: trouble.errors, held: trouble.held }, LOG_MESSAGES.leaseRenewalsWork);
   }
 
   /** An outage proof asked for at or after `since` (so it speaks of a moment after that renewal was sent). */

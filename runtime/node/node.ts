@@ -405,6 +405,15 @@ export class FleetNode {
     }
   }
 
+  #troubleSummary(lease: Readonly<OwnedLease>): Record<string, unknown> {
+    const trouble = this.#leases?.trouble();
+    const now = this.#clock.now();
+    return {
+      ...(trouble !== undefined ? { renewalErrors: trouble.errors, failingForMs: Math.round(now - trouble.since), held: trouble.held } : {}),
+      ...(lease.outageHeldAt !== undefined ? { outageHeldAgoMs: Math.round(now - lease.outageHeldAt) } : {}),
+    };
+  }
+
   #proofSummary({ at, ...seen }: ProofSeen): Record<string, unknown> {
     return { ...seen, agoMs: Math.round(this.#clock.now() - at) };
   }
@@ -557,6 +566,11 @@ export class FleetNode {
     // The holder of the lease we take over: that camera fails over from it.
     const takenFrom = takeoverRevision !== undefined ? this.#view?.leases.get(camera)?.value.node : undefined;
     try {
+      // A takeover trusts this node's ages: not if the leases stream changed leader unseen.
+      if (takeoverRevision !== undefined && this.#view !== undefined && !(await this.#view.leasesLeaderUnchanged())) {
+        log.debug("leases stream changed leader (or did not answer) since this node last looked; ages restart, takeover waits");
+        return;
+      }
       const lease = await this.#leases!.claim(camera, takeoverRevision);
       if (lease === undefined) {
         // Another node won, or our copy of the lease is stale (its watch lagged): re-read it.
@@ -766,6 +780,8 @@ export class FleetNode {
         sinceRenewalMs: Math.round(this.#clock.now() - lease.renewedAt),
         // Why no outage hold kept it, when one was tried: what the last majority proof saw.
         ...(this.#lastProof !== undefined ? { lastProof: this.#proofSummary(this.#lastProof) } : {}),
+        // What the renewals met since the last one that worked, and whether an outage hold had begun.
+        ...this.#troubleSummary(lease),
       },
       LOG_MESSAGES.leaseLost,
     );

@@ -62,19 +62,27 @@ export function ageOf(view: Pick<ClusterSnapshot, "connectedAt">, entry: { obser
   return now - Math.max(entry.observedAt, view.connectedAt);
 }
 
-/** How long an entry written by `node` lives unchanged: the TTL, or less once the node is provably gone. */
-export function lifetimeOf(view: Pick<ClusterSnapshot, "ttlMs" | "gone" | "fastTakeoverMs">, node: string | undefined): number {
-  return node !== undefined && view.gone?.has(node) === true ? Math.min(view.ttlMs, view.fastTakeoverMs ?? view.ttlMs) : view.ttlMs;
+/**
+ * How long an entry written by `node` lives unchanged: the TTL, or less once
+ * the node is provably gone. Not less for an entry last seen to change before
+ * this node's ages last restarted (a reconnect, an election): its holder may
+ * have held it through that outage by proof, or be holding it just after
+ * (the post-election hold), and its fence then counts from the outage, not
+ * from its last write (docs/architecture.md).
+ */
+export function lifetimeOf(view: Pick<ClusterSnapshot, "ttlMs" | "gone" | "fastTakeoverMs" | "connectedAt">, entry: { observedAt: number }, node: string | undefined): number {
+  const fast = node !== undefined && view.gone?.has(node) === true && entry.observedAt >= view.connectedAt;
+  return fast ? Math.min(view.ttlMs, view.fastTakeoverMs ?? view.ttlMs) : view.ttlMs;
 }
 
 /** When the entry expires (monotonic ms), unless it changes first. */
 function expiresAt(view: ClusterSnapshot, entry: { observedAt: number }, node?: string): number {
-  return Math.max(entry.observedAt, view.connectedAt) + lifetimeOf(view, node);
+  return Math.max(entry.observedAt, view.connectedAt) + lifetimeOf(view, entry, node);
 }
 
 /** `node`: who wrote the entry (a lease's holder, a heartbeat's node), for the faster expiry of a gone node. */
 export function isExpired(view: ClusterSnapshot, entry: { observedAt: number } | undefined, now: number, node?: string): boolean {
-  return entry === undefined || ageOf(view, entry, now) >= lifetimeOf(view, node);
+  return entry === undefined || ageOf(view, entry, now) >= lifetimeOf(view, entry, node);
 }
 
 /** This node, as the round sees it. */

@@ -353,6 +353,12 @@ const TRAIL_MSGS = new Set<string>([LOG_MESSAGES.claimedCamera, LOG_MESSAGES.cla
  * The ownership story of some cameras from every node's log, in time order:
  * claims, releases, fences and hand-overs. For failure messages.
  */
+/** A fence's evidence, when its line has it: the last majority proof, what the renewals met, how long ago an outage hold began. */
+function trailExtras(l: Record<string, unknown>): string {
+  const parts = (["lastProof", "renewalErrors", "failingForMs", "held", "outageHeldAgoMs"] as const).filter((k) => l[k] !== undefined).map((k) => `${k} ${JSON.stringify(l[k])}`);
+  return parts.length > 0 ? ` ${parts.join(" ")}` : "";
+}
+
 export function cameraTrail(nodes: readonly FleetNodeProcess[], cameras: readonly string[], linesPerCamera = 8): string {
   const out: string[] = [];
   for (const camera of cameras) {
@@ -364,7 +370,7 @@ export function cameraTrail(nodes: readonly FleetNodeProcess[], cameras: readonl
       )
       .sort((a, b) => logTime(a.l) - logTime(b.l))
       .slice(-linesPerCamera)
-      .map(({ node, l }) => `    ${String(l.time)} ${node}: ${String(l.msg)}${l.epoch !== undefined ? ` epoch ${String(l.epoch)}` : ""}${l.reason !== undefined ? ` (${String(l.reason)})` : ""}${l.lastProof !== undefined ? ` last proof ${JSON.stringify(l.lastProof)}` : ""}`);
+      .map(({ node, l }) => `    ${String(l.time)} ${node}: ${String(l.msg)}${l.epoch !== undefined ? ` epoch ${String(l.epoch)}` : ""}${l.reason !== undefined ? ` (${String(l.reason)})` : ""}${trailExtras(l)}`);
     out.push(`  ${camera}:\n${lines.join("\n") || "    (nothing logged)"}`);
   }
   return out.join("\n");

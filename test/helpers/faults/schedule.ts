@@ -15,6 +15,7 @@ import {
   countByNode,
   expectOwnedExactlyOnce,
   jetStreamLeaders,
+  logTime,
   ownedByLog,
   ownershipViolations,
   readOwnership,
@@ -446,6 +447,8 @@ export async function runFault(rig: Rig, state: RunState, fault: Fault, log: (li
     problems.recovery.push(`the fault could not be run: ${(err as Error).message}`);
   }
 
+  const renewals = renewalTroubleSince(rig, since);
+  if (renewals !== "") notes.push(renewals);
   await checkInvariants(rig, state, problems, notes);
   const fresh: Invariants = { ownership: [], leases: [], recovery: problems.recovery, detections: [], ffmpeg: [] };
   for (const key of ["ownership", "leases", "detections", "ffmpeg"] as const) {
@@ -471,6 +474,30 @@ export async function runFault(rig: Rig, state: RunState, fault: Fault, log: (li
   state.results.push(result);
   log(faultLine(result));
   return result;
+}
+
+/**
+ * What the nodes' lease renewals met since `since`, from their "renewals work
+ * again" lines: per node the longest run of failures, the errors by kind and
+ * how many failed renewals a hold covered. Empty when none failed.
+ */
+function renewalTroubleSince(rig: Rig, since: number): string {
+  const parts: string[] = [];
+  for (const n of rig.nodes) {
+    const runs = n.proc.lines.filter((l) => l.msg === LOG_MESSAGES.leaseRenewalsWork && logTime(l) >= since);
+    if (runs.length === 0) continue;
+    const errors: Record<string, number> = {};
+    const held = { outage: 0, postElection: 0 };
+    for (const r of runs) {
+      for (const [k, v] of Object.entries((r.errors ?? {}) as Record<string, number>)) errors[k] = (errors[k] ?? 0) + v;
+      const h = (r.held ?? {}) as Partial<typeof held>;
+      held.outage += h.outage ?? 0;
+      held.postElection += h.postElection ?? 0;
+    }
+    const longest = Math.max(...runs.map((r) => Number(r.failedForMs ?? 0)));
+    parts.push(`${n.id} ${(longest / 1000).toFixed(1)} s (${Object.entries(errors).map(([k, v]) => `${k} ${v}`).join(", ")}; held: ${held.outage} outage, ${held.postElection} post-election)`);
+  }
+  return parts.length === 0 ? "" : `renewals failing: ${parts.join("; ")}`;
 }
 
 /** Reads the logs and the process table, and fills `problems` (everything found, old and new). */
