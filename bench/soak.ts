@@ -91,15 +91,46 @@ const meanOf = (xs: number[]) => {
  * read (test/helpers/streams.ts), so at most one or two of theirs are counted.
  * (Listing each stream's consumers to leave those out failed under faults.)
  */
-async function consumerCount(rig: Rig): Promise<number> {
+async function consumerCount(rig: Rig, byStream?: Map<string, number>): Promise<number> {
   try {
     const jsm = await jetstreamManager(rig.nc, { timeout: 2000 });
     let total = 0;
-    for await (const s of jsm.streams.list()) total += s.state.consumer_count;
+    const counts = new Map<string, number>();
+    for await (const s of jsm.streams.list()) {
+      total += s.state.consumer_count;
+      counts.set(s.config.name, s.state.consumer_count);
+    }
+    if (byStream !== undefined) for (const [k, v] of counts) byStream.set(k, v);
     return total;
   } catch {
     return NaN;
   }
+}
+
+/**
+ * Where the consumers are, for a leak verdict to point at: per stream, the
+ * count at the first and the last sample, and for each stream that grew, how
+ * many of its consumers have a client bound (push_bound) and on which filter.
+ */
+async function describeConsumers(rig: Rig, first: ReadonlyMap<string, number>, last: ReadonlyMap<string, number>): Promise<string> {
+  const lines: string[] = [];
+  const jsm = await jetstreamManager(rig.nc, { timeout: 5000 });
+  for (const [stream, n] of last) {
+    const was = first.get(stream) ?? 0;
+    lines.push(`  ${stream}: ${was} → ${n}`);
+    if (n <= was) continue;
+    const kinds = new Map<string, number>();
+    try {
+      for await (const c of jsm.consumers.list(stream)) {
+        const key = `${c.config.durable_name !== undefined ? "durable" : "ephemeral"} ${c.push_bound === true ? "bound" : "unbound"} ${c.config.filter_subject ?? ((c.config.filter_subjects ?? []).join("|") || "*")}`;
+        kinds.set(key, (kinds.get(key) ?? 0) + 1);
+      }
+    } catch (err) {
+      lines.push(`    (listing failed: ${(err as Error).message})`);
+    }
+    for (const [k, v] of [...kinds].sort((a, b) => b[1] - a[1]).slice(0, 6)) lines.push(`    ${v} × ${k}`);
+  }
+  return lines.join("\n");
 }
 
 interface Leak {
@@ -132,6 +163,8 @@ interface Phase {
   verdicts: Verdict[];
   results: FaultResult[];
   cycles: number;
+  /** Consumers per stream at the first and the last sample that could count them. */
+  consumers: { first: Map<string, number>; last: Map<string, number> };
 }
 
 /** Runs the schedule over and over for `minutes`, sampling meanwhile; the phase ends after the fault running at the deadline. */
@@ -141,7 +174,9 @@ async function runPhase(rig: Rig, name: string, minutes: number, leaking: boolea
   const started = Date.now();
   const deadline = started + minutes * 60_000;
   let sampling = Promise.resolve();
+  const consumers = { first: new Map<string, number>(), last: new Map<string, number>() };
   const sample = async () => {
+    const byStream = new Map<string, number>();
     if (leaking) await leakOnce(rig, leak);
     const t = (Date.now() - started) / 60_000;
     const nodes = rig.live();
@@ -151,8 +186,12 @@ async function runPhase(rig: Rig, name: string, minutes: number, leaking: boolea
       "harness fds": fdCount("self"),
       "harness RSS MB": rssMb("self"),
       "ffmpeg processes": ffmpegProcesses(rig.rtsp.port, rig.cameras).length,
-      "JetStream consumers": await consumerCount(rig),
+      "JetStream consumers": await consumerCount(rig, byStream),
     };
+    if (byStream.size > 0) {
+      if (consumers.first.size === 0) for (const [k, v] of byStream) consumers.first.set(k, v);
+      consumers.last = byStream;
+    }
     for (const [k, v] of Object.entries(values)) series.get(k)!.push({ t, value: v });
   };
   await sample();
@@ -175,7 +214,7 @@ async function runPhase(rig: Rig, name: string, minutes: number, leaking: boolea
     if (leak.fds.length + leak.consumers.length > 0) await cleanUp(rig, leak);
   }
   const verdicts = [...series].map(([k, samples]) => judge(k, samples, THRESHOLDS[k]!));
-  return { name, verdicts, results: state.results, cycles };
+  return { name, verdicts, results: state.results, cycles, consumers };
 }
 
 function printVerdicts(phase: Phase): void {
@@ -223,6 +262,7 @@ try {
     const real = await runPhase(rig, "soak", MINUTES, INJECT_LEAK);
     printReport(real.results);
     printVerdicts(real);
+    console.log(`JetStream consumers by stream, first and last sample:\n${await describeConsumers(rig, real.consumers.first, real.consumers.last).catch((err: Error) => `  (${err.message})`)}`);
     const leaks = real.verdicts.filter((v) => v.leaks).map((v) => v.resource);
     const broken = real.results.filter((r) => !r.held).map((r) => `${r.index} ${r.name}`);
     console.log(`\nsoak: ${leaks.length === 0 ? "no leak" : `LEAK: ${leaks.join(", ")}`}; ${broken.length === 0 ? "every invariant held" : `invariants BROKEN after fault(s) ${broken.join(", ")}`}`);

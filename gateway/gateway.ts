@@ -1,7 +1,7 @@
 import type { AddressInfo } from "node:net";
 import { Kvm } from "@nats-io/kv";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
-import { connectNats, ControlClient, ensureJetStream, jetStreamOptions, LOG_MESSAGES, type Config, type Logger, type NatsAuth, type NatsConnection } from "../runtime/index.ts";
+import { connectNats, ControlClient, ensureJetStream, jetStreamOptions, LOG_MESSAGES, openKvWithTimeout, type Config, type Logger, type NatsAuth, type NatsConnection } from "../runtime/index.ts";
 import { BUCKETS } from "../subjects/index.ts";
 import { GatewayCore, type GatewayCoreOptions } from "./core.ts";
 import { createHttp } from "./http.ts";
@@ -87,7 +87,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       await ensureJetStream(nc, jetStreamOptions(config, log));
     }
     const kvm = new Kvm(nc);
-    const [cameras, leases, relays] = await Promise.all([kvm.open(BUCKETS.cameras), kvm.open(BUCKETS.leases), kvm.open(BUCKETS.relays, { timeout: 2000 })]);
+    // Relay claims give up after 2 s, not the JetStream default 5 s (Kvm.open's own timeout option does not reach writes).
+    const [cameras, leases, relays] = await Promise.all([kvm.open(BUCKETS.cameras), kvm.open(BUCKETS.leases), openKvWithTimeout(nc, BUCKETS.relays, 2000)]);
 
     const conn = nc;
     const forward = new Histogram({

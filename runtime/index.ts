@@ -38,6 +38,7 @@ export {
   isCasConflict,
   isTransientNatsError,
   KvClaims,
+  openKvWithTimeout,
   cameraSpecOf,
   toCamfleetError,
   NatsServerNotFoundError,

@@ -16,6 +16,8 @@ export const LOG_MESSAGES = {
   leaseRenewalsFailing: "lease renewals failing",
   /** Info: renewals work again; `failedForMs` and `errors` (count by kind) sum the run up. */
   leaseRenewalsWork: "lease renewals work again",
+  /** Info: the leases stream's last revision of a held key is older than the one this node wrote last (the stream lost writes in a leader change); renewing from it. */
+  leaseRevisionWentBack: "lease revision went back; renewing from the stream's own",
   handingOver: "handing cameras over to even the load",
   drained: "drained",
   connectedToNats: "connected to NATS",

@@ -5,7 +5,7 @@ import { JetStreamApiError } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { describe, expect, it, onTestFinished } from "vitest";
-import { isCasConflict, KvClaims, ManualClock } from "../runtime/index.ts";
+import { isCasConflict, KvClaims, ManualClock, openKvWithTimeout } from "../runtime/index.ts";
 import { startNats } from "./helpers/nats-harness.ts";
 
 async function bucket() {
@@ -44,6 +44,33 @@ describe("KvClaims", () => {
     // A deleted key is free for a create again.
     expect(await a.create("k", "a")).toBeGreaterThan(rb!);
   });
+
+  it("gives up a write to a server that does not answer after the timeout it was opened with, not JetStream's default 5 s", async () => {
+    const nats = await startNats({ onCleanup: onTestFinished });
+    const nc = await connect({ servers: nats.url });
+    onTestFinished(() => nc.close());
+    await new Kvm(nc).create("claims_timeout");
+    const fast = await openKvWithTimeout(nc, "claims_timeout", 400);
+    const revision = await fast.put("k", "a");
+    const pid = nats.server.pid!;
+    // A server that takes the request and never answers: stopped, its socket still open.
+    process.kill(pid, "SIGSTOP");
+    onTestFinished(() => void process.kill(pid, "SIGCONT"));
+    const timed = async (write: Promise<unknown>) => {
+      const started = performance.now();
+      const err = await write.then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      return { err, ms: performance.now() - started };
+    };
+    // (Kvm.open(bucket, { timeout: 400 }) waited the full 5 s here: its option does not reach writes.)
+    const f = await timed(fast.update("k", "b", revision));
+    process.kill(pid, "SIGCONT");
+    expect(f.err).toBeInstanceOf(Error);
+    expect(f.ms).toBeGreaterThanOrEqual(350);
+    expect(f.ms).toBeLessThan(1500);
+  }, 20_000);
 
   it("judges staleness on its own monotonic clock from when it saw the revision change, never from the first sight's age", () => {
     const clock = new ManualClock();

@@ -7,7 +7,7 @@ export { applyStreams, defaultReplicas, describeChanges, ensureJetStream, jetStr
 export type { FieldChange, JetStreamSetupOptions, StreamChange, StreamLimits } from "./jetstream-setup.ts";
 export { formatBytes, JetStreamStorageError } from "./jetstream-room.ts";
 export type { StorageKind } from "./jetstream-room.ts";
-export { isCasConflict, isNoLeader, KvClaims } from "./kv-claim.ts";
+export { isCasConflict, isNoLeader, KvClaims, openKvWithTimeout } from "./kv-claim.ts";
 export type { KvClaimOptions } from "./kv-claim.ts";
 export { cameraSpecOf, connectNats, isTransientNatsError, natsErrorKind, retryTransient, toCamfleetError } from "./nats.ts";
 export type { ConnectOptions, NatsConnection, RetryTransientOptions } from "./nats.ts";

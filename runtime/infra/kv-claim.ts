@@ -1,8 +1,20 @@
-import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
+import { jetstream, JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import { jserrors } from "@nats-io/jetstream/internal";
-import { NoRespondersError, RequestError } from "@nats-io/transport-node";
-import type { KV } from "@nats-io/kv";
+import { NoRespondersError, RequestError, type NatsConnection } from "@nats-io/transport-node";
+import { Kvm, type KV } from "@nats-io/kv";
 import { realClock, type Clock } from "../clock.ts";
+
+/**
+ * Opens a KV bucket whose every request (puts, compare-and-sets, deletes,
+ * gets, status) gives up after `timeoutMs`. `Kvm.open(name, { timeout })`
+ * does not: its writes wait for the JetStream context's timeout, 5 s by
+ * default, and a lease renewal stuck that long outlives its own fence
+ * (measured: every holder fenced 1.5 s after its last answered renewal in a
+ * leases election, its next renewal still in flight).
+ */
+export function openKvWithTimeout(nc: NatsConnection, bucket: string, timeoutMs: number): Promise<KV> {
+  return new Kvm(jetstream(nc, { timeout: timeoutMs })).open(bucket);
+}
 
 /**
  * True when a KV write lost its compare-and-set: someone else wrote the key

@@ -266,12 +266,18 @@ export class LeaseKeeper {
     const key = kvKeys.lease(lease.camera);
     try {
       const entry = await this.options.kv.get(key, conflictAt !== undefined ? { revision: conflictAt } : undefined);
+      // Lost or re-claimed meanwhile: this answer speaks of a lease we no longer hold.
+      if (this.#leases.get(lease.camera) !== lease) return false;
       if (entry !== null && entry.operation === "PUT") {
         const current = LeaseSchema.safeParse(entry.json());
         if (current.success && current.data.node === this.options.node && current.data.epoch === lease.epoch) {
-          if (entry.revision <= lease.revision) return false;
+          if (entry.revision === lease.revision) return false;
+          // Newer: a renewal whose reply was lost had landed. Older (only when JetStream named it:
+          // the key's last revision on the leader now): the stream lost our later writes in a
+          // leader change. Either way the key holds our own lease: renew from where it stands.
+          if (entry.revision < lease.revision && conflictAt === undefined) return false;
+          this.options.logger.info({ camera: lease.camera, revision: entry.revision, ours: lease.revision }, entry.revision > lease.revision ? "a renewal whose reply was lost had landed; renewing from it" : LOG_MESSAGES.leaseRevisionWentBack);
           lease.revision = entry.revision;
-          this.options.logger.debug({ camera: lease.camera, revision: entry.revision }, "a renewal whose reply was lost had landed; renewing from it");
           return true;
         }
       }

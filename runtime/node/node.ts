@@ -22,7 +22,7 @@ import { ClusterView } from "./cluster-view.ts";
 import type { Config } from "../config.ts";
 import { describeConfig } from "../config.ts";
 import { serveCameraSnapshot, serveCameraStatus, serveCameraViewers, serveControl } from "./control-server.ts";
-import { connectNats, ensureJetStream, isTransientNatsError, jetStreamOptions, retryTransient, startEmbeddedNats, type NatsConnection, type NatsServerProcess } from "../infra/index.ts";
+import { connectNats, ensureJetStream, isTransientNatsError, jetStreamOptions, openKvWithTimeout, retryTransient, startEmbeddedNats, type NatsConnection, type NatsServerProcess } from "../infra/index.ts";
 import { every, realClock, sleep, type Clock, type Repeating, type Timer } from "../clock.ts";
 import { timedOut, withTimeout } from "../deadline.ts";
 import { BufferedPublisher } from "./event-publisher.ts";
@@ -283,9 +283,15 @@ export class FleetNode {
 
     const kvm = new Kvm(nc);
     // Lease and heartbeat writes must fail fast: one stuck for the default 5 s
-    // outlives the fence, even when NATS came back within moments.
-    const fast = { timeout: this.#timing.renewEveryMs };
-    const [cameras, leases, nodes, relays] = await Promise.all([kvm.open(BUCKETS.cameras), kvm.open(BUCKETS.leases, fast), kvm.open(BUCKETS.nodes, fast), kvm.open(BUCKETS.relays)]);
+    // outlives the fence (and blocks the lease's next renewal), even when NATS
+    // came back within moments.
+    const fast = this.#timing.renewEveryMs;
+    const [cameras, leases, nodes, relays] = await Promise.all([
+      kvm.open(BUCKETS.cameras),
+      openKvWithTimeout(nc, BUCKETS.leases, fast),
+      openKvWithTimeout(nc, BUCKETS.nodes, fast),
+      kvm.open(BUCKETS.relays),
+    ]);
     this.#nodesKv = nodes;
     this.#relaysKv = relays;
     this.#leases = new LeaseKeeper({
