@@ -5,6 +5,7 @@
 // have held its lease by proof. The check catches the new leader.
 
 import { describe, expect, it, onTestFinished } from "vitest";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { BUCKETS } from "../subjects/index.ts";
 import { ClusterView, ensureJetStream, silentLogger } from "../runtime/index.ts";
@@ -41,5 +42,20 @@ describe("ClusterView.leasesLeaderUnchanged", () => {
     expect(await view.leasesLeaderUnchanged()).toBe(false);
     expect(view.age(lease)).toBeLessThan(200); // restarted by the check
     expect(await view.leasesLeaderUnchanged()).toBe(true); // the new leader is now the known one
+  }, 60_000);
+
+  it("deletes its watches' consumers on the server when it stops, instead of leaving them for their 5-minute inactivity threshold", async () => {
+    const cluster = await startNatsCluster({ onCleanup: onTestFinished });
+    const nc = await connectTestClient(cluster.urls, onTestFinished);
+    await ensureJetStream(nc, { replicas: 3 });
+    const kvm = new Kvm(nc);
+    const [cameras, leases, nodes] = await Promise.all([kvm.open(BUCKETS.cameras), kvm.open(BUCKETS.leases), kvm.open(BUCKETS.nodes)]);
+    const jsm = await jetstreamManager(nc);
+    const consumers = async () => Promise.all([BUCKETS.cameras, BUCKETS.leases, BUCKETS.nodes].map(async (b) => (await jsm.streams.info(`KV_${b}`)).state.consumer_count));
+    const view = new ClusterView({ cameras, leases, nodes, ttlMs: 3000, logger: silentLogger() });
+    await view.start();
+    expect(await consumers()).toEqual([1, 1, 1]);
+    await view.stop();
+    await waitFor(async () => ((await consumers()).every((n) => n === 0) ? true : undefined), { timeoutMs: 5000, intervalMs: 100, message: "no consumer left on the buckets" });
   }, 60_000);
 });

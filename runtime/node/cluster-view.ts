@@ -2,6 +2,7 @@ import type { KV, KvEntry, KvWatchEntry } from "@nats-io/kv";
 import type { QueuedIterator } from "@nats-io/transport-node";
 import { LeaseSchema, NodeInfoSchema, type CameraSpec, type Lease, type NodeInfo } from "../../subjects/index.ts";
 import { backoffDelay, type Backoff } from "../backoff.ts";
+import { withTimeout } from "../deadline.ts";
 import { every, realClock, sleep, type Clock, type Repeating } from "../clock.ts";
 import { cameraSpecOf } from "../infra/index.ts";
 import type { Logger } from "../logger.ts";
@@ -87,10 +88,11 @@ export class ClusterView {
     this.#healthTimer = every(this.#clock, this.options.healthCheckMs ?? this.options.ttlMs / 2, () => void this.#checkHealth());
   }
 
-  stop(): void {
+  /** Stops the watches; resolves once their consumers are deleted on the server (or could not be). */
+  async stop(): Promise<void> {
     this.#stopped = true;
     this.#healthTimer?.stop();
-    for (const w of this.#watched) w.iter?.stop();
+    await Promise.all(this.#watched.map((w) => (w.iter !== undefined ? endWatch(w.iter) : undefined)));
   }
 
   onChange(listener: () => void): void {
@@ -314,7 +316,7 @@ export class ClusterView {
       this.options.logger.warn({ why }, `restarting the ${w.name} watch`);
       const old = w.iter;
       w.iter = undefined;
-      old?.stop();
+      if (old !== undefined) void endWatch(old);
       for (let attempt = 1; !this.#stopped; attempt++) {
         try {
           await this.#watch(w);
@@ -334,3 +336,22 @@ export class ClusterView {
     for (const listener of this.#listeners) listener();
   }
 }
+
+/**
+ * Stops a KV watch and deletes its consumer on the server. A stopped watch
+ * only unsubscribes: its ordered consumer stays for the 5 minutes of its
+ * inactivity threshold, and a node that restarts watches after every NATS
+ * fault piles them up (the soak counted 70 idle ones). The consumer hangs on
+ * the iterator's `_data` (nats.js's kv.watch puts it there); a failed delete
+ * (its server gone) leaves it to that threshold.
+ */
+async function endWatch(iter: QueuedIterator<KvWatchEntry>): Promise<void> {
+  iter.stop();
+  const consumer = (iter as { _data?: unknown })._data as { delete?: () => Promise<boolean> } | undefined;
+  if (typeof consumer?.delete !== "function") return;
+  await withTimeout(consumer.delete().catch(() => false), WATCH_DELETE_TIMEOUT_MS);
+}
+
+/** How long a stop waits for a watch consumer's delete, ms: a node stopping must not hang on it. */
+const WATCH_DELETE_TIMEOUT_MS = 1000;
+

@@ -844,13 +844,15 @@ export class FleetNode {
       const released = Promise.all(cameras.map((camera) => this.#release(camera, "shutdown")));
       // Actors stop for sure, NATS or not.
       await Promise.all(owned.map(([, o]) => o.slot.stop("shutdown")));
-      // Nothing more to watch or renew: the watches would only see the connection close.
-      this.#view?.stop();
+      // Nothing more to watch or renew: the watches would only see the connection close
+      // (their consumers are deleted on the server, below, before the connection drains).
+      const viewStopped = this.#view?.stop();
       // Telling the cluster (lease deletes, heartbeat delete, flush) gets one deadline
       // in all: a lease we could not delete simply expires.
       const told = (async () => {
         await released;
         await controlStopped;
+        await viewStopped;
         // Detections the actors published before they stopped reach JetStream if NATS lets them.
         const left = await this.#detections?.flush(SHUTDOWN_NATS_DEADLINE_MS / 2);
         if (left === false) log.warn({ pending: this.#detections?.pending }, "detections still unacknowledged at shutdown; given up");
