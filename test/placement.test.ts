@@ -87,8 +87,8 @@ describe("candidates and hand-over", () => {
 });
 
 describe("timing", () => {
-  it("lease timing leaves a quarter TTL between self-fencing and takeover", () => {
-    expect(leaseTiming(3000)).toEqual({ renewEveryMs: 500, fenceAfterMs: 1500, fastTakeoverAfterMs: 1800, takeoverAfterMs: 3000 });
+  it("lease timing: fence at TTL/2, fast takeover a tenth of the TTL past it, the post-election hold a tenth of the TTL inside a full one", () => {
+    expect(leaseTiming(3000)).toEqual({ renewEveryMs: 500, fenceAfterMs: 1500, fastTakeoverAfterMs: 1800, takeoverAfterMs: 3000, postElectionHoldMs: 2700 });
   });
 
   it("restart backoff doubles with jitter up to the cap", () => {
