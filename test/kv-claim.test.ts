@@ -6,7 +6,9 @@ import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { isCasConflict, KvClaims, ManualClock, openKvWithTimeout } from "../runtime/index.ts";
+import { readFileSync } from "node:fs";
 import { startNats } from "./helpers/nats-harness.ts";
+import { waitFor } from "./helpers/wait.ts";
 
 async function bucket() {
   const nats = await startNats({ onCleanup: onTestFinished });
@@ -56,6 +58,8 @@ describe("KvClaims", () => {
     // A server that takes the request and never answers: stopped, its socket still open.
     process.kill(pid, "SIGSTOP");
     onTestFinished(() => void process.kill(pid, "SIGCONT"));
+    // Stopped for sure before the write (state T in /proc), or the server may still answer it.
+    await waitFor(() => (readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.startsWith("T") ? true : undefined), { timeoutMs: 5000, intervalMs: 10, message: "nats-server stopped" });
     const timed = async (write: Promise<unknown>) => {
       const started = performance.now();
       const err = await write.then(
