@@ -13,13 +13,19 @@ import { connectTestClient, jetStreamLeaders, leadLeasesFrom } from "./helpers/f
 import { startNatsCluster } from "./helpers/nats-harness.ts";
 import { waitFor } from "./helpers/wait.ts";
 
+/** A 3-server cluster with camfleet's streams and buckets, and the three buckets a view watches. */
+async function clusterBuckets() {
+  const cluster = await startNatsCluster({ onCleanup: onTestFinished });
+  const nc = await connectTestClient(cluster.urls, onTestFinished);
+  await ensureJetStream(nc, { replicas: 3 });
+  const kvm = new Kvm(nc);
+  const [cameras, leases, nodes] = await Promise.all([kvm.open(BUCKETS.cameras), kvm.open(BUCKETS.leases), kvm.open(BUCKETS.nodes)]);
+  return { cluster, nc, cameras, leases, nodes };
+}
+
 describe("ClusterView.leasesLeaderUnchanged", () => {
   it("says no once after the leases stream changed leader, and restarts every age then", async () => {
-    const cluster = await startNatsCluster({ onCleanup: onTestFinished });
-    const nc = await connectTestClient(cluster.urls, onTestFinished);
-    await ensureJetStream(nc, { replicas: 3 });
-    const kvm = new Kvm(nc);
-    const [cameras, leases, nodes] = await Promise.all([kvm.open(BUCKETS.cameras), kvm.open(BUCKETS.leases), kvm.open(BUCKETS.nodes)]);
+    const { cluster, nc, cameras, leases, nodes } = await clusterBuckets();
     await leases.put("cam1", JSON.stringify({ camera: "cam1", node: "gone-node", epoch: 1, acquired_ts: Date.now(), renewed_ts: Date.now() }));
     // Health checks far apart: the check under test is the only one that looks.
     const view = new ClusterView({ cameras, leases, nodes, ttlMs: 3000, logger: silentLogger(), healthCheckMs: 3_600_000 });
@@ -45,11 +51,7 @@ describe("ClusterView.leasesLeaderUnchanged", () => {
   }, 60_000);
 
   it("deletes its watches' consumers on the server when it stops, instead of leaving them for their 5-minute inactivity threshold", async () => {
-    const cluster = await startNatsCluster({ onCleanup: onTestFinished });
-    const nc = await connectTestClient(cluster.urls, onTestFinished);
-    await ensureJetStream(nc, { replicas: 3 });
-    const kvm = new Kvm(nc);
-    const [cameras, leases, nodes] = await Promise.all([kvm.open(BUCKETS.cameras), kvm.open(BUCKETS.leases), kvm.open(BUCKETS.nodes)]);
+    const { cluster, nc, cameras, leases, nodes } = await clusterBuckets();
     const jsm = await jetstreamManager(nc);
     const consumers = async () => Promise.all([BUCKETS.cameras, BUCKETS.leases, BUCKETS.nodes].map(async (b) => (await jsm.streams.info(`KV_${b}`)).state.consumer_count));
     const view = new ClusterView({ cameras, leases, nodes, ttlMs: 3000, logger: silentLogger() });
