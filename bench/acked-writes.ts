@@ -162,7 +162,7 @@ try {
     deny_delete: true,
     discard: DiscardPolicy.New,
   });
-  console.log(`acked writes: ${KEYS} writers, ${RUNS} kills -9 per phase, down ${DOWN_S} s each (nats-server in a 3-server cluster)`);
+  console.log(`acked writes: ${KEYS} writers, ${RUNS} kills -9 per phase, down ${DOWN_S} s each (nats-server ${nc.info?.version ?? "?"} in a 3-server cluster)`);
   const baseline = await phase(nc, cluster.servers, "follower");
   const leader = await phase(nc, cluster.servers, "leader");
   console.table([

@@ -182,7 +182,9 @@ describe("reconcile: claims", () => {
     const da = a.round(TTL, false);
     const db = b.round(TTL, false);
     const [second, dFirst, dSecond] = da.claims.length > 0 ? [b, da, db] : [a, db, da];
-    expect(dFirst.claims).toEqual([{ camera: "cam1", takeoverRevision: world.leases.get("cam1")!.revision, leaseAgeMs: TTL }]);
+    expect(dFirst.claims).toEqual([
+      { camera: "cam1", takeoverRevision: world.leases.get("cam1")!.revision, leaseAgeMs: TTL, expiry: { lifetimeMs: TTL, holderGone: false, agesRestartedAgoMs: TTL } },
+    ]);
     expect(dSecond.claims).toEqual([]);
     expect(dSecond.wakeAt).toBe(TTL + TUNING.claimStaggerMs);
     // Rank 0 failed to claim (it died too): rank 1 takes over one stagger later, not before.
@@ -370,8 +372,11 @@ describe("a node found gone by its presence probe", () => {
     expect(run(TIMING.fastTakeoverAfterMs - 1, true).claims).toEqual([]);
     expect(run(TIMING.fastTakeoverAfterMs - 1, true).wakeAt).toBe(TIMING.fastTakeoverAfterMs);
     // At it, a gone holder's cameras are claimable (b ranks without a); a merely late one's are not.
-    const claims = run(TIMING.fastTakeoverAfterMs + 2 * TUNING.claimStaggerMs, true).claims.map((c) => c.camera).sort();
+    const fast = run(TIMING.fastTakeoverAfterMs + 2 * TUNING.claimStaggerMs, true).claims;
+    const claims = fast.map((c) => c.camera).sort();
     expect(claims.length).toBeGreaterThan(0);
+    // The claim says it went by the fast expiry, its holder being gone (the claim's log line).
+    expect(fast.map((c) => c.expiry)).toEqual(fast.map(() => expect.objectContaining({ lifetimeMs: TIMING.fastTakeoverAfterMs, holderGone: true })));
     expect(claims.every((c) => aCams.includes(c))).toBe(true);
     expect(run(TIMING.fastTakeoverAfterMs + 2 * TUNING.claimStaggerMs, false).claims).toEqual([]);
     // The fast expiry never exceeds the TTL's verdict.
@@ -395,8 +400,11 @@ describe("a node found gone by its presence probe", () => {
     // Past the fast expiry counted from the restart, and short of the TTL: nothing moves.
     expect(run(restartedAt + TIMING.fastTakeoverAfterMs + 2 * TUNING.claimStaggerMs).claims).toEqual([]);
     expect(run(restartedAt + TIMING.fastTakeoverAfterMs).wakeAt).toBe(restartedAt + TTL);
-    const claims = run(restartedAt + TTL + 2 * TUNING.claimStaggerMs).claims.map((c) => c.camera);
+    const late = run(restartedAt + TTL + 2 * TUNING.claimStaggerMs).claims;
+    const claims = late.map((c) => c.camera);
     expect(claims.length).toBeGreaterThan(0);
+    // Gone, but judged by the TTL: the claim's line shows why (its ages restarted since the renewal it saw).
+    expect(late.map((c) => c.expiry)).toEqual(late.map(() => ({ lifetimeMs: TTL, holderGone: true, agesRestartedAgoMs: TTL + 2 * TUNING.claimStaggerMs })));
     expect(claims.every((c) => aCams.includes(c))).toBe(true);
     // A renewal seen since the restart makes the fast expiry count again.
     for (const c of aCams) w.lease(c, "a", restartedAt + 100);

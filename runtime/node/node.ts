@@ -32,7 +32,7 @@ import { LOG_MESSAGES } from "../log-messages.ts";
 import type { Logger } from "../logger.ts";
 import { NodeMetrics } from "../metrics.ts";
 import { startOpsServer, type OpsServer } from "./ops-http.ts";
-import { DEFAULT_PLACEMENT, initialMemory, reconcile, type PlacementMemory, type PlacementTuning } from "./reconcile.ts";
+import { DEFAULT_PLACEMENT, initialMemory, reconcile, type PlacementMemory, type PlacementTuning, type ReconcileDecision } from "./reconcile.ts";
 import { ActorSlot, type BackoffPolicy } from "./supervisor.ts";
 import { probePresence, servePresence } from "./presence.ts";
 import { RouteWitness } from "./witness.ts";
@@ -548,9 +548,9 @@ export class FleetNode {
       void mine.slot.update(spec.value);
     }
     for (const { camera, reason } of decision.releases) void this.#release(camera, reason);
-    for (const { camera, takeoverRevision, leaseAgeMs } of decision.claims) {
-      const spec = view.cameras.get(camera);
-      if (spec !== undefined) void this.#claim(spec.value, takeoverRevision, leaseAgeMs);
+    for (const claim of decision.claims) {
+      const spec = view.cameras.get(claim.camera);
+      if (spec !== undefined) void this.#claim(spec.value, claim);
     }
     if (decision.handovers.length > 0) {
       this.#options.logger.info({ cameras: decision.handovers, count: this.#owned.size }, LOG_MESSAGES.handingOver);
@@ -564,8 +564,9 @@ export class FleetNode {
     }
   }
 
-  /** `leaseAgeMs`: how long this node had seen the lease it takes over unchanged (logged with the claim). */
-  async #claim(spec: CameraSpec, takeoverRevision: number | undefined, leaseAgeMs: number | undefined): Promise<void> {
+  /** `claim.leaseAgeMs` and `claim.expiry`: how this node judged the lease it takes over expired (logged with the claim). */
+  async #claim(spec: CameraSpec, claim: ReconcileDecision["claims"][number]): Promise<void> {
+    const { takeoverRevision, leaseAgeMs, expiry } = claim;
     const camera = spec.id;
     const log = this.#options.logger.child({ camera });
     this.#claiming.add(camera);
@@ -593,6 +594,9 @@ export class FleetNode {
           epoch: lease.epoch,
           takeover: takeoverRevision !== undefined,
           ...(takeoverRevision !== undefined ? { takeoverRevision, leaseAgeMs: Math.round(leaseAgeMs ?? 0) } : {}),
+          ...(expiry !== undefined
+            ? { expiredBy: expiry.lifetimeMs < this.#timing.takeoverAfterMs ? "holder gone" : "ttl", holderGone: expiry.holderGone, agesRestartedAgoMs: Math.round(expiry.agesRestartedAgoMs) }
+            : {}),
         },
         LOG_MESSAGES.claimedCamera,
       );

@@ -126,13 +126,26 @@ export interface ReconcileInput {
 
 export type ReleaseReason = "deleted" | "disabled";
 
+/**
+ * Why a taken-over lease counted as expired, for the claim's log line: the
+ * fast path (its holder found gone) or the full TTL, and when not fast, why.
+ */
+export interface TakeoverExpiry {
+  /** The lifetime the lease was judged by: the fast takeover time or the TTL. */
+  lifetimeMs: number;
+  /** A presence probe found the holder without a responder. */
+  holderGone: boolean;
+  /** How long ago this node's ages last restarted (reconnect, KV writes back, new leases leader). */
+  agesRestartedAgoMs: number;
+}
+
 export interface ReconcileDecision {
   /** Owned cameras whose spec changed: hand the actor the spec at this revision. */
   updates: Array<{ camera: string; revision: number }>;
   /** Owned cameras to stop and give up: deleted or disabled. */
   releases: Array<{ camera: string; reason: ReleaseReason }>;
   /** Cameras to claim: `create`, or `update` at `takeoverRevision` over an expired lease, unchanged for `leaseAgeMs` in this node's view. */
-  claims: Array<{ camera: string; takeoverRevision: number | undefined; leaseAgeMs?: number }>;
+  claims: Array<{ camera: string; takeoverRevision: number | undefined; leaseAgeMs?: number; expiry?: TakeoverExpiry }>;
   /** Owned cameras to release so the load evens out (each now in cooldown here). */
   handovers: string[];
   memory: PlacementMemory;
@@ -210,7 +223,16 @@ export function reconcile(input: ReconcileInput): ReconcileDecision {
     if (inFlight >= tuning.maxClaimsInFlight) break;
     me.count++; // later decisions this round see the claim
     inFlight++;
-    decision.claims.push(lease === undefined ? { camera, takeoverRevision: undefined } : { camera, takeoverRevision: lease.revision, leaseAgeMs: ageOf(view, lease, now) });
+    decision.claims.push(
+      lease === undefined
+        ? { camera, takeoverRevision: undefined }
+        : {
+            camera,
+            takeoverRevision: lease.revision,
+            leaseAgeMs: ageOf(view, lease, now),
+            expiry: { lifetimeMs: lifetimeOf(view, lease, lease.value.node), holderGone: view.gone?.has(lease.value.node) === true, agesRestartedAgoMs: now - view.connectedAt },
+          },
+    );
   }
   for (const camera of unownedSince.keys()) {
     if (!view.cameras.get(camera)?.value.enabled) unownedSince.delete(camera);

@@ -142,6 +142,9 @@ export interface ClaimRecord {
   /** A takeover's: the revision of the expired lease it replaced, and how long the claiming node had seen that lease unchanged (its own clock). */
   takeoverRevision?: number;
   leaseAgeMs?: number;
+  /** A takeover's: "holder gone" (the fast path) or "ttl", and how long before the claim the node's ages had last restarted. */
+  expiredBy?: string;
+  agesRestartedAgoMs?: number;
   /** Log time, ms since the epoch. */
   time: number;
 }
@@ -157,6 +160,8 @@ export function claimsFromLogs(nodes: readonly FleetNodeProcess[]): ClaimRecord[
         takeover: line.takeover === true,
         ...(typeof line.takeoverRevision === "number" ? { takeoverRevision: line.takeoverRevision } : {}),
         ...(typeof line.leaseAgeMs === "number" ? { leaseAgeMs: line.leaseAgeMs } : {}),
+        ...(typeof line.expiredBy === "string" ? { expiredBy: line.expiredBy } : {}),
+        ...(typeof line.agesRestartedAgoMs === "number" ? { agesRestartedAgoMs: line.agesRestartedAgoMs } : {}),
         time: logTime(line),
       });
     }

@@ -12,6 +12,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { StatusEventSchema, STREAMS, subjects, type StatusEvent } from "../../../subjects/index.ts";
 import {
   cameraTrail,
+  claimsFromLogs,
   countByNode,
   expectOwnedExactlyOnce,
   jetStreamLeaders,
@@ -449,6 +450,8 @@ export async function runFault(rig: Rig, state: RunState, fault: Fault, log: (li
 
   const renewals = renewalTroubleSince(rig, since);
   if (renewals !== "") notes.push(renewals);
+  const takeovers = takeoversSince(rig, since);
+  if (takeovers !== "") notes.push(takeovers);
   await checkInvariants(rig, state, problems, notes);
   const fresh: Invariants = { ownership: [], leases: [], recovery: problems.recovery, detections: [], ffmpeg: [] };
   for (const key of ["ownership", "leases", "detections", "ffmpeg"] as const) {
@@ -474,6 +477,20 @@ export async function runFault(rig: Rig, state: RunState, fault: Fault, log: (li
   state.results.push(result);
   log(faultLine(result));
   return result;
+}
+
+/**
+ * How each takeover since `since` judged its lease expired: by the fast path
+ * (holder found gone) or the full TTL, with the lease's age and how long
+ * before the claimer's ages had restarted (when within 10 s). A node kill
+ * that takes the TTL path shows here why.
+ */
+function takeoversSince(rig: Rig, since: number): string {
+  const taken = claimsFromLogs(rig.nodes).filter((c) => c.takeover && c.time >= since);
+  const line = (c: (typeof taken)[number]) =>
+    `${c.camera} by ${c.node} ${c.expiredBy ?? "?"} at age ${((c.leaseAgeMs ?? 0) / 1000).toFixed(1)} s` +
+    (c.agesRestartedAgoMs !== undefined && c.agesRestartedAgoMs < 10_000 ? ` (ages restarted ${(c.agesRestartedAgoMs / 1000).toFixed(1)} s before)` : "");
+  return taken.length === 0 ? "" : `takeovers: ${taken.map(line).join("; ")}`;
 }
 
 /**
